@@ -1,0 +1,1 @@
+"""The edges: inbound channels (gateway), outbound delivery, CRM/ticketing sinks."""

@@ -1,0 +1,241 @@
+"""Typed records that flow between stages, mirroring ``schemas/*.avsc`` field for field.
+
+Processors work on these dataclasses, never on bytes or Kafka messages, so they can be unit-tested
+and reused by replay, evaluation and benchmarks. ``to_avro``/``from_avro`` are the only bridge to
+the wire format.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import enum
+import time
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Status(str, enum.Enum):
+    ANSWERED = "ANSWERED"
+    FALLBACK = "FALLBACK"
+    ESCALATED = "ESCALATED"
+    BLOCKED = "BLOCKED"
+    RATE_LIMITED = "RATE_LIMITED"
+    REJECTED = "REJECTED"
+
+
+class FeedbackKind(str, enum.Enum):
+    THUMBS_UP = "THUMBS_UP"
+    THUMBS_DOWN = "THUMBS_DOWN"
+    CSAT = "CSAT"
+
+
+@dataclass
+class ChatRequest:
+    message_id: str
+    session_id: str
+    user_id: str
+    channel: str
+    text: str
+    sent_at: int
+    metadata: dict[str, str] = field(default_factory=dict)
+    tenant: str = "default"
+
+
+@dataclass
+class HistoryTurn:
+    role: str
+    text: str
+    message_id: str = ""
+    at: int = 0
+
+
+@dataclass
+class Passage:
+    doc_id: str
+    chunk_id: str
+    title: str
+    source: str
+    text: str
+    score: float
+
+
+@dataclass
+class Citation:
+    doc_id: str
+    title: str
+    source: str
+    score: float
+
+
+@dataclass
+class ChatTurn:
+    request: ChatRequest
+    history: list[HistoryTurn] = field(default_factory=list)
+    summary: str = ""
+    session_failures: int = 0
+    passages: list[Passage] = field(default_factory=list)
+    retrieval_ok: bool = True
+    retrieval_error: str | None = None
+    answer: str | None = None
+    provider: str = ""
+    model: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    llm_latency_ms: int = 0
+    degraded: bool = False
+    generation_error: str | None = None
+    stage_ms: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class ChatResponse:
+    message_id: str
+    session_id: str
+    user_id: str
+    channel: str
+    text: str
+    status: Status
+    citations: list[Citation] = field(default_factory=list)
+    model: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms: int = 0
+    created_at: int = field(default_factory=now_ms)
+    metadata: dict[str, str] = field(default_factory=dict)
+    tenant: str = "default"
+    reason: str | None = None
+    groundedness: float = 0.0
+    stage_ms: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def for_request(cls, request: ChatRequest, text: str, status: Status, **extra: Any) -> "ChatResponse":
+        """A reply addressed back to where the request came from."""
+        created = now_ms()
+        return cls(
+            message_id=request.message_id,
+            session_id=request.session_id,
+            user_id=request.user_id,
+            channel=request.channel,
+            text=text,
+            status=status,
+            created_at=created,
+            latency_ms=max(0, created - request.sent_at),
+            metadata=dict(request.metadata),
+            tenant=request.tenant,
+            **extra,
+        )
+
+
+@dataclass
+class ChatEscalation:
+    message_id: str
+    session_id: str
+    user_id: str
+    channel: str
+    reason: str
+    transcript: list[HistoryTurn] = field(default_factory=list)
+    created_at: int = field(default_factory=now_ms)
+    tenant: str = "default"
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class KafkaHeader:
+    key: str
+    value: bytes | None = None
+
+
+@dataclass
+class DeadLetter:
+    key: bytes | None
+    value: bytes | None
+    topic: str
+    partition: int
+    offset: int
+    stage: str
+    error_class: str
+    error_message: str
+    headers: list[KafkaHeader] = field(default_factory=list)
+    failed_at: int = field(default_factory=now_ms)
+    message_id: str | None = None
+    replay_count: int = 0
+
+
+@dataclass
+class ChatFeedback:
+    message_id: str
+    session_id: str
+    user_id: str
+    channel: str
+    kind: FeedbackKind
+    score: int
+    comment: str = ""
+    created_at: int = field(default_factory=now_ms)
+
+
+# --- Avro bridge ---------------------------------------------------------------------------------
+
+RECORD_TYPES: dict[str, type] = {
+    "ChatRequest": ChatRequest,
+    "ChatTurn": ChatTurn,
+    "ChatResponse": ChatResponse,
+    "ChatEscalation": ChatEscalation,
+    "DeadLetter": DeadLetter,
+    "ChatFeedback": ChatFeedback,
+}
+
+_NESTED: dict[tuple[type, str], type] = {
+    (ChatTurn, "request"): ChatRequest,
+    (ChatTurn, "history"): HistoryTurn,
+    (ChatTurn, "passages"): Passage,
+    (ChatResponse, "citations"): Citation,
+    (ChatResponse, "status"): Status,
+    (ChatEscalation, "transcript"): HistoryTurn,
+    (DeadLetter, "headers"): KafkaHeader,
+    (ChatFeedback, "kind"): FeedbackKind,
+}
+
+T = TypeVar("T")
+
+
+def to_avro(record: Any) -> dict[str, Any]:
+    """A dataclass record as the plain dict fastavro writes (enums as their symbol)."""
+
+    def convert(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, enum.Enum):
+            return value.value
+        if isinstance(value, list):
+            return [convert(v) for v in value]
+        if isinstance(value, dict):
+            return {k: convert(v) for k, v in value.items()}
+        return value
+
+    return convert(record)
+
+
+def from_avro(cls: type[T], data: dict[str, Any]) -> T:
+    """Rebuild a dataclass record from what fastavro read (unknown fields are ignored)."""
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        if isinstance(value, _dt.datetime):  # fastavro reads timestamp-millis as datetime
+            value = int(value.timestamp() * 1000)
+        nested = _NESTED.get((cls, f.name))
+        if nested is not None and value is not None:
+            if isinstance(value, list):
+                value = [from_avro(nested, v) if isinstance(v, dict) else nested(v) for v in value]
+            elif isinstance(value, dict):
+                value = from_avro(nested, value)
+            else:
+                value = nested(value)
+        kwargs[f.name] = value
+    return cls(**kwargs)

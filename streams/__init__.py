@@ -1,0 +1,1 @@
+"""Wires processors to Kafka topics: Faust app, topics, codecs, telemetry and the CLI."""

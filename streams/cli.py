@@ -1,0 +1,73 @@
+"""The ``chatstream`` command.
+
+Each command group lives in the module that owns it and registers itself here through
+``register(subparsers)``; this file only lists them, so adding a command never means editing
+another team's module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from streams.config import Settings
+
+# module path -> it defines register(subparsers) and its handlers take (args, settings)
+COMMAND_MODULES = (
+    "stack.commands",  # stack up|down|status|logs
+    "streams.commands.config_cmd",  # config
+    "streams.commands.topics_cmd",  # topics create|check
+    "streams.commands.worker_cmd",  # worker [--stage]
+    "streams.commands.send_cmd",  # send
+    "streams.commands.ingest_cmd",  # ingest PATH
+    "streams.commands.demo_cmd",  # demo
+    "streams.commands.bench_cmd",  # bench
+    "streams.commands.dlq_cmd",  # dlq list|replay
+    "streams.commands.trace_cmd",  # trace MESSAGE_ID
+    "streams.commands.stats_cmd",  # stats
+    "streams.dev.commands",  # dev llm-server
+    "connectors.commands",  # gateway, deliver, sink
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chatstream", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and name.startswith(exc.name):
+                continue  # command group not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    settings = Settings()
+    try:
+        return int(args.handler(args, settings) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except CommandError as exc:
+        print(f"chatstream: {exc}", file=sys.stderr)
+        return 2
+
+
+class CommandError(Exception):
+    """An error the operator can fix; printed without a traceback."""
+
+
+if __name__ == "__main__":
+    sys.exit(main())
