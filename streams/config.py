@@ -68,6 +68,21 @@ class Settings(BaseSettings):
     kafka_version: str = "3.9.1"
     weaviate_version: str = "v1.35.2"
     jaeger_version: str = "v2.13.0"
+    jaeger_go_tag: str = Field(
+        default="v1.76.0",
+        description="Go module version of jaeger cut with jaeger_version (the module path has no /v2).",
+    )
+    kafka_heap: str = Field(default="512m", description="-Xmx of the local Kafka broker.")
+    weaviate_gossip_port: int = 7946
+    weaviate_data_port: int = 7947
+    weaviate_raft_port: int = 8300
+    weaviate_raft_rpc_port: int = 8301
+    jaeger_query_grpc_port: int = 16685
+    jaeger_max_traces: int = 100_000
+    stack_start_timeout_s: float = Field(
+        default=120.0, description="How long `stack up` waits for each service's readiness round trip."
+    )
+    stack_stop_timeout_s: float = Field(default=30.0, description="SIGTERM grace before SIGKILL in `stack down`.")
 
     # --- clients ---------------------------------------------------------------------------------
     kafka_bootstrap: str = "127.0.0.1:9092"
@@ -76,6 +91,9 @@ class Settings(BaseSettings):
     schema_registry_url: str | None = None
     otlp_endpoint: str | None = Field(
         default="http://127.0.0.1:4317", description="OTLP/gRPC endpoint; empty turns exporting off."
+    )
+    otlp_metrics_endpoint: str | None = Field(
+        default=None, description="OTLP/gRPC endpoint for metrics (Jaeger takes traces only); off when empty."
     )
     jaeger_query_url: str = "http://127.0.0.1:16686"
 
@@ -89,6 +107,7 @@ class Settings(BaseSettings):
     # --- pipeline --------------------------------------------------------------------------------
     max_in_flight: int = 64
     stage_timeout_s: float = 60.0
+    shutdown_grace_s: float = 20.0
     max_text_chars: int = 4000
     channels: list[str] = Field(default_factory=lambda: ["web", "slack", "whatsapp", "teams", "cli", "bench"])
     history_turns: int = 8
@@ -102,6 +121,11 @@ class Settings(BaseSettings):
     embedding_provider: Literal["local", "openai"] = "local"
     embedding_model: str = "text-embedding-3-small"
     embedding_threads: int = 1
+    embedding_batch_size: int = Field(default=64, description="Most texts merged into one local ONNX run.")
+    embedding_batch_wait_ms: float = Field(default=3.0, description="How long a local embed call waits for company.")
+    embedding_base_url: str | None = Field(default=None, description="OpenAI-compatible embeddings API; falls back to llm_base_url.")
+    embedding_api_key: SecretStr | None = Field(default=None, description="Falls back to llm_api_key.")
+    embedding_dimension: int | None = Field(default=None, description="Vector size of an API model the client does not know.")
     collection: str = "HelpCenter"
     tenant: str = "default"
     retrieval_alpha: float = 0.5
@@ -122,6 +146,12 @@ class Settings(BaseSettings):
     llm_max_retries: int = 2
     llm_backoff_base_s: float = 0.2
     llm_backoff_max_s: float = 5.0
+    llm_retry_after_max_s: float = Field(
+        default=10.0, description="Cap on a provider's Retry-After hint, so one 429 cannot park a turn."
+    )
+    llm_deadline_s: float = Field(
+        default=45.0, description="Bound on one provider's call including retries and waits."
+    )
     circuit_failure_threshold: int = 5
     circuit_reset_s: float = 10.0
     prompt_token_budget: int = 3000
@@ -161,6 +191,43 @@ class Settings(BaseSettings):
     teams_jwt_secret: SecretStr | None = None
     teams_jwt_issuer: str = "https://api.botframework.com"
     teams_jwks_path: Path | None = None
+    # connectors (gateway, deliver, sinks): see connectors/
+    gateway_publish_timeout_s: float = Field(
+        default=5.0, description="How long an accepted request may wait for Kafka's ack before the channel gets 503."
+    )
+    gateway_stream_secret: SecretStr | None = Field(
+        default=None,
+        description="Signs the per-session SSE stream tokens; unset = random per process (one gateway instance only).",
+    )
+    gateway_dedup_ttl_s: float = 600.0
+    gateway_sse_enabled: bool = True
+    gateway_sse_buffer: int = 20
+    gateway_sse_buffer_ttl_s: float = 300.0
+    gateway_sse_keepalive_s: float = 15.0
+    slack_replay_window_s: int = 300
+    whatsapp_max_age_s: int = 7 * 24 * 3600
+    teams_app_password: SecretStr | None = None
+    teams_token_url: str = "https://login.microsoftonline.com/botframework.com/oauth2/v2.0/token"
+    teams_service_url_allow: list[str] = Field(
+        default_factory=lambda: ["https://smba.trafficmanager.net/"],
+        description="serviceUrl prefixes the bot may post to (its token is sent there).",
+    )
+    teams_jwt_leeway_s: int = 300
+    deliver_group: str = "chatstream-deliver"
+    deliver_max_attempts: int = 8
+    deliver_backoff_base_s: float = 0.5
+    deliver_backoff_max_s: float = 30.0
+    deliver_timeout_s: float = 10.0
+    deliver_rate_per_s: dict[str, float] = Field(
+        default_factory=lambda: {"slack": 10.0, "whatsapp": 20.0, "teams": 10.0},
+        description="Per-channel send rate of one deliver instance.",
+    )
+    sink_max_attempts: int = 6
+    sink_backoff_base_s: float = 0.5
+    sink_backoff_max_s: float = 30.0
+    sink_timeout_s: float = 10.0
+    sink_auth_token: SecretStr | None = Field(default=None, description="Bearer token sent to the --to webhook.")
+    transcript_idle_s: float = 900.0
 
     @cached_property
     def topics(self) -> Topics:

@@ -1,0 +1,1 @@
+"""``chatstream gateway``: the ASGI service where channel traffic enters chatstream."""

@@ -1,0 +1,190 @@
+"""Replies to web sessions as server-sent events.
+
+Every gateway instance tails ``chat.outbound`` with its own consumer group (a unique id, starting at
+the end), so whichever instance holds a browser's SSE connection sees that browser's replies; no
+offsets are committed because nothing here needs to survive a restart (a short per-session buffer
+covers a page that reconnects, with ``Last-Event-ID``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+import uuid
+from collections import defaultdict, deque
+from typing import Any, AsyncIterator
+
+from processors.records import ChatResponse
+from streams.codec import Codec, DecodeError
+
+log = logging.getLogger("chatstream.gateway.sse")
+
+
+def reply_event(resp: ChatResponse) -> dict[str, Any]:
+    """What the browser gets: the answer and its citations, never the channel metadata."""
+    return {
+        "message_id": resp.message_id,
+        "session_id": resp.session_id,
+        "text": resp.text,
+        "status": resp.status.value,
+        "reason": resp.reason,
+        "citations": [
+            {"doc_id": c.doc_id, "title": c.title, "source": c.source, "score": c.score} for c in resp.citations
+        ],
+        "created_at": resp.created_at,
+    }
+
+
+def format_sse(event: dict[str, Any]) -> bytes:
+    return f"id: {event['message_id']}\nevent: reply\ndata: {json.dumps(event, separators=(',', ':'))}\n\n".encode()
+
+
+class Hub:
+    """Fan-out of replies to the SSE subscribers of a session, with a short replay buffer."""
+
+    def __init__(self, buffer: int = 20, buffer_ttl_s: float = 300.0, queue_size: int = 100) -> None:
+        self._subs: dict[str, set[asyncio.Queue]] = defaultdict(set)
+        self._recent: dict[str, deque[tuple[float, dict[str, Any]]]] = {}
+        self.buffer = buffer
+        self.buffer_ttl_s = buffer_ttl_s
+        self.queue_size = queue_size
+        self.delivered = 0
+
+    def publish(self, resp: ChatResponse) -> None:
+        event = reply_event(resp)
+        now = time.monotonic()
+        recent = self._recent.setdefault(resp.session_id, deque(maxlen=self.buffer))
+        recent.append((now, event))
+        self._prune(now)
+        for queue in list(self._subs.get(resp.session_id, ())):
+            try:
+                queue.put_nowait(event)
+                self.delivered += 1
+            except asyncio.QueueFull:
+                log.warning("SSE subscriber of %s too slow; reply %s dropped for it", resp.session_id, resp.message_id)
+
+    def _prune(self, now: float) -> None:
+        cutoff = now - self.buffer_ttl_s
+        for sid in [s for s, d in self._recent.items() if not d or d[-1][0] < cutoff]:
+            del self._recent[sid]
+
+    def backlog(self, session_id: str, last_event_id: str | None) -> list[dict[str, Any]]:
+        """Buffered replies after ``last_event_id`` (all buffered ones when unknown or absent)."""
+        events = [e for t, e in self._recent.get(session_id, ()) if t >= time.monotonic() - self.buffer_ttl_s]
+        if last_event_id:
+            ids = [e["message_id"] for e in events]
+            if last_event_id in ids:
+                return events[ids.index(last_event_id) + 1 :]
+        return events
+
+    async def subscribe(
+        self, session_id: str, last_event_id: str | None = None, keepalive_s: float = 15.0
+    ) -> AsyncIterator[bytes]:
+        queue: asyncio.Queue = asyncio.Queue(self.queue_size)
+        self._subs[session_id].add(queue)
+        try:
+            yield b"retry: 2000\n\n"
+            for event in self.backlog(session_id, last_event_id):
+                yield format_sse(event)
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), keepalive_s)
+                except asyncio.TimeoutError:
+                    yield b": keepalive\n\n"
+                    continue
+                yield format_sse(event)
+        finally:
+            subs = self._subs.get(session_id)
+            if subs is not None:
+                subs.discard(queue)
+                if not subs:
+                    del self._subs[session_id]
+
+    def subscribers(self) -> int:
+        return sum(len(s) for s in self._subs.values())
+
+
+class OutboundTail:
+    """Background consumer of chat.outbound feeding a ``Hub`` with the replies of web sessions."""
+
+    def __init__(self, settings: Any, codec: Codec, hub: Hub, channels: tuple[str, ...] = ("web",)) -> None:
+        self.settings = settings
+        self.codec = codec
+        self.hub = hub
+        self.channels = channels
+        self.ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._thread = threading.Thread(target=self._run, name="gateway-sse-tail", daemon=True)
+        self._thread.start()
+
+    async def wait_ready(self, timeout_s: float = 30.0) -> bool:
+        return await asyncio.to_thread(self.ready.wait, timeout_s)
+
+    def _run(self) -> None:
+        from confluent_kafka import OFFSET_END, Consumer, KafkaException
+
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.settings.kafka_bootstrap,
+                "group.id": f"{self.settings.consumer_group}-gateway-sse-{uuid.uuid4().hex[:12]}",
+                "auto.offset.reset": "latest",
+                "enable.auto.commit": False,
+                "enable.partition.eof": False,
+                "session.timeout.ms": 10000,
+                "reconnect.backoff.max.ms": 2000,
+            }
+        )
+
+        def on_assign(c: Any, partitions: list) -> None:
+            for p in partitions:
+                p.offset = OFFSET_END  # replies from now on; the buffer covers reconnects
+            c.assign(partitions)
+            pending[:] = partitions
+            log.info("SSE tail assigned %d partitions of %s", len(partitions), self.settings.topics.outbound)
+
+        pending: list = []  # assigned partitions whose "end" offset is not resolved yet
+        consumer.subscribe([self.settings.topics.outbound], on_assign=on_assign)
+        try:
+            while not self._stop.is_set():
+                if pending:
+                    # Ready only once the end offsets are resolved (read_committed: the LSO), so a
+                    # reply produced after ``wait_ready`` is never skipped.
+                    try:
+                        if all(p.offset >= 0 for p in consumer.position(pending)):
+                            pending.clear()
+                            self.ready.set()
+                    except KafkaException:
+                        pass
+                try:
+                    msg = consumer.poll(0.2)
+                except KafkaException as exc:
+                    log.warning("SSE tail poll failed: %s", exc)
+                    time.sleep(1)
+                    continue
+                if msg is None:
+                    continue
+                if msg.error():
+                    log.debug("SSE tail: %s", msg.error())
+                    continue
+                try:
+                    resp = self.codec.decode(msg.value(), ChatResponse)
+                except DecodeError as exc:
+                    log.warning("SSE tail skipped an undecodable record at %s/%d: %s", msg.partition(), msg.offset(), exc)
+                    continue
+                if resp.channel in self.channels and self._loop is not None:
+                    self._loop.call_soon_threadsafe(self.hub.publish, resp)
+        finally:
+            consumer.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)

@@ -1,0 +1,36 @@
+"""The generate stage: an ``LLMProvider`` interface, resilient OpenAI-compatible providers with
+failover, an extractive no-LLM provider, and token-budgeted prompt assembly."""
+
+from processors.generation.extractive import ExtractiveProvider
+from processors.generation.failover import FailoverProvider
+from processors.generation.generator import Generator, build_generator
+from processors.generation.openai_provider import OpenAIProvider
+from processors.generation.provider import (
+    AllProvidersFailedError,
+    CircuitOpenError,
+    Completion,
+    LLMProvider,
+    PermanentError,
+    ProviderError,
+    RetryableError,
+)
+from processors.generation.resilience import CircuitBreaker, CircuitState, ResilientProvider, RetryPolicy
+
+__all__ = [
+    "AllProvidersFailedError",
+    "CircuitBreaker",
+    "CircuitOpenError",
+    "CircuitState",
+    "Completion",
+    "ExtractiveProvider",
+    "FailoverProvider",
+    "Generator",
+    "LLMProvider",
+    "OpenAIProvider",
+    "PermanentError",
+    "ProviderError",
+    "ResilientProvider",
+    "RetryPolicy",
+    "RetryableError",
+    "build_generator",
+]

@@ -1,0 +1,275 @@
+"""Bounded retries and a circuit breaker around one provider, one span per attempt.
+
+Why our own and not the SDK's: the breaker has to see every attempt (an SDK retrying inside one
+call hides three failures behind one), the Retry-After hint must be capped so one 429 cannot park
+a turn for minutes, and every attempt should be its own ``chat {model}`` span so a trace shows what
+the provider did to the turn (GenAI semantic conventions: gen_ai.system, gen_ai.request.model,
+gen_ai.response.model, gen_ai.usage.*).
+
+The breaker is per provider and shared by all turns in flight: after ``failure_threshold``
+consecutive failed attempts it opens and calls fail fast (the generator answers extractively,
+status FALLBACK); after ``reset_s`` one probe call is let through (half-open); its success closes
+the circuit, its failure opens it again for another ``reset_s``. All state changes happen between
+awaits, so it is consistent under asyncio; a lock makes it safe from other threads as well.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import random
+import threading
+import time
+from collections.abc import Awaitable, Callable
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from processors.generation.provider import (
+    CircuitOpenError,
+    Completion,
+    LLMProvider,
+    PermanentError,
+    ProviderError,
+    RetryableError,
+)
+from processors.records import Passage
+
+log = logging.getLogger(__name__)
+_tracer = trace.get_tracer("chatstream.generation")
+
+# A 400/413/422 says our request was bad, not that the provider is unhealthy.
+_REQUEST_FAULT_STATUSES = frozenset({400, 413, 422})
+
+
+class RetryPolicy:
+    """How often and how long to retry one call.
+
+    ``max_attempts`` counts the first try. Without a hint the wait before retry ``n`` (0-based) is
+    uniform in ``[0, min(max_backoff_s, base_s * 2**n)]`` (full jitter: concurrent turns do not
+    retry in lockstep). A server's Retry-After is honoured as given, capped at ``max_retry_after_s``.
+    ``deadline_s`` bounds the whole call including waits: no retry starts that could not finish.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_attempts: int = 3,
+        base_s: float = 0.2,
+        max_backoff_s: float = 5.0,
+        max_retry_after_s: float = 10.0,
+        deadline_s: float | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if base_s < 0 or max_backoff_s < 0 or max_retry_after_s < 0:
+            raise ValueError("backoff values must not be negative")
+        if deadline_s is not None and deadline_s <= 0:
+            raise ValueError("deadline_s must be positive")
+        self.max_attempts = max_attempts
+        self.base_s = base_s
+        self.max_backoff_s = max_backoff_s
+        self.max_retry_after_s = max_retry_after_s
+        self.deadline_s = deadline_s
+        self._rng = rng or random.Random()
+
+    def delay(self, retry_index: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry number ``retry_index`` (0 for the first retry)."""
+        if retry_after is not None:
+            return min(max(0.0, retry_after), self.max_retry_after_s)
+        ceiling = min(self.max_backoff_s, self.base_s * (2**retry_index))
+        return self._rng.uniform(0.0, ceiling)
+
+
+class CircuitState(str, enum.Enum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+class CircuitBreaker:
+    """Closed -> open after N consecutive failures -> half-open after ``reset_s`` -> closed on success."""
+
+    def __init__(
+        self, *, failure_threshold: int = 5, reset_s: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if failure_threshold < 1:
+            raise ValueError("failure_threshold must be at least 1")
+        if reset_s < 0:
+            raise ValueError("reset_s must not be negative")
+        self.failure_threshold = failure_threshold
+        self.reset_s = reset_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._state = CircuitState.CLOSED
+        self._failures = 0
+        self._opened_at = 0.0
+        self._probe_in_flight = False
+        self.times_opened = 0
+
+    @property
+    def state(self) -> CircuitState:
+        with self._lock:
+            self._maybe_half_open()
+            return self._state
+
+    @property
+    def consecutive_failures(self) -> int:
+        return self._failures
+
+    def retry_in(self) -> float:
+        """Seconds until an open circuit lets a probe through (0 when not open)."""
+        with self._lock:
+            if self._state is not CircuitState.OPEN:
+                return 0.0
+            return max(0.0, self._opened_at + self.reset_s - self._clock())
+
+    def allow(self) -> bool:
+        """May a call go out now? In half-open state only one probe at a time is allowed."""
+        with self._lock:
+            self._maybe_half_open()
+            if self._state is CircuitState.CLOSED:
+                return True
+            if self._state is CircuitState.HALF_OPEN and not self._probe_in_flight:
+                self._probe_in_flight = True
+                return True
+            return False
+
+    def record_success(self) -> None:
+        with self._lock:
+            if self._state is not CircuitState.CLOSED:
+                log.info("circuit closed again after a successful call")
+            self._state = CircuitState.CLOSED
+            self._failures = 0
+            self._probe_in_flight = False
+
+    def record_failure(self) -> None:
+        with self._lock:
+            self._failures += 1
+            if self._state is CircuitState.HALF_OPEN or self._failures >= self.failure_threshold:
+                if self._state is not CircuitState.OPEN:
+                    self.times_opened += 1
+                    log.warning("circuit opened after %d consecutive failures", self._failures)
+                self._state = CircuitState.OPEN
+                self._opened_at = self._clock()
+            self._probe_in_flight = False
+
+    def release(self) -> None:
+        """A call that was allowed ended without a verdict (cancelled); let another probe try."""
+        with self._lock:
+            self._probe_in_flight = False
+
+    def _maybe_half_open(self) -> None:
+        if self._state is CircuitState.OPEN and self._clock() - self._opened_at >= self.reset_s:
+            self._state = CircuitState.HALF_OPEN
+            self._probe_in_flight = False
+
+
+class ResilientProvider:
+    """A provider wrapped in its retry policy and circuit breaker; itself an ``LLMProvider``."""
+
+    def __init__(
+        self,
+        provider: LLMProvider,
+        *,
+        policy: RetryPolicy | None = None,
+        breaker: CircuitBreaker | None = None,
+        tracer: trace.Tracer | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.provider = provider
+        self.name = provider.name
+        self.model = getattr(provider, "model", "unknown")
+        self.system = getattr(provider, "system", provider.name)
+        self.policy = policy or RetryPolicy()
+        self.breaker = breaker or CircuitBreaker()
+        self._tracer = tracer or _tracer
+        self._sleep = sleep
+        self._clock = clock
+
+    async def complete(self, messages: list[dict], *, max_tokens: int, passages: list[Passage]) -> Completion:
+        started = self._clock()
+        deadline = None if self.policy.deadline_s is None else started + self.policy.deadline_s
+        attempt = 0
+        while True:
+            if not self.breaker.allow():
+                raise CircuitOpenError(
+                    f"circuit open, next probe in {self.breaker.retry_in():.1f}s", provider=self.name
+                )
+            try:
+                return await self._attempt(messages, max_tokens, passages, attempt, deadline)
+            except RetryableError as exc:
+                attempt += 1
+                if attempt >= self.policy.max_attempts or self.breaker.state is CircuitState.OPEN:
+                    raise
+                wait = self.policy.delay(attempt - 1, exc.retry_after)
+                if deadline is not None and self._clock() + wait >= deadline:
+                    raise
+                log.info("%s: attempt %d failed (%s), retrying in %.2fs", self.name, attempt, exc, wait)
+                await self._sleep(wait)
+
+    async def _attempt(
+        self, messages: list[dict], max_tokens: int, passages: list[Passage], attempt: int, deadline: float | None
+    ) -> Completion:
+        attributes = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.system": self.system,
+            "gen_ai.request.model": self.model,
+            "gen_ai.request.max_tokens": max_tokens,
+            "chatstream.llm.provider": self.name,
+            "chatstream.llm.attempt": attempt + 1,
+        }
+        with self._tracer.start_as_current_span(
+            f"chat {self.model}",
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                call = self.provider.complete(messages, max_tokens=max_tokens, passages=passages)
+                if deadline is None:
+                    completion = await call
+                else:
+                    remaining = deadline - self._clock()
+                    try:
+                        completion = await asyncio.wait_for(call, timeout=max(0.001, remaining))
+                    except asyncio.TimeoutError:
+                        raise RetryableError(
+                            f"call deadline of {self.policy.deadline_s:g}s exceeded", provider=self.name
+                        ) from None
+            except ProviderError as exc:
+                if _counts_against_circuit(exc):
+                    self.breaker.record_failure()
+                else:
+                    self.breaker.release()
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                span.set_attribute("error.type", _error_type(exc))
+                if isinstance(exc, RetryableError) and exc.retry_after is not None:
+                    span.set_attribute("chatstream.llm.retry_after_s", exc.retry_after)
+                raise
+            except BaseException as exc:
+                # Cancellation or a bug in the provider: not the provider's health, so no verdict.
+                self.breaker.release()
+                if isinstance(exc, Exception):
+                    span.record_exception(exc)
+                    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+                    span.set_attribute("error.type", type(exc).__name__)
+                raise
+            self.breaker.record_success()
+            span.set_attribute("gen_ai.response.model", completion.model)
+            span.set_attribute("gen_ai.usage.input_tokens", completion.prompt_tokens)
+            span.set_attribute("gen_ai.usage.output_tokens", completion.completion_tokens)
+            return completion
+
+
+def _counts_against_circuit(exc: ProviderError) -> bool:
+    return not (isinstance(exc, PermanentError) and exc.status in _REQUEST_FAULT_STATUSES)
+
+
+def _error_type(exc: ProviderError) -> str:
+    return str(exc.status) if exc.status is not None else type(exc).__name__

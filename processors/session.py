@@ -1,0 +1,398 @@
+"""Session state in Redis: history, rolling summary, failure count, rate limit, reply markers.
+
+Everything a turn needs from Redis is one Lua script per turn, and a batch of turns is one pipeline
+(one round trip), because Redis sits on the path of every turn and round trips are what limit the
+enrich stage's throughput. Lua makes each step atomic: a reprocessed request (same ``message_id``
+after a crash) finds its own turn already appended and does not append it twice.
+
+Keys (``{session_id}`` is a Redis Cluster hash tag, so one session's keys share a slot):
+
+- ``<prefix>s:{sid}:turns``  list of JSON turns, oldest first, at most ``history_turns`` after a reply
+- ``<prefix>s:{sid}:meta``   hash: ``summary`` (rolled-off turns), ``failures`` (consecutive)
+- ``<prefix>s:{sid}:ids``    set of appended turn ids (``u:<message_id>`` / ``a:<message_id>``)
+- ``<prefix>rl:<user_id>``   token bucket (hash: tokens, ts)
+- ``<prefix>replied:<message_id>``  exactly-one-reply marker, TTL ``idempotency_ttl_s``
+
+The session keys share a TTL that every turn refreshes. A "turn" of the history is one message
+(a user or an assistant message), so ``history_turns=8`` keeps four exchanges verbatim; older
+messages are rolled into an extractive summary (first sentence of each, oldest dropped first) so the
+session stays bounded in size however long it runs. ``summary_max_chars`` is enforced in UTF-8 bytes,
+which never exceeds that many characters.
+
+Outages: these methods raise redis errors as they come; the stage runner wraps them in
+``processors.backoff.retry_transient`` (see its docstring for why the stage waits instead of
+degrading). Spans: each round trip is a ``redis <op>`` child span; no message text goes into
+attributes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import redis.asyncio as aioredis
+from opentelemetry import trace
+
+from processors.records import ChatRequest, ChatResponse, ChatTurn, HistoryTurn, Status, now_ms
+
+tracer = trace.get_tracer("chatstream.session")
+
+# Shared Lua helpers: a JSON turn starts with a fixed prefix so a turn is found by message id with a
+# plain substring match (no JSON parsing on the hot path); rolling pops the oldest turns into the
+# summary, keeping it under a byte budget and cutting only between UTF-8 characters.
+_LUA_HELPERS = r"""
+local function utf8_head(s, k)
+  if #s <= k then return s end
+  while k > 0 do
+    local b = string.byte(s, k + 1)
+    if b < 128 or b >= 192 then break end
+    k = k - 1
+  end
+  return string.sub(s, 1, k)
+end
+
+local function utf8_tail(s, k)
+  if #s <= k then return s end
+  local p = #s - k + 1
+  while p <= #s do
+    local b = string.byte(s, p)
+    if b < 128 or b >= 192 then break end
+    p = p + 1
+  end
+  return string.sub(s, p)
+end
+
+local function first_sentence(text, cap)
+  local flat = string.gsub(text, '%s+', ' ')
+  flat = string.gsub(flat, '^ ', '')
+  local s = string.match(flat, '^(.-[%.!%?])%s') or flat
+  s = string.gsub(s, ' $', '')
+  if #s > cap then s = utf8_head(s, cap - 3) .. '...' end
+  return s
+end
+
+local function roll(turns, meta, limit, max_chars, piece_cap)
+  local over = redis.call('LLEN', turns) - limit
+  if over <= 0 then return end
+  local summary = redis.call('HGET', meta, 'summary') or ''
+  for i = 1, over do
+    local raw = redis.call('LPOP', turns)
+    local ok, t = pcall(cjson.decode, raw)
+    if ok and type(t) == 'table' and type(t['text']) == 'string' then
+      local line = tostring(t['role']) .. ': ' .. first_sentence(t['text'], piece_cap)
+      if summary == '' then summary = line else summary = summary .. '\n' .. line end
+    end
+  end
+  while #summary > max_chars do
+    local nl = string.find(summary, '\n', 1, true)
+    if nl == nil then summary = utf8_tail(summary, max_chars); break end
+    summary = string.sub(summary, nl + 1)
+  end
+  redis.call('HSET', meta, 'summary', summary)
+end
+
+local function find_turn(all, prefix)
+  for i = 1, #all do
+    if string.sub(all[i], 1, #prefix) == prefix then return i end
+  end
+  return nil
+end
+"""
+
+# KEYS: turns, meta, ids.  ARGV: message_id, turn_json, user_prefix, n, ttl, max_chars, piece_cap
+# Returns {fresh, summary, failures, history_json...}
+_ENRICH = _LUA_HELPERS + r"""
+local turns, meta, ids = KEYS[1], KEYS[2], KEYS[3]
+local n, ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
+local all = redis.call('LRANGE', turns, 0, -1)
+local fresh = redis.call('SADD', ids, 'u:' .. ARGV[1])
+local upto = #all
+if fresh == 1 then
+  redis.call('RPUSH', turns, ARGV[2])
+  roll(turns, meta, n + 1, tonumber(ARGV[6]), tonumber(ARGV[7]))
+else
+  local i = find_turn(all, ARGV[3])
+  if i ~= nil then upto = i - 1 end
+end
+local m = redis.call('HMGET', meta, 'summary', 'failures')
+redis.call('EXPIRE', turns, ttl)
+redis.call('EXPIRE', meta, ttl)
+redis.call('EXPIRE', ids, ttl)
+local out = {fresh, m[1] or '', m[2] or '0'}
+for i = math.max(1, upto - n + 1), upto do out[#out + 1] = all[i] end
+return out
+"""
+
+# KEYS: turns, meta, ids.  ARGV: message_id, turn_json, user_prefix, n, ttl, max_chars, piece_cap,
+# failure_delta ('reset' | 'incr' | 'keep').  Returns {fresh, failures}
+_RECORD = _LUA_HELPERS + r"""
+local turns, meta, ids = KEYS[1], KEYS[2], KEYS[3]
+local n, ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
+local fresh = redis.call('SADD', ids, 'a:' .. ARGV[1])
+if fresh == 1 then
+  -- keep conversational order: the reply goes right after its question, even when a later
+  -- question of the same session was enriched while this one was still being answered
+  local all = redis.call('LRANGE', turns, 0, -1)
+  local i = find_turn(all, ARGV[3])
+  if i ~= nil then
+    redis.call('LINSERT', turns, 'AFTER', all[i], ARGV[2])
+  else
+    redis.call('RPUSH', turns, ARGV[2])
+  end
+  roll(turns, meta, n, tonumber(ARGV[6]), tonumber(ARGV[7]))
+  if ARGV[8] == 'reset' then
+    redis.call('HSET', meta, 'failures', 0)
+  elseif ARGV[8] == 'incr' then
+    redis.call('HINCRBY', meta, 'failures', 1)
+  end
+end
+redis.call('EXPIRE', turns, ttl)
+redis.call('EXPIRE', meta, ttl)
+redis.call('EXPIRE', ids, ttl)
+return {fresh, redis.call('HGET', meta, 'failures') or '0'}
+"""
+
+# KEYS: bucket.  ARGV: capacity, refill per second.  Server time, so clients' clocks do not matter.
+# Returns {allowed, retry_after_s as string}
+_TOKEN_BUCKET = r"""
+local cap, rate = tonumber(ARGV[1]), tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local v = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens, ts = tonumber(v[1]), tonumber(v[2])
+if tokens == nil or ts == nil then tokens, ts = cap, now end
+tokens = math.min(cap, tokens + math.max(0, now - ts) * rate)
+local allowed, retry = 0, 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+else
+  retry = (1 - tokens) / rate
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('EXPIRE', KEYS[1], math.ceil(cap / rate) + 1)
+return {allowed, tostring(retry)}
+"""
+
+# Replies that change the consecutive-failure count; RATE_LIMITED is not part of the conversation.
+_FAILURE_STATUSES = {Status.FALLBACK, Status.ESCALATED, Status.BLOCKED, Status.REJECTED}
+
+
+def _text(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _turn_json(role: str, message_id: str, text: str, at: int) -> str:
+    # Fixed key order: the Lua scripts find a turn by the prefix up to the message id.
+    return json.dumps(
+        {"role": role, "message_id": message_id, "at": at, "text": text}, ensure_ascii=False, separators=(",", ":")
+    )
+
+
+def _turn_prefix(role: str, message_id: str) -> str:
+    return json.dumps({"role": role, "message_id": message_id}, ensure_ascii=False, separators=(",", ":"))[:-1] + ","
+
+
+def _history_turn(raw: bytes | str) -> HistoryTurn:
+    data = json.loads(_text(raw))
+    return HistoryTurn(role=data["role"], text=data["text"], message_id=data.get("message_id", ""), at=data.get("at", 0))
+
+
+class SessionStore:
+    """Session history, rate limits and reply markers for the enrich and validate stages."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        history_turns: int,
+        summary_max_chars: int,
+        session_ttl_s: int,
+        idempotency_ttl_s: int,
+        rate_per_minute: float,
+        burst: int,
+        key_prefix: str = "cs:",
+    ) -> None:
+        if history_turns < 0 or summary_max_chars < 16:
+            raise ValueError("history_turns must be >= 0 and summary_max_chars >= 16")
+        if session_ttl_s <= 0 or idempotency_ttl_s <= 0:
+            raise ValueError("session_ttl_s and idempotency_ttl_s must be > 0")
+        if rate_per_minute <= 0 or burst < 1:
+            raise ValueError("rate_per_minute must be > 0 and burst >= 1")
+        self.redis = redis
+        self.history_turns = history_turns
+        self.summary_max_chars = summary_max_chars
+        self.session_ttl_s = session_ttl_s
+        self.idempotency_ttl_s = idempotency_ttl_s
+        self.rate_per_minute = rate_per_minute
+        self.burst = burst
+        self.prefix = key_prefix
+        # one rolled-off message may take at most a quarter of the summary
+        self._piece_cap = max(40, summary_max_chars // 4)
+        self._enrich = redis.register_script(_ENRICH)
+        self._record = redis.register_script(_RECORD)
+        self._bucket = redis.register_script(_TOKEN_BUCKET)
+
+    # --- keys -----------------------------------------------------------------------------------
+    def _session_keys(self, session_id: str) -> list[str]:
+        base = f"{self.prefix}s:{{{session_id}}}"
+        return [f"{base}:turns", f"{base}:meta", f"{base}:ids"]
+
+    def _replied_key(self, message_id: str) -> str:
+        return f"{self.prefix}replied:{message_id}"
+
+    def _bucket_key(self, user_id: str) -> str:
+        return f"{self.prefix}rl:{user_id}"
+
+    # --- enrich ---------------------------------------------------------------------------------
+    async def enrich(self, request: ChatRequest) -> ChatTurn:
+        """The turn with its session context; the user message is appended once per message_id."""
+        return (await self.enrich_many([request]))[0]
+
+    async def enrich_many(self, requests: Sequence[ChatRequest]) -> list[ChatTurn]:
+        """``enrich`` for a batch in one round trip; turns of one session must come in order."""
+        if not requests:
+            return []
+        with tracer.start_as_current_span("redis session.load") as span:
+            span.set_attribute("db.system", "redis")
+            span.set_attribute("db.operation", "EVALSHA")
+            span.set_attribute("chatstream.batch_size", len(requests))
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for req in requests:
+                    await self._enrich(
+                        keys=self._session_keys(req.session_id),
+                        args=[
+                            req.message_id,
+                            _turn_json("user", req.message_id, req.text, req.sent_at or now_ms()),
+                            _turn_prefix("user", req.message_id),
+                            self.history_turns,
+                            self.session_ttl_s,
+                            self.summary_max_chars,
+                            self._piece_cap,
+                        ],
+                        client=pipe,
+                    )
+                results = await pipe.execute()
+        turns = []
+        for req, (fresh, summary, failures, *history) in zip(requests, results):
+            turns.append(
+                ChatTurn(
+                    request=req,
+                    history=[_history_turn(raw) for raw in history],
+                    summary=_text(summary),
+                    session_failures=int(_text(failures) or 0),
+                )
+            )
+        return turns
+
+    # --- record the reply -----------------------------------------------------------------------
+    async def record_reply(self, request: ChatRequest, response: ChatResponse) -> None:
+        """Append the assistant message once per message_id and update the failure streak."""
+        await self.record_replies([(request, response)])
+
+    async def record_replies(self, pairs: Sequence[tuple[ChatRequest, ChatResponse]]) -> None:
+        """``record_reply`` for a batch in one round trip."""
+        pairs = [(req, resp) for req, resp in pairs if resp.status is not Status.RATE_LIMITED]
+        if not pairs:
+            return
+        with tracer.start_as_current_span("redis session.append_reply") as span:
+            span.set_attribute("db.system", "redis")
+            span.set_attribute("db.operation", "EVALSHA")
+            span.set_attribute("chatstream.batch_size", len(pairs))
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for req, resp in pairs:
+                    status = Status(resp.status)
+                    delta = "reset" if status is Status.ANSWERED else "incr" if status in _FAILURE_STATUSES else "keep"
+                    await self._record(
+                        keys=self._session_keys(req.session_id),
+                        args=[
+                            req.message_id,
+                            _turn_json("assistant", req.message_id, resp.text, resp.created_at or now_ms()),
+                            _turn_prefix("user", req.message_id),
+                            self.history_turns,
+                            self.session_ttl_s,
+                            self.summary_max_chars,
+                            self._piece_cap,
+                            delta,
+                        ],
+                        client=pipe,
+                    )
+                await pipe.execute()
+
+    # --- rate limit -----------------------------------------------------------------------------
+    async def take_rate_token(self, user_id: str) -> tuple[bool, float]:
+        """(allowed, seconds until a token is available); one token per turn."""
+        return (await self.take_rate_tokens([user_id]))[0]
+
+    async def take_rate_tokens(self, user_ids: Sequence[str]) -> list[tuple[bool, float]]:
+        """``take_rate_token`` for a batch in one round trip (a user may appear several times)."""
+        if not user_ids:
+            return []
+        with tracer.start_as_current_span("redis ratelimit.take") as span:
+            span.set_attribute("db.system", "redis")
+            span.set_attribute("db.operation", "EVALSHA")
+            span.set_attribute("chatstream.batch_size", len(user_ids))
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for user_id in user_ids:
+                    await self._bucket(
+                        keys=[self._bucket_key(user_id)],
+                        args=[self.burst, self.rate_per_minute / 60.0],
+                        client=pipe,
+                    )
+                results = await pipe.execute()
+        return [(int(allowed) == 1, float(_text(retry))) for allowed, retry in results]
+
+    # --- exactly one reply ----------------------------------------------------------------------
+    async def is_replied(self, message_id: str) -> bool:
+        """True when a reply for this message_id was already produced."""
+        return message_id in await self.replied_among([message_id])
+
+    async def replied_among(self, message_ids: Sequence[str]) -> set[str]:
+        """The subset of ``message_ids`` already replied to, in one round trip."""
+        if not message_ids:
+            return set()
+        with tracer.start_as_current_span("redis idempotency.check") as span:
+            span.set_attribute("db.system", "redis")
+            span.set_attribute("db.operation", "EXISTS")
+            span.set_attribute("chatstream.batch_size", len(message_ids))
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for mid in message_ids:
+                    pipe.exists(self._replied_key(mid))
+                found = await pipe.execute()
+        return {mid for mid, hit in zip(message_ids, found) if hit}
+
+    async def mark_replied(self, message_ids: Sequence[str]) -> None:
+        """Remember that these message ids have their reply (kept ``idempotency_ttl_s``)."""
+        if not message_ids:
+            return
+        with tracer.start_as_current_span("redis idempotency.mark") as span:
+            span.set_attribute("db.system", "redis")
+            span.set_attribute("db.operation", "SET")
+            span.set_attribute("chatstream.batch_size", len(message_ids))
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for mid in message_ids:
+                    pipe.set(self._replied_key(mid), now_ms(), ex=self.idempotency_ttl_s)
+                await pipe.execute()
+
+    # --- housekeeping ---------------------------------------------------------------------------
+    async def forget_session(self, session_id: str) -> None:
+        """Delete a session's history and summary (a user's "start over" or data deletion)."""
+        with tracer.start_as_current_span("redis session.delete") as span:
+            span.set_attribute("db.system", "redis")
+            span.set_attribute("db.operation", "DEL")
+            await self.redis.delete(*self._session_keys(session_id))
+
+
+def session_store_from_settings(redis: aioredis.Redis, settings) -> SessionStore:  # type: ignore[no-untyped-def]
+    """The store configured from ``streams.config.Settings`` (one place maps names to arguments)."""
+    return SessionStore(
+        redis,
+        history_turns=settings.history_turns,
+        summary_max_chars=settings.summary_max_chars,
+        session_ttl_s=settings.session_ttl_s,
+        idempotency_ttl_s=settings.idempotency_ttl_s,
+        rate_per_minute=settings.rate_limit_per_minute,
+        burst=settings.rate_limit_burst,
+    )

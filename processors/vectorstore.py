@@ -1,0 +1,328 @@
+"""The knowledge-base index: chunks with our own vectors, searched by BM25 + vector (hybrid).
+
+Weaviate holds one collection with multi-tenancy on: a tenant per knowledge base, so tenants are
+isolated (separate shards) and a tenant can be dropped or re-ingested alone. We bring the vectors
+(vectorizer none), so ingestion and queries use the same embedder and Weaviate needs no model. An
+object's UUID is uuid5 of its chunk id: re-ingesting a chunk overwrites it instead of adding a copy.
+
+The client is weaviate-client v4's async client (REST for schema, gRPC for queries and batches),
+connected lazily so a store can be built before Weaviate is up and reconnects after an outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from opentelemetry import trace
+
+from processors.records import Passage
+
+tracer = trace.get_tracer("chatstream.retrieval")
+
+# Weaviate's own rule for tenant names
+_TENANT_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_CHUNK_NAMESPACE = uuid.UUID("5b0e6c38-5f7e-4d0b-9a55-6f3c1f0c2a11")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One searchable piece of a document; ``chunk_id`` is stable across re-ingests."""
+
+    doc_id: str
+    chunk_id: str
+    title: str
+    source: str
+    url: str
+    text: str
+    chunk_index: int
+    content_hash: str
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    """What the store knows about an indexed chunk, enough to decide whether to re-embed it."""
+
+    chunk_id: str
+    doc_id: str
+    content_hash: str
+
+
+class VectorStoreError(RuntimeError):
+    """The store is unreachable or refused the operation."""
+
+
+def check_tenant(tenant: str) -> str:
+    if not isinstance(tenant, str) or not _TENANT_RE.match(tenant):
+        raise ValueError(f"tenant {tenant!r} must be 1-64 letters, digits, '_' or '-'")
+    return tenant
+
+
+def chunk_uuid(chunk_id: str) -> str:
+    return str(uuid.uuid5(_CHUNK_NAMESPACE, chunk_id))
+
+
+@runtime_checkable
+class VectorStore(Protocol):
+    async def ensure_collection(self, tenant: str) -> None: ...
+
+    async def upsert(self, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]], *, tenant: str) -> None: ...
+
+    async def hybrid_search(
+        self, query: str, vector: list[float], *, tenant: str, k: int, alpha: float
+    ) -> list[Passage]: ...
+
+    async def stored_chunks(self, tenant: str) -> dict[str, StoredChunk]: ...
+
+    async def delete_chunks(self, chunk_ids: Sequence[str], *, tenant: str) -> int: ...
+
+    async def close(self) -> None: ...
+
+
+_RETURN_PROPERTIES = ["doc_id", "chunk_id", "title", "source", "url", "text", "chunk_index"]
+
+
+class WeaviateStore:
+    """``VectorStore`` on Weaviate (v4 async client, multi-tenant collection)."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        http_port: int = 8080,
+        grpc_port: int = 50051,
+        collection: str = "HelpCenter",
+        *,
+        query_timeout_s: float = 5.0,
+        insert_timeout_s: float = 60.0,
+    ) -> None:
+        if not re.match(r"^[A-Z][A-Za-z0-9_]*$", collection):
+            raise ValueError(f"collection {collection!r} must start with a capital letter (Weaviate class name rules)")
+        self.host, self.http_port, self.grpc_port = host, http_port, grpc_port
+        self.collection_name = collection
+        self.query_timeout_s = query_timeout_s
+        self.insert_timeout_s = insert_timeout_s
+        self._client = None
+        self._connect_lock = asyncio.Lock()
+        self._collection_ready = False
+        self._tenants: set[str] = set()
+
+    async def _connected(self):  # type: ignore[no-untyped-def]
+        if self._client is not None and self._client.is_connected():
+            return self._client
+        async with self._connect_lock:
+            if self._client is not None and self._client.is_connected():
+                return self._client
+            import weaviate
+            from weaviate.classes.init import AdditionalConfig, Timeout
+
+            client = weaviate.use_async_with_local(
+                host=self.host,
+                port=self.http_port,
+                grpc_port=self.grpc_port,
+                additional_config=AdditionalConfig(
+                    timeout=Timeout(init=5, query=self.query_timeout_s, insert=self.insert_timeout_s)
+                ),
+            )
+            try:
+                await client.connect()
+            except Exception as exc:
+                await _close_quietly(client)
+                raise VectorStoreError(
+                    f"Weaviate at {self.host}:{self.http_port} (gRPC {self.grpc_port}) is unreachable: {exc}"
+                ) from exc
+            self._client = client
+            return client
+
+    async def _collection(self, tenant: str):  # type: ignore[no-untyped-def]
+        client = await self._connected()
+        return client.collections.use(self.collection_name).with_tenant(check_tenant(tenant))
+
+    async def ensure_collection(self, tenant: str) -> None:
+        """Create the collection and the tenant when missing (safe to call concurrently and often)."""
+        check_tenant(tenant)
+        if self._collection_ready and tenant in self._tenants:
+            return
+        from weaviate.classes.config import Configure, DataType, Property, Tokenization
+        from weaviate.classes.tenants import Tenant
+        from weaviate.exceptions import UnexpectedStatusCodeError
+
+        client = await self._connected()
+        with tracer.start_as_current_span("weaviate ensure_collection") as span:
+            span.set_attribute("db.system", "weaviate")
+            span.set_attribute("chatstream.tenant", tenant)
+            if not await client.collections.exists(self.collection_name):
+                keyword = dict(tokenization=Tokenization.FIELD, index_searchable=False)
+                try:
+                    await client.collections.create(
+                        self.collection_name,
+                        description="Knowledge-base chunks; a tenant per knowledge base.",
+                        vector_config=Configure.Vectors.self_provided(),
+                        multi_tenancy_config=Configure.multi_tenancy(enabled=True),
+                        properties=[
+                            Property(name="doc_id", data_type=DataType.TEXT, **keyword),
+                            Property(name="chunk_id", data_type=DataType.TEXT, **keyword),
+                            Property(name="title", data_type=DataType.TEXT, tokenization=Tokenization.WORD),
+                            Property(name="source", data_type=DataType.TEXT, **keyword),
+                            Property(name="url", data_type=DataType.TEXT, **keyword),
+                            Property(name="text", data_type=DataType.TEXT, tokenization=Tokenization.WORD),
+                            Property(name="chunk_index", data_type=DataType.INT),
+                            Property(name="content_hash", data_type=DataType.TEXT, **keyword),
+                        ],
+                    )
+                except UnexpectedStatusCodeError as exc:
+                    if "already exists" not in str(exc):  # another process created it first
+                        raise
+            self._collection_ready = True
+            collection = client.collections.use(self.collection_name)
+            if not await collection.tenants.exists(tenant):
+                try:
+                    await collection.tenants.create([Tenant(name=tenant)])
+                except UnexpectedStatusCodeError as exc:
+                    if "already exists" not in str(exc):
+                        raise
+            self._tenants.add(tenant)
+
+    async def upsert(self, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]], *, tenant: str) -> None:
+        """Insert or overwrite chunks (object id = uuid5(chunk_id)); raises if any object failed."""
+        if len(chunks) != len(vectors):
+            raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
+        if not chunks:
+            return
+        from weaviate.classes.data import DataObject
+
+        await self.ensure_collection(tenant)
+        collection = await self._collection(tenant)
+        objects = [
+            DataObject(
+                uuid=chunk_uuid(c.chunk_id),
+                vector=list(map(float, v)),
+                properties={
+                    "doc_id": c.doc_id,
+                    "chunk_id": c.chunk_id,
+                    "title": c.title,
+                    "source": c.source,
+                    "url": c.url,
+                    "text": c.text,
+                    "chunk_index": c.chunk_index,
+                    "content_hash": c.content_hash,
+                },
+            )
+            for c, v in zip(chunks, vectors)
+        ]
+        with tracer.start_as_current_span("weaviate upsert") as span:
+            span.set_attribute("db.system", "weaviate")
+            span.set_attribute("chatstream.tenant", tenant)
+            span.set_attribute("chatstream.chunks", len(objects))
+            result = await collection.data.insert_many(objects)
+        if result.has_errors:
+            first = next(iter(result.errors.values()))
+            raise VectorStoreError(f"{len(result.errors)} of {len(objects)} chunks failed to upsert: {first.message}")
+
+    async def hybrid_search(
+        self, query: str, vector: list[float], *, tenant: str, k: int, alpha: float
+    ) -> list[Passage]:
+        """Top ``k`` chunks by fused BM25 (title boosted) + vector score; alpha 1 = pure vector."""
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be within [0, 1], got {alpha}")
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        from weaviate.classes.query import MetadataQuery
+
+        collection = await self._collection(tenant)
+        with tracer.start_as_current_span("weaviate hybrid_search") as span:
+            span.set_attribute("db.system", "weaviate")
+            span.set_attribute("chatstream.tenant", tenant)
+            span.set_attribute("chatstream.retrieval.k", k)
+            span.set_attribute("chatstream.retrieval.alpha", alpha)
+            result = await collection.query.hybrid(
+                query=query,
+                vector=vector,
+                alpha=alpha,
+                limit=k,
+                query_properties=["title^2", "text"],
+                return_metadata=MetadataQuery(score=True),
+                return_properties=_RETURN_PROPERTIES,
+            )
+            span.set_attribute("chatstream.retrieval.hits", len(result.objects))
+        passages = []
+        for obj in result.objects:
+            p = obj.properties
+            passages.append(
+                Passage(
+                    doc_id=str(p["doc_id"]),
+                    chunk_id=str(p["chunk_id"]),
+                    title=str(p.get("title") or ""),
+                    source=str(p.get("url") or p.get("source") or ""),
+                    text=str(p.get("text") or ""),
+                    score=float(obj.metadata.score or 0.0),
+                )
+            )
+        return passages
+
+    async def stored_chunks(self, tenant: str) -> dict[str, StoredChunk]:
+        """Every chunk of a tenant (id, document, content hash); empty for a new tenant."""
+        await self.ensure_collection(tenant)
+        collection = await self._collection(tenant)
+        out: dict[str, StoredChunk] = {}
+        with tracer.start_as_current_span("weaviate list_chunks") as span:
+            span.set_attribute("db.system", "weaviate")
+            span.set_attribute("chatstream.tenant", tenant)
+            async for obj in collection.iterator(return_properties=["chunk_id", "doc_id", "content_hash"]):
+                p = obj.properties
+                out[str(p["chunk_id"])] = StoredChunk(str(p["chunk_id"]), str(p["doc_id"]), str(p["content_hash"]))
+        return out
+
+    async def delete_chunks(self, chunk_ids: Sequence[str], *, tenant: str) -> int:
+        """Delete chunks by id; returns how many were deleted."""
+        if not chunk_ids:
+            return 0
+        from weaviate.classes.query import Filter
+
+        collection = await self._collection(tenant)
+        deleted = 0
+        with tracer.start_as_current_span("weaviate delete") as span:
+            span.set_attribute("db.system", "weaviate")
+            span.set_attribute("chatstream.tenant", tenant)
+            ids = list(chunk_ids)
+            for start in range(0, len(ids), 500):
+                part = [chunk_uuid(c) for c in ids[start : start + 500]]
+                result = await collection.data.delete_many(where=Filter.by_id().contains_any(part))
+                deleted += int(result.successful)
+            span.set_attribute("chatstream.chunks", deleted)
+        return deleted
+
+    async def drop_tenant(self, tenant: str) -> None:
+        """Remove a knowledge base entirely (tests, and re-ingesting from scratch)."""
+        client = await self._connected()
+        if await client.collections.exists(self.collection_name):
+            collection = client.collections.use(self.collection_name)
+            if await collection.tenants.exists(check_tenant(tenant)):
+                await collection.tenants.remove([tenant])
+        self._tenants.discard(tenant)
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await _close_quietly(client)
+
+
+async def _close_quietly(client) -> None:  # type: ignore[no-untyped-def]
+    try:
+        await client.close()
+    except Exception:  # noqa: BLE001 - closing a half-open client must not mask the real error
+        pass
+
+
+def build_store(settings) -> WeaviateStore:  # type: ignore[no-untyped-def]
+    """The store configured from ``streams.config.Settings``."""
+    return WeaviateStore(
+        settings.weaviate_host,
+        settings.weaviate_http_port,
+        settings.weaviate_grpc_port,
+        settings.collection,
+        query_timeout_s=settings.retrieval_timeout_s,
+    )

@@ -1,0 +1,155 @@
+"""Apache Kafka in KRaft mode, one node that is both broker and controller, run from Maven Central's jars.
+
+Kafka is not packaged for Debian or PyPI; its broker classpath is on Maven Central, so `stack/pom.xml`
+resolves it once into the cache and the broker runs as plain ``java -cp 'libs/*' kafka.Kafka``.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import logging
+import subprocess
+import uuid
+from pathlib import Path
+
+from stack.build import Build, Builder
+from stack.ports import Port, accepts_connections
+from stack.service import NotReady, Service, StackError, render, tail_file
+from stack.tools import JAVA, MAVEN, Tool, find, java_major
+
+POM = Path(__file__).parent / "pom.xml"
+MIN_JAVA = 11
+_quiet = logging.getLogger("chatstream.stack.kafka.probe")
+_quiet.addHandler(logging.NullHandler())
+_quiet.propagate = False  # librdkafka's "connection refused" while the broker boots is expected noise
+
+
+def new_cluster_id() -> str:
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (what `kafka-storage random-uuid` prints)."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+
+
+class Kafka(Service):
+    name = "kafka"
+
+    @property
+    def title(self) -> str:
+        return f"Kafka {self.settings.kafka_version}"
+
+    @property
+    def libs_dir(self) -> Path:
+        return self.cache / f"kafka-{self.settings.kafka_version}" / "libs"
+
+    @property
+    def log_dirs(self) -> Path:
+        return self.data_dir / "data"
+
+    @property
+    def server_properties(self) -> Path:
+        return self.config_dir / "kafka-server.properties"
+
+    @property
+    def log4j_properties(self) -> Path:
+        return self.config_dir / "kafka-log4j.properties"
+
+    def ports(self) -> list[Port]:
+        return [
+            Port(self.settings.kafka_port, "broker listener", "kafka_port"),
+            Port(self.settings.kafka_controller_port, "KRaft controller listener", "kafka_controller_port"),
+        ]
+
+    def endpoints(self) -> dict[str, str]:
+        return {"bootstrap": f"{self.host}:{self.settings.kafka_port}"}
+
+    def tools(self) -> list[Tool]:
+        return [JAVA]
+
+    def build(self) -> Build:
+        version = self.settings.kafka_version
+
+        def steps(builder: Builder, staging: Path) -> None:
+            builder.run([
+                builder.tool(MAVEN), "-q", "-B", "dependency:copy-dependencies", "-DincludeScope=runtime",
+                f"-Dkafka.version={version}", f"-DoutputDirectory={staging}", "-f", str(POM),
+            ])
+
+        return Build(
+            name=f"kafka-{version}",
+            title=f"Kafka {version} jars (mvn dependency:copy-dependencies from Maven Central)",
+            expected="about 1 min with a cold ~/.m2 (about 60 MB of jars)",
+            target_dir=self.libs_dir,
+            marker=self.libs_dir / f"kafka_2.13-{version}.jar",
+            tools=(MAVEN,),
+            steps=steps,
+        )
+
+    def render_server_properties(self) -> str:
+        return render(
+            "kafka-server.properties",
+            host=self.host,
+            port=self.settings.kafka_port,
+            controller_port=self.settings.kafka_controller_port,
+            log_dirs=self.log_dirs,
+        )
+
+    def java_command(self, main_class: str, *args: str) -> list[str]:
+        java = find(JAVA, self.cache)
+        if java is None:
+            raise StackError("java is not installed; apt-get install -y openjdk-17-jre-headless")
+        return [
+            java, f"-Xmx{self.settings.kafka_heap}", "-Xms128m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+            "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
+            f"-Dlog4j.configuration=file:{self.log4j_properties}",
+            "-cp", f"{self.libs_dir}/*", main_class, *args,
+        ]
+
+    def prepare(self) -> None:
+        java = find(JAVA, self.cache)
+        major = java_major_cached(java) if java else None
+        if major is not None and major < MIN_JAVA:
+            raise StackError(f"Kafka needs Java {MIN_JAVA}+ but {java} is Java {major}; "
+                             "apt-get install -y openjdk-17-jre-headless")
+        self.server_properties.write_text(self.render_server_properties())
+        self.log4j_properties.write_text(render("kafka-log4j.properties"))
+        if not (self.log_dirs / "meta.properties").exists():
+            self.format_storage()
+
+    def format_storage(self) -> None:
+        """First start only: KRaft refuses to run on an unformatted log directory."""
+        self.log_dirs.mkdir(parents=True, exist_ok=True)
+        cmd = self.java_command("kafka.tools.StorageTool", "format", "-t", new_cluster_id(),
+                                "-c", str(self.server_properties))
+        with open(self.log_file, "ab") as log:
+            log.write(b"\n--- chatstream: formatting KRaft storage\n")
+            log.flush()
+            proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, timeout=180)
+        if proc.returncode != 0:
+            raise StackError(f"formatting Kafka's storage failed; last lines of {self.log_file}:\n"
+                             f"{tail_file(self.log_file, 20)}")
+
+    def command(self) -> list[str]:
+        return self.java_command("kafka.Kafka", str(self.server_properties))
+
+    def probe(self) -> None:
+        if not accepts_connections(self.host, self.settings.kafka_port):
+            raise NotReady("broker port not accepting connections")
+        from confluent_kafka.admin import AdminClient  # heavy import, only once the port is open
+
+        admin = AdminClient({
+            "bootstrap.servers": f"{self.host}:{self.settings.kafka_port}",
+            "socket.timeout.ms": 3000,
+            "logger": _quiet,
+        })
+        try:
+            metadata = admin.list_topics(timeout=3)
+        except Exception as exc:  # KafkaException: no metadata answer yet
+            raise NotReady(f"metadata request failed: {exc}") from exc
+        if not metadata.brokers:
+            raise NotReady("metadata answer lists no broker yet")
+
+
+@functools.lru_cache(maxsize=4)
+def java_major_cached(java: str) -> int | None:
+    """``java -version`` costs a JVM start; ask once per process."""
+    return java_major(java)

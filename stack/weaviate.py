@@ -1,0 +1,127 @@
+"""Weaviate built from its Go module at a pinned release, one node, anonymous access, no vectorizer.
+
+We bring our own vectors, so no module is enabled. Everything it can bind is pinned to loopback or a
+configurable port: REST via ``--host``, gossip, RAFT and internal RPC via ``CLUSTER_BIND_ADDR``.
+Known limit of v1.35.2: the gRPC API (``GRPC_PORT``) and the cluster data port listen on all
+interfaces (``net.Listen(":port")`` in its source, no setting changes it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stack.build import Build, Builder
+from stack.ports import Port
+from stack.service import NotReady, Service, require_file
+from stack.tools import GO
+
+MODULE = "github.com/weaviate/weaviate/cmd/weaviate-server"
+NODE_NAME = "node1"
+
+
+class Weaviate(Service):
+    name = "weaviate"
+
+    @property
+    def title(self) -> str:
+        return f"Weaviate {self.settings.weaviate_version}"
+
+    @property
+    def binary(self) -> Path:
+        return self.cache / "bin" / f"weaviate-{self.settings.weaviate_version}" / "weaviate-server"
+
+    def ports(self) -> list[Port]:
+        s = self.settings
+        return [
+            Port(s.weaviate_http_port, "REST API", "weaviate_http_port"),
+            Port(s.weaviate_grpc_port, "gRPC API", "weaviate_grpc_port"),
+            Port(s.weaviate_gossip_port, "cluster gossip", "weaviate_gossip_port"),
+            Port(s.weaviate_data_port, "cluster data", "weaviate_data_port"),
+            Port(s.weaviate_raft_port, "RAFT", "weaviate_raft_port"),
+            Port(s.weaviate_raft_rpc_port, "RAFT internal RPC", "weaviate_raft_rpc_port"),
+        ]
+
+    def endpoints(self) -> dict[str, str]:
+        return {
+            "rest": f"http://{self.host}:{self.settings.weaviate_http_port}",
+            "grpc": f"{self.host}:{self.settings.weaviate_grpc_port}",
+        }
+
+    def build(self) -> Build:
+        version = self.settings.weaviate_version
+
+        def steps(builder: Builder, staging: Path) -> None:
+            builder.run(
+                [builder.tool(GO), "install", f"{MODULE}@{version}"],
+                env=builder.env(GOBIN=str(staging), CGO_ENABLED="0"),
+            )
+
+        return Build(
+            name=f"weaviate-{version}",
+            title=f"Weaviate {version} (go install {MODULE})",
+            expected="about 10-15 min on 2 cores with an empty Go cache, mostly downloading and compiling modules",
+            target_dir=self.binary.parent,
+            marker=self.binary,
+            tools=(GO,),
+            steps=steps,
+        )
+
+    def environment(self) -> dict[str, str]:
+        s = self.settings
+        return {
+            "AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED": "true",  # loopback only, local development
+            "PERSISTENCE_DATA_PATH": str(self.data_dir / "data"),
+            "DEFAULT_VECTORIZER_MODULE": "none",
+            "ENABLE_MODULES": "",
+            "API_BASED_MODULES_DISABLED": "true",  # no text2vec-openai & co.: we bring vectors
+            "CLUSTER_HOSTNAME": NODE_NAME,
+            "CLUSTER_BIND_ADDR": self.host,
+            "CLUSTER_ADVERTISE_ADDR": self.host,
+            "CLUSTER_GOSSIP_BIND_PORT": str(s.weaviate_gossip_port),
+            "CLUSTER_DATA_BIND_PORT": str(s.weaviate_data_port),
+            "RAFT_PORT": str(s.weaviate_raft_port),
+            "RAFT_INTERNAL_RPC_PORT": str(s.weaviate_raft_rpc_port),
+            "RAFT_JOIN": NODE_NAME,
+            "RAFT_BOOTSTRAP_EXPECT": "1",
+            "GRPC_PORT": str(s.weaviate_grpc_port),
+            "DISABLE_TELEMETRY": "true",  # no usage reports to weaviate.io
+            "GO_PROFILING_DISABLE": "true",  # else pprof listens on :6060, all interfaces
+            "PROMETHEUS_MONITORING_ENABLED": "false",
+            "QUERY_DEFAULTS_LIMIT": "25",
+            "LOG_LEVEL": "info",
+        }
+
+    def command(self) -> list[str]:
+        binary = require_file(self.binary, "the Weaviate binary")
+        return [
+            str(binary), "--host", self.host, "--port", str(self.settings.weaviate_http_port), "--scheme", "http",
+        ]
+
+    def probe(self) -> None:
+        import httpx
+
+        base = f"http://{self.host}:{self.settings.weaviate_http_port}"
+        try:
+            response = httpx.get(f"{base}/v1/.well-known/ready", timeout=2.0)
+        except httpx.HTTPError as exc:
+            raise NotReady(f"REST not answering: {exc}") from exc
+        if response.status_code != 200:
+            raise NotReady(f"/v1/.well-known/ready answered {response.status_code}")
+        self._probe_grpc()
+
+    def _probe_grpc(self) -> None:
+        """The client's own start-up checks include a gRPC health round trip: the path queries use."""
+        import weaviate
+        from weaviate.exceptions import WeaviateBaseError
+
+        try:
+            client = weaviate.connect_to_local(
+                host=self.host, port=self.settings.weaviate_http_port, grpc_port=self.settings.weaviate_grpc_port
+            )
+        except WeaviateBaseError as exc:
+            raise NotReady(f"gRPC not answering: {exc}") from exc
+        try:
+            if not client.is_ready():
+                raise NotReady("client reports not ready")
+        finally:
+            client.close()

@@ -1,0 +1,158 @@
+"""The Faust worker: one agent per stage, each feeding an in-flight window.
+
+Read top to bottom this is the whole runtime: Faust owns consumption, partition assignment and
+offset commits; each agent reads its topic with manual acks and hands every event to the stage's
+``InFlightWindow``, which runs up to ``max_in_flight`` turns at once, one at a time per session, and
+acks in offset order. Records are produced with confluent-kafka (acks=all, idempotent) and awaited
+before the ack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from functools import partial
+from typing import Any
+
+import faust
+
+from streams import tracing
+from streams.codec import Codec, make_codec
+from streams.config import Settings
+from streams.inflight import InFlightWindow
+from streams.message import InboundMessage
+from streams.producer import AsyncProducer
+from streams.stage import Stage, StageRunner
+from streams.stages import build_stages, clients
+
+log = logging.getLogger(__name__)
+
+
+def _headers(raw: Any) -> list[tuple[str, bytes | None]]:
+    if not raw:
+        return []
+    items = raw.items() if isinstance(raw, dict) else raw
+    return [(k if isinstance(k, str) else k.decode(), v) for k, v in items]
+
+
+def to_inbound(event: Any) -> InboundMessage:
+    m = event.message
+    return InboundMessage(
+        topic=m.topic,
+        partition=m.partition,
+        offset=m.offset,
+        key=m.key,
+        value=m.value,
+        headers=_headers(m.headers),
+        timestamp_ms=int((m.timestamp or 0) * 1000),
+    )
+
+
+class Runtime:
+    """What the agents of one worker share: codec, producer, started stages, shutdown."""
+
+    def __init__(self, settings: Settings, stages: list[Stage]) -> None:
+        self.settings = settings
+        self.stages = stages
+        self.codec: Codec = make_codec(settings)
+        self.producer: AsyncProducer | None = None
+        self._started = asyncio.Lock()
+        self._is_started = False
+        self._active_agents = 0
+        self.windows: dict[str, InFlightWindow] = {}
+
+    async def ensure_started(self) -> None:
+        async with self._started:
+            if self._is_started:
+                return
+            self.producer = AsyncProducer(self.settings.kafka_bootstrap, **{"message.max.bytes": 8 * 1024 * 1024})
+            for stage in self.stages:
+                await stage.start(self.codec)
+            self._is_started = True
+            log.info("stages started: %s", ", ".join(s.name for s in self.stages))
+
+    async def close(self) -> None:
+        for stage in self.stages:
+            try:
+                await stage.stop()
+            except Exception:
+                log.exception("stopping stage %s", stage.name)
+        if self.producer is not None:
+            await self.producer.close()
+        await clients.close_all()
+        tracing.shutdown_tracing()
+
+    def agent_for(self, stage: Stage):
+        runtime = self
+
+        async def agent(stream: Any) -> None:
+            await runtime.ensure_started()
+            assert runtime.producer is not None
+            runner = StageRunner(stage, runtime.settings, runtime.codec, runtime.producer)
+            manual = stream.noack()
+            window = InFlightWindow(runtime.settings.max_in_flight, on_release=manual.ack)
+            runtime.windows[stage.name] = window
+            runtime._active_agents += 1
+            try:
+                async for event in manual.events():
+                    msg = to_inbound(event)
+                    await window.submit(
+                        partition=(msg.topic, msg.partition),
+                        offset=msg.offset,
+                        chain_key=msg.key,
+                        work=partial(runner.handle, msg),
+                        token=event,
+                    )
+            finally:
+                finished = await window.drain(runtime.settings.shutdown_grace_s)
+                if not finished:
+                    log.warning("%s: in-flight turns did not finish before the deadline", stage.name)
+                    await window.cancel()
+                runtime._active_agents -= 1
+                if runtime._active_agents == 0:
+                    await runtime.close()
+
+        agent.__name__ = f"{stage.name}_agent"
+        return agent
+
+
+def create_app(settings: Settings, stage_names: list[str] | tuple[str, ...]) -> tuple[faust.App, Runtime]:
+    tracing.setup_tracing(settings, f"{settings.service_name}-worker")
+    stages = build_stages(settings, stage_names)
+    runtime = Runtime(settings, stages)
+    app = faust.App(
+        settings.consumer_group,
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=settings.partitions,
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        web_enabled=False,
+        datadir=str(settings.home / "faust"),
+        consumer_auto_offset_reset="earliest",
+        stream_buffer_maxsize=max(256, settings.max_in_flight * 4),
+        broker_commit_every=500,
+        broker_commit_interval=1.0,
+        broker_max_poll_records=500,
+        producer_acks=-1,
+        stream_wait_empty=False,
+    )
+    for stage in stages:
+        topic = app.topic(
+            stage.source,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.partitions,
+        )
+        app.agent(topic, name=f"chatstream.{stage.name}")(runtime.agent_for(stage))
+    return app, runtime
+
+
+def run_worker(settings: Settings, stage_names: list[str] | tuple[str, ...], loglevel: str = "info") -> None:
+    """Run until SIGTERM/SIGINT; in-flight turns finish (up to the grace period) before exit."""
+    app, _ = create_app(settings, stage_names)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()

@@ -1,0 +1,36 @@
+"""``chatstream topics create|check``."""
+
+from __future__ import annotations
+
+from streams.cli import CommandError
+from streams.config import Settings
+
+
+def register(sub) -> None:
+    parser = sub.add_parser("topics", help="create or check the pipeline's Kafka topics")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+    actions.add_parser("create", help="create every topic (idempotent)").set_defaults(handler=create)
+    actions.add_parser("check", help="check partitions of every topic").set_defaults(handler=check)
+
+
+def create(args, settings: Settings) -> int:
+    from streams.topics import create_topics
+
+    try:
+        for topic, state in sorted(create_topics(settings).items()):
+            print(f"{topic:40s} {state} ({settings.partitions} partitions)")
+    except Exception as exc:
+        raise CommandError(f"cannot create topics on {settings.kafka_bootstrap}: {exc}. Is Kafka up (`chatstream stack status`)?")
+    return 0
+
+
+def check(args, settings: Settings) -> int:
+    from streams.topics import check_topics
+
+    problems = check_topics(settings)
+    for p in problems:
+        print(f"{p.topic}: {p.problem}")
+    if not problems:
+        print("all topics present with", settings.partitions, "partitions")
+    return 1 if problems else 0

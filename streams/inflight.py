@@ -1,0 +1,132 @@
+"""Many turns in flight, order per session, offsets that never pass unfinished work.
+
+An LLM call takes seconds, so a stage must run many turns at once; but a session's turns must be
+handled in order, and a committed offset must never pass a turn still running (faust's own
+``concurrency=N`` gets that wrong, bug #606). This window gives all three:
+
+* a semaphore caps running work (back-pressure: ``submit`` blocks, so the agent stops pulling);
+* work of the same chain key (session) waits for the previous one of that key;
+* completions are released per partition strictly in offset order, so an ack means "this and
+  everything before it in the partition is done"; a second cap bounds released-but-unacked entries
+  so one stuck turn cannot make the ack queue grow without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Hashable
+
+
+@dataclass
+class _Entry:
+    offset: int
+    token: Any
+    done: bool = False
+
+
+@dataclass
+class WindowStats:
+    submitted: int = 0
+    released: int = 0
+    running: int = 0
+    peak_running: int = 0
+    waiting_for_ack: int = 0
+    chains: dict[Hashable, int] = field(default_factory=dict)
+
+
+class InFlightWindow:
+    def __init__(
+        self,
+        max_in_flight: int,
+        on_release: Callable[[Any], Awaitable[None] | None],
+        max_unacked: int | None = None,
+    ) -> None:
+        self._running = asyncio.Semaphore(max_in_flight)
+        self._unacked = asyncio.Semaphore(max_unacked or max_in_flight * 4)
+        self._on_release = on_release
+        self._pending: dict[Hashable, collections.deque[_Entry]] = collections.defaultdict(collections.deque)
+        self._tails: dict[Hashable, asyncio.Task] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self.stats = WindowStats()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    async def submit(
+        self,
+        partition: Hashable,
+        offset: int,
+        chain_key: Hashable,
+        work: Callable[[], Awaitable[None]],
+        token: Any,
+    ) -> None:
+        """Start ``work`` once there is room; returns as soon as it is scheduled."""
+        await self._unacked.acquire()
+        await self._running.acquire()
+        entry = _Entry(offset, token)
+        self._pending[partition].append(entry)
+        previous = self._tails.get(chain_key)
+        task = asyncio.create_task(self._run(partition, entry, chain_key, previous, work))
+        self._tails[chain_key] = task
+        self._tasks.add(task)
+        self.stats.submitted += 1
+        self.stats.running = len(self._tasks)
+        self.stats.peak_running = max(self.stats.peak_running, self.stats.running)
+
+    async def _run(
+        self,
+        partition: Hashable,
+        entry: _Entry,
+        chain_key: Hashable,
+        previous: asyncio.Task | None,
+        work: Callable[[], Awaitable[None]],
+    ) -> None:
+        task = asyncio.current_task()
+        try:
+            if previous is not None and not previous.done():
+                await asyncio.wait([previous])
+            if previous is not None and previous.cancelled():
+                raise asyncio.CancelledError()  # the chain was cut (shutdown): do not overtake it
+            await work()
+            entry.done = True
+        finally:
+            if self._tails.get(chain_key) is task:
+                del self._tails[chain_key]
+            self._tasks.discard(task)  # type: ignore[arg-type]
+            self.stats.running = len(self._tasks)
+            self._running.release()
+            if entry.done:
+                await self._release_ready(partition)
+
+    async def _release_ready(self, partition: Hashable) -> None:
+        queue = self._pending[partition]
+        while queue and queue[0].done:
+            entry = queue.popleft()
+            self.stats.released += 1
+            self._unacked.release()
+            result = self._on_release(entry.token)
+            if asyncio.iscoroutine(result):
+                await result
+
+    def forget_partitions(self, partitions: set[Hashable]) -> None:
+        """Drop ack bookkeeping for partitions this worker no longer owns."""
+        for partition in partitions:
+            queue = self._pending.pop(partition, None)
+            for _ in queue or ():
+                self._unacked.release()
+
+    async def drain(self, timeout_s: float | None = None) -> bool:
+        """Wait for running work; True when everything finished in time."""
+        if not self._tasks:
+            return True
+        done, pending = await asyncio.wait(set(self._tasks), timeout=timeout_s)
+        return not pending
+
+    async def cancel(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=5)

@@ -1,0 +1,32 @@
+"""The Kafka-agnostic view of one consumed record and of one record to produce.
+
+Stages see these instead of faust events or confluent messages, so the same stage code runs under
+the Faust worker, a replay and the benchmarks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class InboundMessage:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]] = field(default_factory=list)
+    timestamp_ms: int = 0
+
+    @property
+    def session_key(self) -> str:
+        return (self.key or b"").decode("utf-8", "replace")
+
+
+@dataclass
+class OutboundRecord:
+    topic: str
+    key: str
+    record: Any  # a processors.records dataclass

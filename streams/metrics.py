@@ -1,0 +1,96 @@
+"""The numbers a support bot lives by, as OpenTelemetry instruments.
+
+Instruments are created against the global meter provider, so they are no-ops until
+``setup_metrics`` installs one (worker: Prometheus scrape endpoint + OTLP); tests install an
+in-memory reader and read the same instruments back.
+"""
+
+from __future__ import annotations
+
+from opentelemetry import metrics
+
+_meter = metrics.get_meter("chatstream")
+
+STAGE_LATENCY = _meter.create_histogram(
+    "chatstream.stage.duration", unit="s", description="Processing time of one record per stage"
+)
+E2E_LATENCY = _meter.create_histogram(
+    "chatstream.turn.duration", unit="ms", description="From a turn's sent_at to its reply being produced"
+)
+RECORDS = _meter.create_counter("chatstream.stage.records", description="Records handled per stage and outcome")
+DEAD_LETTERS = _meter.create_counter("chatstream.deadletters", description="Records dead-lettered, by stage")
+RETRIES = _meter.create_counter("chatstream.transient_retries", description="Transient failures retried")
+TOKENS = _meter.create_counter("chatstream.llm.tokens", description="LLM tokens by model and direction")
+LLM_CALLS = _meter.create_counter("chatstream.llm.calls", description="LLM calls by provider and outcome")
+RETRIEVAL_TOP_SCORE = _meter.create_histogram(
+    "chatstream.retrieval.top_score", description="Best retrieval score per turn"
+)
+REPLIES = _meter.create_counter("chatstream.replies", description="Replies by status (escalation rate = ESCALATED/all)")
+VALIDATION_FAILURES = _meter.create_counter("chatstream.validation.failures", description="Validation rules failed")
+FEEDBACK = _meter.create_counter("chatstream.feedback", description="User feedback by kind")
+
+
+def stage_processed(stage: str, seconds: float, outcome: str) -> None:
+    STAGE_LATENCY.record(seconds, {"stage": stage})
+    RECORDS.add(1, {"stage": stage, "outcome": outcome})
+
+
+def dead_lettered(stage: str, error_class: str) -> None:
+    DEAD_LETTERS.add(1, {"stage": stage, "error": error_class})
+
+
+def transient_retry(stage: str, step: str) -> None:
+    RETRIES.add(1, {"stage": stage, "step": step})
+
+
+def reply_produced(status: str, latency_ms: int, model: str, prompt_tokens: int, completion_tokens: int) -> None:
+    REPLIES.add(1, {"status": status})
+    E2E_LATENCY.record(latency_ms, {"status": status})
+    if model:
+        TOKENS.add(prompt_tokens, {"model": model, "direction": "input"})
+        TOKENS.add(completion_tokens, {"model": model, "direction": "output"})
+
+
+def llm_call(provider: str, outcome: str) -> None:
+    LLM_CALLS.add(1, {"provider": provider, "outcome": outcome})
+
+
+def retrieval_score(score: float) -> None:
+    RETRIEVAL_TOP_SCORE.record(score)
+
+
+def validation_failed(rule: str) -> None:
+    VALIDATION_FAILURES.add(1, {"rule": rule})
+
+
+_configured = False
+
+
+def setup_metrics(settings, prometheus_port: int | None = None) -> None:
+    """Install the SDK meter provider once: Prometheus scrape endpoint and OTLP when configured."""
+    global _configured
+    if _configured:
+        return
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.resources import Resource
+
+    readers = []
+    if prometheus_port:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from prometheus_client import start_http_server
+
+        start_http_server(prometheus_port, addr=settings.bind_host)
+        readers.append(PrometheusMetricReader())
+    if settings.otlp_metrics_endpoint:
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+        readers.append(
+            PeriodicExportingMetricReader(
+                OTLPMetricExporter(endpoint=settings.otlp_metrics_endpoint, insecure=True), export_interval_millis=10000
+            )
+        )
+    metrics.set_meter_provider(
+        MeterProvider(metric_readers=readers, resource=Resource.create({"service.name": settings.service_name}))
+    )
+    _configured = True

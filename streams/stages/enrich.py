@@ -1,0 +1,85 @@
+"""Enrich: admission (input rules, duplicates, rate limit) and session context from Redis."""
+
+from __future__ import annotations
+
+import time
+
+from opentelemetry.trace import Span
+
+from processors.records import ChatRequest, ChatResponse, Status
+from processors.session import SessionStore
+from streams import metrics
+from streams.codec import Codec
+from streams.deadletter import RejectedInput
+from streams.message import InboundMessage, OutboundRecord
+from streams.stage import Stage
+from streams.stages import clients, replies
+
+
+def admission_problem(request: ChatRequest, msg: InboundMessage, channels: list[str], max_chars: int) -> str | None:
+    """Why a decodable request cannot be answered normally (None when it can).
+
+    Records nobody could be answered on (unknown channel, wrong key) raise ``RejectedInput`` and
+    go to the dead-letter topic; problems with the text itself get a REJECTED reply the user sees.
+    """
+    if request.channel not in channels:
+        raise RejectedInput(f"unknown channel {request.channel!r}; known channels: {', '.join(channels)}")
+    if not request.message_id.strip() or not request.session_id.strip():
+        raise RejectedInput("message_id and session_id must not be empty")
+    if msg.key is not None and msg.session_key != request.session_id:
+        raise RejectedInput(
+            f"record key {msg.session_key!r} is not the session_id {request.session_id!r}; "
+            "producers must key every record by session_id so a session stays in order"
+        )
+    if not request.text.strip():
+        return "Your message was empty; please type a question."
+    if len(request.text) > max_chars:
+        return (
+            f"Your message is {len(request.text):,} characters long; the limit is {max_chars:,}. "
+            "Please shorten it and send it again."
+        )
+    return None
+
+
+class EnrichStage(Stage):
+    name = "enrich"
+    input_type = ChatRequest
+
+    sessions: SessionStore
+
+    @property
+    def source(self) -> str:
+        return self.topics.inbound
+
+    async def start(self, codec: Codec) -> None:
+        self.sessions = clients.session_store(self.settings)
+        await replies.recover_markers(self.settings, codec, self.sessions)
+
+    async def process(self, request: ChatRequest, msg: InboundMessage, span: Span) -> list[OutboundRecord]:
+        started = time.perf_counter()
+        problem = admission_problem(request, msg, self.settings.channels, self.settings.max_text_chars)
+        if await self.sessions.is_replied(request.message_id):
+            span.add_event("duplicate message_id dropped")
+            return []
+        if problem is not None:
+            span.add_event("rejected", {"reason": problem})
+            return [self._reply(request, problem, Status.REJECTED)]
+        allowed, retry_after = await self.sessions.take_rate_token(request.user_id)
+        if not allowed:
+            span.add_event("rate limited", {"retry_after_s": retry_after})
+            text = f"You are sending messages faster than we can answer. Please wait {max(1, round(retry_after))} s and try again."
+            return [self._reply(request, text, Status.RATE_LIMITED)]
+        turn = await self.sessions.enrich(request)
+        turn.stage_ms["enrich"] = int((time.perf_counter() - started) * 1000)
+        return [OutboundRecord(self.topics.enriched, request.session_id, turn)]
+
+    def _reply(self, request: ChatRequest, text: str, status: Status) -> OutboundRecord:
+        response = ChatResponse.for_request(request, text, status, reason=text)
+        return OutboundRecord(self.topics.outbound, request.session_id, response)
+
+    async def after_emit(self, request: ChatRequest, outputs: list[OutboundRecord]) -> None:
+        for out in outputs:
+            if out.topic == self.topics.outbound:
+                response: ChatResponse = out.record
+                await self.sessions.mark_replied([request.message_id])
+                metrics.reply_produced(response.status.value, response.latency_ms, "", 0, 0)

@@ -1,0 +1,39 @@
+"""Generate: the LLM answer (or the extractive fallback when providers fail)."""
+
+from __future__ import annotations
+
+import time
+
+from opentelemetry.trace import Span
+
+from processors.records import ChatTurn
+from streams import metrics
+from streams.codec import Codec
+from streams.message import InboundMessage, OutboundRecord
+from streams.stage import Stage
+
+
+class GenerateStage(Stage):
+    name = "generate"
+    input_type = ChatTurn
+
+    @property
+    def source(self) -> str:
+        return self.topics.retrieved
+
+    async def start(self, codec: Codec) -> None:
+        from processors.generation.generator import build_generator
+
+        self.generator = build_generator(self.settings)
+
+    async def process(self, turn: ChatTurn, msg: InboundMessage, span: Span) -> list[OutboundRecord]:
+        started = time.perf_counter()
+        turn = await self.generator.generate(turn)
+        span.set_attribute("gen_ai.request.model", turn.model)
+        span.set_attribute("chatstream.generation.provider", turn.provider)
+        span.set_attribute("chatstream.generation.degraded", turn.degraded)
+        metrics.llm_call(turn.provider or "none", "degraded" if turn.degraded else "ok")
+        if turn.generation_error:
+            span.add_event("generation degraded", {"error": turn.generation_error})
+        turn.stage_ms["generate"] = int((time.perf_counter() - started) * 1000)
+        return [OutboundRecord(self.topics.generated, turn.request.session_id, turn)]

@@ -1,0 +1,75 @@
+"""Exactly one reply per message_id, shared by the stages that write ``chat.outbound``.
+
+Order of events for a reply: produce it (acks=all), then mark ``message_id`` as replied in Redis,
+then ack the input. A crash between produce and mark would let a reprocessed input reply twice; the
+window is closed at start-up by ``recover_markers``, which reads the tail of ``chat.outbound`` and marks
+every reply already there, before any stage consumes. Repeats that arrive later (a channel retry,
+an upstream stage reprocessing after a crash) are dropped by ``is_replied`` checks. Turns of one
+session are serialised, so two copies of one message_id are never in flight at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from confluent_kafka import Consumer, TopicPartition
+
+from processors.records import ChatResponse
+from processors.session import SessionStore
+from streams.codec import Codec, DecodeError
+from streams.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _read_tail(settings: Settings, codec: Codec, per_partition: int) -> list[str]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"{settings.consumer_group}-reply-recovery",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
+    try:
+        topic = settings.topics.outbound
+        meta = consumer.list_topics(topic, timeout=10)
+        partitions = list(meta.topics[topic].partitions)
+        assignments, remaining = [], set()
+        for p in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if high > low:
+                assignments.append(TopicPartition(topic, p, max(low, high - per_partition)))
+                remaining.add(p)
+        if not assignments:
+            return []
+        consumer.assign(assignments)
+        ids: list[str] = []
+        while remaining:
+            msg = consumer.poll(5.0)
+            if msg is None:
+                log.warning("reply recovery: no data for partitions %s within 5 s", sorted(remaining))
+                break
+            if msg.error():
+                if msg.error().code() == -191:  # _PARTITION_EOF
+                    remaining.discard(msg.partition())
+                    continue
+                raise RuntimeError(f"reply recovery: {msg.error()}")
+            try:
+                ids.append(codec.decode(msg.value(), ChatResponse).message_id)
+            except DecodeError:
+                continue
+        return ids
+    finally:
+        consumer.close()
+
+
+async def recover_markers(settings: Settings, codec: Codec, sessions: SessionStore, per_partition: int = 5000) -> int:
+    """Mark every reply found in the tail of chat.outbound; returns how many were found."""
+    ids = await asyncio.to_thread(_read_tail, settings, codec, per_partition)
+    for start in range(0, len(ids), 1000):
+        await sessions.mark_replied(ids[start : start + 1000])
+    if ids:
+        log.info("reply recovery: %d replies found in the tail of %s", len(ids), settings.topics.outbound)
+    return len(ids)

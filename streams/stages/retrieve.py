@@ -1,0 +1,47 @@
+"""Retrieve: hybrid search in the knowledge base (Weaviate) for the turn's question."""
+
+from __future__ import annotations
+
+import time
+
+from opentelemetry.trace import Span
+
+from processors.records import ChatTurn
+from streams import metrics
+from streams.codec import Codec
+from streams.message import InboundMessage, OutboundRecord
+from streams.stage import Stage
+
+
+class RetrieveStage(Stage):
+    name = "retrieve"
+    input_type = ChatTurn
+
+    @property
+    def source(self) -> str:
+        return self.topics.enriched
+
+    async def start(self, codec: Codec) -> None:
+        from processors.embeddings import build_embedder
+        from processors.retrieval import Retriever
+        from processors.vectorstore import WeaviateStore
+
+        s = self.settings
+        self.store = WeaviateStore(s.weaviate_host, s.weaviate_http_port, s.weaviate_grpc_port, s.collection)
+        self.embedder = build_embedder(s)
+        self.retriever = Retriever(self.store, self.embedder, top_k=s.retrieval_top_k, alpha=s.retrieval_alpha)
+
+    async def stop(self) -> None:
+        await self.store.close()
+
+    async def process(self, turn: ChatTurn, msg: InboundMessage, span: Span) -> list[OutboundRecord]:
+        started = time.perf_counter()
+        turn = await self.retriever.retrieve(turn)
+        span.set_attribute("chatstream.retrieval.ok", turn.retrieval_ok)
+        span.set_attribute("chatstream.retrieval.passages", len(turn.passages))
+        if turn.passages:
+            metrics.retrieval_score(turn.passages[0].score)
+        if not turn.retrieval_ok:
+            span.add_event("retrieval failed", {"error": turn.retrieval_error or ""})
+        turn.stage_ms["retrieve"] = int((time.perf_counter() - started) * 1000)
+        return [OutboundRecord(self.topics.retrieved, turn.request.session_id, turn)]

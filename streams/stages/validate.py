@@ -1,0 +1,63 @@
+"""Validate: the last gate before a user sees anything; the only writer of answers."""
+
+from __future__ import annotations
+
+import time
+
+from opentelemetry.trace import Span, Status as SpanStatus, StatusCode
+
+from processors.records import ChatResponse, ChatTurn, Status
+from streams import metrics
+from streams.codec import Codec
+from streams.message import InboundMessage, OutboundRecord
+from streams.stage import Stage
+from streams.stages import clients, replies
+
+
+class ValidateStage(Stage):
+    name = "validate"
+    input_type = ChatTurn
+
+    @property
+    def source(self) -> str:
+        return self.topics.generated
+
+    async def start(self, codec: Codec) -> None:
+        from processors.validation import build_validator
+
+        self.sessions = clients.session_store(self.settings)
+        self.validator = build_validator(self.settings)
+        await replies.recover_markers(self.settings, codec, self.sessions)
+
+    async def process(self, turn: ChatTurn, msg: InboundMessage, span: Span) -> list[OutboundRecord]:
+        started = time.perf_counter()
+        if await self.sessions.is_replied(turn.request.message_id):
+            span.add_event("duplicate message_id dropped")
+            return []
+        verdict = self.validator.validate(turn)
+        response = verdict.response
+        response.stage_ms = dict(turn.stage_ms)
+        response.stage_ms["validate"] = int((time.perf_counter() - started) * 1000)
+        for rule in verdict.failed_rules:
+            metrics.validation_failed(rule)
+        span.set_attribute("chatstream.reply.status", response.status.value)
+        span.set_attribute("chatstream.reply.groundedness", response.groundedness)
+        if verdict.failed_rules:
+            span.add_event("validation failed", {"rules": list(verdict.failed_rules)})
+        if response.status in (Status.BLOCKED, Status.ESCALATED):
+            span.set_status(SpanStatus(StatusCode.ERROR, f"{response.status.value}: {response.reason or ''}"))
+        outputs = [OutboundRecord(self.topics.outbound, response.session_id, response)]
+        if verdict.escalation is not None:
+            outputs.append(OutboundRecord(self.topics.escalations, response.session_id, verdict.escalation))
+        return outputs
+
+    async def after_emit(self, turn: ChatTurn, outputs: list[OutboundRecord]) -> None:
+        for out in outputs:
+            if out.topic == self.topics.outbound:
+                response: ChatResponse = out.record
+                await self.sessions.mark_replied([response.message_id])
+                await self.sessions.record_reply(turn.request, response)
+                metrics.reply_produced(
+                    response.status.value, response.latency_ms, response.model,
+                    response.prompt_tokens, response.completion_tokens,
+                )

@@ -1,0 +1,78 @@
+"""retry_transient: backoff growth, jitter bounds, deadline, non-transient errors (no services)."""
+
+from __future__ import annotations
+
+import pytest
+import redis.exceptions
+
+from processors.backoff import RetryDeadlineExceeded, is_transient_redis_error, retry_transient
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def failing(times: int, exc: Exception):
+    calls = {"n": 0}
+
+    async def fn():
+        calls["n"] += 1
+        if calls["n"] <= times:
+            raise exc
+        return "ok"
+
+    return fn, calls
+
+
+async def test_retries_until_success_with_bounded_jittered_sleeps():
+    t = FakeTime()
+    fn, calls = failing(6, redis.exceptions.ConnectionError("down"))
+    result = await retry_transient(fn, is_transient=is_transient_redis_error, base_s=0.1, max_s=0.5,
+                                   deadline_s=60, sleep=t.sleep, clock=t.clock)
+    assert result == "ok" and calls["n"] == 7
+    caps = [min(0.5, 0.1 * 2**i) for i in range(6)]
+    assert all(0 <= s <= cap for s, cap in zip(t.sleeps, caps))
+
+
+async def test_raises_after_deadline_from_last_error():
+    t = FakeTime()
+    fn, calls = failing(10**6, redis.exceptions.TimeoutError("slow"))
+    with pytest.raises(RetryDeadlineExceeded) as info:
+        await retry_transient(fn, is_transient=is_transient_redis_error, base_s=0.5, max_s=2.0,
+                              deadline_s=10, sleep=t.sleep, clock=t.clock)
+    assert isinstance(info.value.__cause__, redis.exceptions.TimeoutError)
+    assert 10 <= t.now <= 10 + 1e-9 and calls["n"] > 5
+
+
+async def test_non_transient_error_is_not_retried():
+    t = FakeTime()
+    fn, calls = failing(1, redis.exceptions.ResponseError("WRONGTYPE"))
+    with pytest.raises(redis.exceptions.ResponseError):
+        await retry_transient(fn, is_transient=is_transient_redis_error, sleep=t.sleep, clock=t.clock)
+    assert calls["n"] == 1 and t.sleeps == []
+
+
+def test_redis_error_classification():
+    assert is_transient_redis_error(redis.exceptions.ConnectionError())
+    assert is_transient_redis_error(redis.exceptions.BusyLoadingError())
+    assert is_transient_redis_error(ConnectionRefusedError())
+    assert not is_transient_redis_error(redis.exceptions.AuthenticationError())
+    assert not is_transient_redis_error(redis.exceptions.ResponseError())
+    assert not is_transient_redis_error(ValueError())
+
+
+async def test_rejects_bad_arguments():
+    async def fn():
+        return 1
+
+    with pytest.raises(ValueError):
+        await retry_transient(fn, is_transient=lambda e: True, base_s=0)

@@ -1,0 +1,171 @@
+"""The local MiniLM embedder on the real ONNX model; the OpenAI embedder against a local fake API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+
+from processors.embeddings import Embedder, LocalMiniLMEmbedder, OpenAIEmbedder, build_embedder
+from streams.config import Settings
+
+
+@pytest.fixture(scope="module")
+def model_embedder():
+    embedder = LocalMiniLMEmbedder(threads=1, max_batch=64, max_wait_ms=5)
+    yield embedder
+    embedder._executor.shutdown(wait=True)
+
+
+def cos(a, b) -> float:
+    return float(np.dot(a, b))
+
+
+async def test_dimension_and_normalisation(model_embedder):
+    assert isinstance(model_embedder, Embedder)
+    vectors = await model_embedder.embed(["How do I reset my password?", "", "x" * 5000])
+    assert model_embedder.dimension == 384
+    assert [len(v) for v in vectors] == [384, 384, 384]
+    for v in vectors:
+        assert np.linalg.norm(v) == pytest.approx(1.0, abs=1e-4)
+
+
+async def test_paraphrases_are_closer_than_unrelated_texts(model_embedder):
+    a, b, c, d = await model_embedder.embed(
+        [
+            "How do I reset my password?",
+            "I forgot my password and cannot log in",
+            "What is the price of the Business plan?",
+            "How much does the business subscription cost per month?",
+        ]
+    )
+    assert cos(a, b) > cos(a, c) + 0.2
+    assert cos(c, d) > cos(c, b) + 0.2
+
+
+async def test_known_reference_similarity(model_embedder):
+    # fp32 all-MiniLM-L6-v2 gives about 0.87 for this pair (int8 stays within a few hundredths)
+    a, b = await model_embedder.embed(["A man is eating food.", "A man is eating a piece of bread."])
+    assert 0.6 < cos(a, b) < 0.95
+
+
+async def test_order_is_kept_across_length_sorting(model_embedder):
+    texts = ["short", "a much longer sentence about billing invoices and refunds " * 5, "mid length text here"]
+    together = await model_embedder.embed(texts)
+    alone = [(await model_embedder.embed([t]))[0] for t in texts]
+    for x, y in zip(together, alone):
+        assert cos(x, y) > 0.999
+
+
+async def test_concurrent_calls_are_merged_into_one_batch(model_embedder):
+    await model_embedder.embed(["warm up"])
+    before = len(model_embedder.stats.batch_sizes)
+    texts = [f"question number {i} about plans" for i in range(20)]
+    results = await asyncio.gather(*(model_embedder.embed([t]) for t in texts))
+    sizes = model_embedder.stats.batch_sizes[before:]
+    assert sum(sizes) == 20
+    assert len(sizes) <= 2, sizes  # 20 single-text calls, at most two ONNX runs
+    solo = await model_embedder.embed([texts[7]])
+    assert cos(results[7][0], solo[0]) > 0.999  # each caller gets its own vector back
+
+
+async def test_batches_are_bounded():
+    embedder = LocalMiniLMEmbedder(max_batch=8, max_wait_ms=5)
+    try:
+        vectors = await embedder.embed([f"text {i}" for i in range(21)])
+        more = await asyncio.gather(*(embedder.embed([f"t{i}", f"u{i}", f"v{i}"]) for i in range(5)))
+        assert len(vectors) == 21 and all(len(m) == 3 for m in more)
+        assert max(embedder.stats.batch_sizes) <= 8
+    finally:
+        await embedder.close()
+
+
+async def test_event_loop_stays_responsive(model_embedder):
+    texts = ["a paragraph about data export and GDPR deletion requests " * 8] * 64
+    ticks = 0
+
+    async def ticker():
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.005)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    started = time.perf_counter()
+    await model_embedder.embed(texts)
+    elapsed = time.perf_counter() - started
+    task.cancel()
+    assert elapsed > 0.05  # real work happened...
+    assert ticks >= (elapsed / 0.005) * 0.3  # ...while the loop kept ticking
+
+
+async def test_rejects_a_bare_string(model_embedder):
+    with pytest.raises(TypeError):
+        await model_embedder.embed("not a list")  # type: ignore[arg-type]
+
+
+async def test_throughput_report(model_embedder, capsys):
+    texts = [f"How do I change the billing address on invoice {i} for my team account?" for i in range(256)]
+    await model_embedder.embed(texts[:8])
+    started = time.perf_counter()
+    await asyncio.gather(*(model_embedder.embed([t]) for t in texts))
+    elapsed = time.perf_counter() - started
+    rate = len(texts) / elapsed
+    with capsys.disabled():
+        print(f"\nlocal MiniLM: {rate:.0f} short texts/s as concurrent single-text calls")
+    assert rate > 50
+
+
+# --- OpenAI-compatible API ---------------------------------------------------------------------
+
+
+class _FakeEmbeddingsAPI(BaseHTTPRequestHandler):
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        inputs = body["input"]
+        data = [
+            {"object": "embedding", "index": i, "embedding": [float(len(t)), 1.0, 0.0]}
+            for i, t in reversed(list(enumerate(inputs)))  # out of order on purpose
+        ]
+        payload = json.dumps({"object": "list", "data": data, "model": body["model"],
+                              "usage": {"prompt_tokens": 1, "total_tokens": 1}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def fake_api():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeEmbeddingsAPI)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+
+
+async def test_openai_embedder_keeps_order_and_learns_dimension(fake_api):
+    embedder = OpenAIEmbedder(fake_api, None, "some-local-model", max_batch=2)
+    try:
+        vectors = await embedder.embed(["a", "bbb", "cc", "dddd", "e"])
+        assert [v[0] for v in vectors] == [1.0, 3.0, 2.0, 4.0, 1.0]
+        assert embedder.dimension == 3
+    finally:
+        await embedder.close()
+
+
+def test_build_embedder_from_settings(fake_api):
+    local = build_embedder(Settings(embedding_provider="local", embedding_batch_size=16))
+    assert isinstance(local, LocalMiniLMEmbedder) and local.max_batch == 16
+    remote = build_embedder(Settings(embedding_provider="openai", embedding_base_url=fake_api,
+                                     embedding_model="text-embedding-3-small"))
+    assert isinstance(remote, OpenAIEmbedder) and remote.dimension == 1536

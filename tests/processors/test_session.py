@@ -1,0 +1,273 @@
+"""SessionStore against a real Redis (127.0.0.1:6379, db 15, a unique key prefix per test)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import uuid
+
+import pytest
+import redis.asyncio as aioredis
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from processors.backoff import is_transient_redis_error, retry_transient
+from processors.records import ChatRequest, ChatResponse, Status, now_ms
+from processors.session import SessionStore
+
+pytestmark = pytest.mark.stack
+
+REDIS_URL = "redis://127.0.0.1:6379/15"
+
+
+@pytest.fixture
+async def redis_client():
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        await client.ping()
+    except Exception as exc:  # pragma: no cover - environment problem, not a test result
+        pytest.fail(f"Redis on {REDIS_URL} is not reachable ({exc!r}); start the stack first")
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def store(redis_client):
+    prefix = f"test:{uuid.uuid4().hex[:10]}:"
+    yield make_store(redis_client, prefix)
+    keys = [k async for k in redis_client.scan_iter(match=f"{prefix}*")]
+    if keys:
+        await redis_client.delete(*keys)
+
+
+def make_store(client, prefix, **overrides) -> SessionStore:
+    options = dict(
+        history_turns=4,
+        summary_max_chars=200,
+        session_ttl_s=600,
+        idempotency_ttl_s=3600,
+        rate_per_minute=60.0,
+        burst=3,
+        key_prefix=prefix,
+    )
+    options.update(overrides)
+    return SessionStore(client, **options)
+
+
+def request(text: str, *, session: str = "s1", mid: str | None = None, user: str = "u1") -> ChatRequest:
+    return ChatRequest(
+        message_id=mid or uuid.uuid4().hex,
+        session_id=session,
+        user_id=user,
+        channel="web",
+        text=text,
+        sent_at=now_ms(),
+    )
+
+
+def reply(req: ChatRequest, text: str, status: Status = Status.ANSWERED) -> ChatResponse:
+    return ChatResponse.for_request(req, text, status)
+
+
+async def test_enrich_returns_history_without_current_turn(store):
+    r1 = request("How do I reset my password?")
+    t1 = await store.enrich(r1)
+    assert t1.history == [] and t1.summary == "" and t1.session_failures == 0
+    await store.record_reply(r1, reply(r1, "Use the Forgot password link."))
+
+    r2 = request("And for 2FA?")
+    t2 = await store.enrich(r2)
+    assert [(h.role, h.text, h.message_id) for h in t2.history] == [
+        ("user", "How do I reset my password?", r1.message_id),
+        ("assistant", "Use the Forgot password link.", r1.message_id),
+    ]
+    assert t2.request is r2
+
+
+async def test_reprocessed_request_is_appended_once(store, redis_client):
+    r1 = request("first")
+    await store.enrich(r1)
+    await store.record_reply(r1, reply(r1, "answer one"))
+    r2 = request("second")
+    first = await store.enrich(r2)
+    again = await store.enrich(r2)  # a crash made the stage see r2 again
+    assert [h.text for h in again.history] == [h.text for h in first.history] == ["first", "answer one"]
+    turns_key = store._session_keys("s1")[0]
+    assert await redis_client.llen(turns_key) == 3
+
+    await store.record_reply(r2, reply(r2, "answer two"))
+    await store.record_reply(r2, reply(r2, "answer two"))
+    assert await redis_client.llen(turns_key) == 4
+
+
+async def test_reprocessing_an_older_turn_sees_only_what_came_before_it(store):
+    r1, r2 = request("one"), request("two")
+    await store.enrich(r1)
+    await store.enrich(r2)
+    again = await store.enrich(r1)
+    assert again.history == []
+
+
+async def test_late_reply_is_placed_after_its_question(store):
+    r1, r2 = request("question one"), request("question two")
+    await store.enrich(r1)
+    await store.enrich(r2)  # enriched while r1 was still being answered
+    await store.record_reply(r1, reply(r1, "answer one"))
+    await store.record_reply(r2, reply(r2, "answer two"))
+    t3 = await store.enrich(request("question three"))
+    assert [h.text for h in t3.history] == ["question one", "answer one", "question two", "answer two"]
+
+
+async def test_old_turns_roll_into_a_bounded_summary(store, redis_client):
+    for i in range(12):
+        r = request(f"Question number {i} is here. It has a second sentence that is not kept.")
+        await store.enrich(r)
+        await store.record_reply(r, reply(r, f"Answer {i}! Details follow that are dropped."))
+    turn = await store.enrich(request("latest"))
+    assert len(turn.history) == 4
+    assert [h.text.split()[0:2] for h in turn.history] == [["Question", "number"], ["Answer", "10!"],
+                                                         ["Question", "number"], ["Answer", "11!"]]
+    summary = turn.summary
+    assert 0 < len(summary.encode()) <= 200
+    lines = summary.split("\n")
+    # the newest rolled-off messages are kept, the oldest dropped, one first sentence per message
+    assert lines[-1] == "assistant: Answer 9!"
+    assert lines[-2] == "user: Question number 9 is here."
+    assert all("second sentence" not in line and "dropped" not in line for line in lines)
+    assert "Question number 0 " not in summary
+    assert await redis_client.llen(store._session_keys("s1")[0]) <= 5
+
+
+async def test_summary_cut_respects_utf8(store):
+    s = make_store(store.redis, store.prefix, summary_max_chars=50, history_turns=0)
+    for i in range(4):
+        r = request("Ünïcödé ✓ " * 20 + f"{i}", session="utf")
+        await s.enrich(r)
+        await s.record_reply(r, reply(r, "Grüße ✓✓✓ " * 10))
+    turn = await s.enrich(request("x", session="utf"))
+    assert turn.history == []
+    assert 0 < len(turn.summary.encode("utf-8")) <= 50  # decodes: no split character
+
+
+async def test_failure_streak(store):
+    statuses = [Status.FALLBACK, Status.ESCALATED, Status.RATE_LIMITED, Status.BLOCKED]
+    for status in statuses:
+        r = request("help")
+        await store.enrich(r)
+        await store.record_reply(r, reply(r, "sorry", status))
+    turn = await store.enrich(request("again"))
+    assert turn.session_failures == 3  # RATE_LIMITED does not count and is not in the history
+    assert all(h.text != "sorry" or h.role == "assistant" for h in turn.history)
+
+    r = request("thanks")
+    await store.enrich(r)
+    await store.record_reply(r, reply(r, "You are welcome.", Status.ANSWERED))
+    assert (await store.enrich(request("next"))).session_failures == 0
+
+
+async def test_session_ttl_is_refreshed(store, redis_client):
+    r = request("hello")
+    await store.enrich(r)
+    turns_key, _meta_key, ids_key = store._session_keys("s1")  # meta exists once there is a summary
+    for key in (turns_key, ids_key):
+        ttl = await redis_client.ttl(key)
+        assert 590 <= ttl <= 600, key
+    await redis_client.expire(store._session_keys("s1")[0], 10)
+    await store.record_reply(r, reply(r, "hi"))
+    assert await redis_client.ttl(store._session_keys("s1")[0]) > 590
+
+
+async def test_batch_enrich_keeps_session_order(store):
+    reqs = [request(f"m{i}", session=f"s{i % 2}") for i in range(6)]
+    turns = await store.enrich_many(reqs)
+    assert [h.text for h in turns[4].history] == ["m0", "m2"]
+    assert [h.text for h in turns[5].history] == ["m1", "m3"]
+
+
+async def test_token_bucket(store):
+    fast = make_store(store.redis, store.prefix, rate_per_minute=600.0, burst=3)  # 10 tokens/s
+    results = [await fast.take_rate_token("alice") for _ in range(4)]
+    assert [ok for ok, _ in results] == [True, True, True, False]
+    retry_after = results[-1][1]
+    assert 0 < retry_after <= 0.1 + 1e-6
+    assert (await fast.take_rate_token("bob"))[0]  # buckets are per user
+    await asyncio.sleep(retry_after + 0.02)
+    assert (await fast.take_rate_token("alice"))[0]
+    batch = await fast.take_rate_tokens(["carol"] * 5)
+    assert [ok for ok, _ in batch] == [True, True, True, False, False]
+    assert batch[4][1] == pytest.approx(batch[3][1], abs=0.01)  # a denial does not spend a token
+
+
+async def test_reply_markers(store, redis_client):
+    assert not await store.is_replied("m-1")
+    await store.mark_replied(["m-1", "m-2"])
+    assert await store.is_replied("m-1")
+    assert await store.replied_among(["m-0", "m-1", "m-2", "m-3"]) == {"m-1", "m-2"}
+    ttl = await redis_client.ttl(store._replied_key("m-2"))
+    assert 3590 <= ttl <= 3600
+
+
+async def test_spans_wrap_round_trips_without_message_text(store):
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+        provider = trace.get_tracer_provider()
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    secret_text = "my card is 4111 1111 1111 1111"
+    r = request(secret_text)
+    await store.enrich(r)
+    await store.record_reply(r, reply(r, secret_text))
+    await store.take_rate_token("u1")
+    await store.mark_replied([r.message_id])
+    spans = exporter.get_finished_spans()
+    names = {s.name for s in spans}
+    assert {"redis session.load", "redis session.append_reply", "redis ratelimit.take",
+            "redis idempotency.mark"} <= names
+    for s in spans:
+        if s.name.startswith("redis "):
+            assert s.attributes["db.system"] == "redis"
+            assert all(secret_text not in str(v) for v in s.attributes.values())
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def test_enrich_waits_for_redis_to_come_back(tmp_path):
+    """A Redis outage makes the caller wait with backoff, then the turn goes through."""
+    server = shutil.which("redis-server")
+    assert server, "redis-server must be installed for the stack tests"
+    port = _free_port()
+    client = aioredis.Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=0.2)
+    s = make_store(client, "outage:")
+    r = request("are you there?")
+    proc = None
+
+    async def start_redis_later():
+        nonlocal proc
+        await asyncio.sleep(1.0)
+        proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                 "--appendonly", "no", "--dir", str(tmp_path)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    try:
+        starter = asyncio.create_task(start_redis_later())
+        turn = await retry_transient(lambda: s.enrich(r), is_transient=is_transient_redis_error,
+                                     base_s=0.05, max_s=0.3, deadline_s=20)
+        await starter
+        assert turn.request.message_id == r.message_id and turn.history == []
+        again = await s.enrich(r)  # and the session is really in the new Redis
+        assert again.history == []
+    finally:
+        await client.aclose()
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=10)

@@ -1,0 +1,102 @@
+"""The in-flight window: bounded, ordered per session, acks in offset order."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from streams.inflight import InFlightWindow
+
+
+async def _noop() -> None:
+    return None
+
+
+async def test_session_order_is_kept_while_sessions_run_in_parallel() -> None:
+    acked: list[int] = []
+    finished: dict[str, list[int]] = {}
+    window = InFlightWindow(16, on_release=acked.append)
+    running = 0
+    peak = 0
+
+    async def work(session: str, n: int) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(random.uniform(0, 0.02))
+        finished.setdefault(session, []).append(n)
+        running -= 1
+
+    offset = 0
+    for n in range(10):
+        for s in range(8):
+            await window.submit(0, offset, f"s{s}", lambda s=s, n=n: work(f"s{s}", n), offset)
+            offset += 1
+    assert await window.drain(5)
+    assert all(order == list(range(10)) for order in finished.values())
+    assert acked == list(range(80)), "acks must be released in offset order"
+    assert 1 < peak <= 8, "sessions run in parallel, one turn at a time each"
+
+
+async def test_acks_wait_for_an_earlier_slow_offset() -> None:
+    acked: list[int] = []
+    window = InFlightWindow(8, on_release=acked.append)
+    gate = asyncio.Event()
+
+    async def slow() -> None:
+        await gate.wait()
+
+    async def fast() -> None:
+        return None
+
+    await window.submit(0, 0, "a", slow, 0)
+    for off in range(1, 5):
+        await window.submit(0, off, f"b{off}", fast, off)
+    await asyncio.sleep(0.05)
+    assert acked == [], "nothing may be acked while offset 0 is still running"
+    gate.set()
+    assert await window.drain(1)
+    assert acked == [0, 1, 2, 3, 4]
+
+
+async def test_partitions_ack_independently() -> None:
+    acked: list[tuple[int, int]] = []
+    window = InFlightWindow(8, on_release=acked.append)
+    gate = asyncio.Event()
+
+    async def slow() -> None:
+        await gate.wait()
+
+    await window.submit(0, 0, "a", slow, (0, 0))
+    await window.submit(1, 0, "b", _noop, (1, 0))
+    await asyncio.sleep(0.05)
+    assert acked == [(1, 0)]
+    gate.set()
+    await window.drain(1)
+    assert acked == [(1, 0), (0, 0)]
+
+
+async def test_submit_blocks_when_full() -> None:
+    window = InFlightWindow(2, on_release=lambda t: None)
+    gate = asyncio.Event()
+    await window.submit(0, 0, "a", gate.wait, 0)
+    await window.submit(0, 1, "b", gate.wait, 1)
+    third = asyncio.create_task(window.submit(0, 2, "c", gate.wait, 2))
+    await asyncio.sleep(0.05)
+    assert not third.done(), "a full window must stop the caller from pulling more"
+    gate.set()
+    await asyncio.wait_for(third, 1)
+    assert await window.drain(1)
+
+
+async def test_failed_work_is_never_acked() -> None:
+    acked: list[int] = []
+    window = InFlightWindow(4, on_release=acked.append)
+
+    async def boom() -> None:
+        raise RuntimeError("handler bug")
+
+    await window.submit(0, 0, "a", boom, 0)
+    await window.submit(0, 1, "b", _noop, 1)
+    await window.drain(1)
+    assert acked == [], "an offset whose work failed blocks the partition's acks (it will be redelivered)"
