@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -64,6 +63,23 @@ def process_start_time(pid: int) -> int | None:
     if fields[0] in ("Z", "X"):
         return None
     return int(fields[19])
+
+
+def spawn_detached(cmd: Sequence[str], *, cwd: Path, env: dict[str, str], log_file: Path) -> int:
+    """Start ``cmd`` in a new session (its own process group, no controlling terminal), output to ``log_file``.
+
+    posix_spawn rather than subprocess.Popen: the server must outlive this short-lived CLI process,
+    and a Popen object would complain at exit about a child "still running". ``sh -c 'cd ...; exec'``
+    sets the working directory (posix_spawn cannot) and then *becomes* the server, so the pid we
+    record is the server's own.
+    """
+    file_actions = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 1, str(log_file), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644),
+        (os.POSIX_SPAWN_DUP2, 1, 2),
+    ]
+    argv = ["/bin/sh", "-c", 'cd "$0" && exec "$@"', str(cwd), *cmd]
+    return os.posix_spawn("/bin/sh", argv, env, file_actions=file_actions, setsid=True)
 
 
 def _reap(pid: int) -> None:
@@ -183,19 +199,24 @@ class Service(ABC):
         env.update(self.environment())
         with open(self.log_file, "ab") as log:
             log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} chatstream: {' '.join(cmd)}\n".encode())
-            log.flush()
-            proc = subprocess.Popen(
-                cmd, cwd=self.data_dir, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
-            )
-        self._proc = proc  # keeps the child reapable while this process lives
-        started = process_start_time(proc.pid)
-        if started is None:
-            raise StackError(f"{self.title} exited at once; last lines of {self.log_file}:\n{tail_file(self.log_file)}")
-        tmp = self.pid_file.with_suffix(".tmp")
-        tmp.write_text(f"{proc.pid} {started}\n")
-        tmp.replace(self.pid_file)
-        return proc.pid
+        pid = spawn_detached(cmd, cwd=self.data_dir, env=env, log_file=self.log_file)
+        try:
+            started = process_start_time(pid)
+            if started is None:
+                raise StackError(
+                    f"{self.title} exited at once; last lines of {self.log_file}:\n{tail_file(self.log_file)}"
+                )
+            tmp = self.pid_file.with_suffix(".tmp")
+            tmp.write_text(f"{pid} {started}\n")
+            tmp.replace(self.pid_file)
+        except BaseException:  # no pid file means nobody could ever stop it: do not leave it running
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.waitpid(pid, 0)
+            raise
+        return pid
 
     def wait_ready(self, timeout_s: float | None = None) -> float:
         """Poll :meth:`probe` until it answers; fail early when the process dies. Returns seconds waited."""

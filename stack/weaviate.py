@@ -17,6 +17,7 @@ from stack.tools import GO
 
 MODULE = "github.com/weaviate/weaviate/cmd/weaviate-server"
 NODE_NAME = "node1"
+GRPC_SERVING = b"\x08\x01"  # grpc.health.v1.HealthCheckResponse{status: SERVING}
 
 
 class Weaviate(Service):
@@ -110,18 +111,25 @@ class Weaviate(Service):
         self._probe_grpc()
 
     def _probe_grpc(self) -> None:
-        """The client's own start-up checks include a gRPC health round trip: the path queries use."""
-        import weaviate
-        from weaviate.exceptions import WeaviateBaseError
+        """gRPC health check, the same round trip weaviate-client's connect makes before queries.
 
+        Sent raw rather than through ``weaviate.connect_to_local``: the client's start-up checks also
+        ask pypi.org for its latest version, which a readiness probe (run by `status` and by the test
+        fixtures, maybe offline) must not depend on. Request: empty HealthCheckRequest; answer
+        ``08 01`` = status SERVING.
+        """
+        import grpc
+
+        target = f"{self.host}:{self.settings.weaviate_grpc_port}"
         try:
-            client = weaviate.connect_to_local(
-                host=self.host, port=self.settings.weaviate_http_port, grpc_port=self.settings.weaviate_grpc_port
-            )
-        except WeaviateBaseError as exc:
-            raise NotReady(f"gRPC not answering: {exc}") from exc
-        try:
-            if not client.is_ready():
-                raise NotReady("client reports not ready")
-        finally:
-            client.close()
+            with grpc.insecure_channel(target) as channel:
+                check = channel.unary_unary(
+                    "/grpc.health.v1.Health/Check",
+                    request_serializer=lambda raw: raw,
+                    response_deserializer=lambda raw: raw,
+                )
+                answer = check(b"", timeout=2.0)
+        except grpc.RpcError as exc:
+            raise NotReady(f"gRPC health check on {target} failed: {exc.code().name}") from exc
+        if answer != GRPC_SERVING:
+            raise NotReady(f"gRPC health check on {target} answered {answer!r}, not SERVING")

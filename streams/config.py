@@ -130,6 +130,7 @@ class Settings(BaseSettings):
     tenant: str = "default"
     retrieval_alpha: float = 0.5
     retrieval_top_k: int = 4
+    retrieval_timeout_s: float = Field(default=5.0, description="Bound on one embed + hybrid search; past it the turn goes on without passages.")
     chunk_chars: int = 800
     chunk_overlap: int = 120
 
@@ -236,6 +237,12 @@ class Settings(BaseSettings):
     @property
     def kafka_version_dir(self) -> Path:
         return self.cache_dir / f"kafka-{self.kafka_version}"
+
+    def derive(self, **overrides: object) -> "Settings":
+        """A copy with some values changed (a replay namespace, a test's own topics)."""
+        copy = self.model_copy(update=overrides)
+        copy.__dict__.pop("topics", None)  # recomputed from the new prefix
+        return copy
 
     def masked(self) -> dict[str, object]:
         """Settings as plain values with every secret replaced, safe to print or log."""

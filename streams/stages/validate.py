@@ -37,6 +37,7 @@ class ValidateStage(Stage):
         verdict = self.validator.validate(turn)
         response = verdict.response
         response.stage_ms = dict(turn.stage_ms)
+        response.stage_ms["llm"] = int(turn.llm_latency_ms)
         response.stage_ms["validate"] = int((time.perf_counter() - started) * 1000)
         for rule in verdict.failed_rules:
             metrics.validation_failed(rule)

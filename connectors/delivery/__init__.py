@@ -1,0 +1,1 @@
+"""``chatstream deliver``: replies from chat.outbound back to the channel they came from."""

@@ -1,0 +1,1 @@
+"""Downstream consumers that push chatstream results into CRM and ticketing tools."""

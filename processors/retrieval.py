@@ -1,0 +1,146 @@
+"""The retrieve stage's logic: build a search query from the turn, embed it, hybrid-search the tenant.
+
+Failure policy: when the embedder or Weaviate fails (down, timing out, unknown tenant) the turn is
+*not* failed or retried here. It goes on with ``retrieval_ok=False``, the error and no passages, so
+generation can tell the user it could not look things up (or escalate) within seconds, instead of
+the user waiting out an outage in silence. Retrying would hold the turn and its session behind it;
+dead-lettering would lose a good turn. The outage is visible in the turn, the span and the reply.
+
+Query: the latest user text is searched on its own when it stands alone, so an old topic does not
+pull in stale passages. A short follow-up ("and how much does it cost?") names nothing to search for,
+so the previous user message (from the history, or else the newest user line of the rolling
+summary) is put in front of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import re
+
+from opentelemetry import trace
+from opentelemetry.trace import Status as SpanStatus
+from opentelemetry.trace import StatusCode
+
+from processors.embeddings import Embedder
+from processors.records import ChatTurn
+from processors.vectorstore import VectorStore
+
+tracer = trace.get_tracer("chatstream.retrieval")
+
+_WORD = re.compile(r"[a-z0-9']+")
+_FOLLOW_UP_OPENERS = (
+    "and",
+    "also",
+    "but",
+    "or",
+    "so",
+    "then",
+    "what about",
+    "how about",
+    "what if",
+    "same for",
+    "ok",
+    "okay",
+)
+_ANAPHORA = {"it", "its", "it's", "that", "this", "those", "these", "them", "they", "their", "one", "same", "he", "she"}
+_MAX_CONTEXT_CHARS = 300
+
+
+def is_follow_up(text: str) -> bool:
+    """A short message that leans on the previous one ("and for teams?", "how much does it cost?")."""
+    lowered = text.strip().lower()
+    words = _WORD.findall(lowered)
+    if not words:
+        return False
+    if len(words) <= 3:
+        return True
+    if len(words) > 10:
+        return False
+    if any(lowered.startswith(opener + " ") or lowered.startswith(opener + ",") for opener in _FOLLOW_UP_OPENERS):
+        return True
+    return any(w in _ANAPHORA for w in words)
+
+
+def _previous_user_text(turn: ChatTurn) -> str:
+    for h in reversed(turn.history):
+        if h.role == "user" and h.text.strip():
+            return h.text.strip()
+    for line in reversed(turn.summary.splitlines()):
+        if line.startswith("user: "):
+            return line[len("user: ") :].strip()
+    return ""
+
+
+def build_query(turn: ChatTurn) -> str:
+    """The text searched (by BM25) and embedded (for the vector half) for this turn."""
+    latest = " ".join(turn.request.text.split())
+    if not is_follow_up(latest):
+        return latest
+    previous = _previous_user_text(turn)
+    if not previous:
+        return latest
+    if len(previous) > _MAX_CONTEXT_CHARS:
+        previous = previous[:_MAX_CONTEXT_CHARS]
+    return f"{previous} {latest}"
+
+
+class Retriever:
+    """Finds the passages a turn's answer should be grounded in."""
+
+    def __init__(
+        self,
+        store: VectorStore,
+        embedder: Embedder,
+        *,
+        top_k: int,
+        alpha: float,
+        timeout_s: float = 5.0,
+    ) -> None:
+        if top_k < 1 or not 0.0 <= alpha <= 1.0 or timeout_s <= 0:
+            raise ValueError("top_k must be >= 1, alpha within [0, 1], timeout_s > 0")
+        self.store = store
+        self.embedder = embedder
+        self.top_k = top_k
+        self.alpha = alpha
+        self.timeout_s = timeout_s
+
+    async def retrieve(self, turn: ChatTurn) -> ChatTurn:
+        """The turn with ``passages`` (best first), or with ``retrieval_ok=False`` when lookup failed."""
+        tenant = turn.request.tenant or "default"
+        query = build_query(turn)
+        with tracer.start_as_current_span("retrieval retrieve") as span:
+            span.set_attribute("chatstream.tenant", tenant)
+            span.set_attribute("chatstream.retrieval.follow_up", query != " ".join(turn.request.text.split()))
+            try:
+                passages = await asyncio.wait_for(self._search(query, tenant), self.timeout_s)
+            except Exception as exc:  # noqa: BLE001 - any lookup failure degrades the turn, see module doc
+                if isinstance(exc, asyncio.TimeoutError):
+                    error = f"retrieval timed out after {self.timeout_s:g}s"
+                else:
+                    error = f"{type(exc).__name__}: {exc}"[:500]
+                span.record_exception(exc)
+                span.set_status(SpanStatus(StatusCode.ERROR, error))
+                span.set_attribute("chatstream.retrieval.ok", False)
+                return dataclasses.replace(turn, passages=[], retrieval_ok=False, retrieval_error=error)
+            span.set_attribute("chatstream.retrieval.ok", True)
+            span.set_attribute("chatstream.retrieval.hits", len(passages))
+            if passages:
+                span.set_attribute("chatstream.retrieval.top_doc", passages[0].doc_id)
+                span.set_attribute("chatstream.retrieval.top_score", passages[0].score)
+        return dataclasses.replace(turn, passages=passages, retrieval_ok=True, retrieval_error=None)
+
+    async def _search(self, query: str, tenant: str):  # type: ignore[no-untyped-def]
+        (vector,) = await self.embedder.embed([query])
+        return await self.store.hybrid_search(query, vector, tenant=tenant, k=self.top_k, alpha=self.alpha)
+
+
+def build_retriever(settings, store: VectorStore, embedder: Embedder) -> Retriever:  # type: ignore[no-untyped-def]
+    """The retriever configured from ``streams.config.Settings``."""
+    return Retriever(
+        store,
+        embedder,
+        top_k=settings.retrieval_top_k,
+        alpha=settings.retrieval_alpha,
+        timeout_s=settings.retrieval_timeout_s,
+    )

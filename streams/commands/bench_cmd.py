@@ -1,0 +1,187 @@
+"""``chatstream bench``: throughput and latency of the whole pipeline, measured, not guessed.
+
+Runs in its own topic namespace with its own worker and a scripted LLM of known latency, so that
+"overhead" (end-to-end latency minus LLM time) is the pipeline's cost alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+
+from pydantic import SecretStr
+
+from streams.config import Settings
+
+
+def register(sub) -> None:
+    parser = sub.add_parser("bench", help="drive turns through a fresh pipeline and print throughput and latency")
+    parser.add_argument("--turns", type=int, default=2000)
+    parser.add_argument("--rate", type=float, default=0, help="turns per second to offer (0 = as fast as possible)")
+    parser.add_argument("--llm-latency-ms", type=float, default=0)
+    parser.add_argument("--sessions", type=int, default=0, help="distinct sessions (default turns/10)")
+    parser.add_argument("--in-flight", type=int, default=None, help="worker's max in-flight turns per stage")
+    parser.add_argument("--timeout", type=float, default=600)
+    parser.set_defaults(handler=run)
+
+
+@dataclass
+class BenchResult:
+    turns: int
+    replies: int
+    duplicates: int
+    out_of_order_sessions: int
+    elapsed_s: float
+    latencies_ms: list[float]
+    overhead_ms: list[float]
+    stage_ms: dict[str, list[int]]
+    peak_rss_mb: float
+
+    @property
+    def throughput(self) -> float:
+        return self.replies / self.elapsed_s if self.elapsed_s else 0.0
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def drive(settings: Settings, turns: int, rate: float, sessions: int, timeout_s: float, worker) -> BenchResult:
+    from streams.client import ChatClient, new_request
+
+    async with ChatClient(settings) as client:
+        session_ids = [f"bench:{uuid.uuid4().hex[:8]}" for _ in range(sessions)]
+        requests = [
+            new_request(f"How do I export my data? (turn {i})", session_ids[i % sessions], user_id=f"bench-{i % sessions}", channel="bench")
+            for i in range(turns)
+        ]
+        started = time.monotonic()
+        interval = 1.0 / rate if rate > 0 else 0.0
+        peak_rss = 0.0
+        for i, request in enumerate(requests):
+            if interval:
+                delay = started + i * interval - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await client.send(request)
+        waiting = [client.wait_reply(r.message_id, timeout_s) for r in requests]
+        done = 0
+        for coro in asyncio.as_completed(waiting):
+            await coro
+            done += 1
+            if done % 200 == 0:
+                peak_rss = max(peak_rss, worker.peak_rss_mb())
+        elapsed = time.monotonic() - started
+        await client.settle(1.0)
+        peak_rss = max(peak_rss, worker.peak_rss_mb())
+
+        latencies, overhead, per_stage = [], [], {}
+        for request in requests:
+            reply = client.replies[request.message_id][0]
+            latencies.append(reply.latency_ms)
+            overhead.append(reply.latency_ms - reply.stage_ms.get("llm", 0))
+            for stage, ms in reply.stage_ms.items():
+                per_stage.setdefault(stage, []).append(ms)
+        order_broken = 0
+        for sid in session_ids:
+            expected = [r.message_id for r in requests if r.session_id == sid]
+            got = [r.message_id for r in client.reply_order if r.session_id == sid and r.message_id in set(expected)]
+            deduped = list(dict.fromkeys(got))
+            order_broken += deduped != expected
+        duplicates = sum(len(v) - 1 for v in client.replies.values())
+        return BenchResult(turns, len(client.replies), duplicates, order_broken, elapsed, latencies, overhead, per_stage, peak_rss)
+
+
+def report(result: BenchResult, llm_latency_ms: float, in_flight: int) -> str:
+    lines = [
+        f"turns {result.turns}  replies {result.replies}  duplicates {result.duplicates}  "
+        f"sessions out of order {result.out_of_order_sessions}",
+        f"elapsed {result.elapsed_s:.2f} s  throughput {result.throughput:.1f} turns/s  (LLM latency {llm_latency_ms:.0f} ms, "
+        f"in flight {in_flight}; ideal at this latency {in_flight / (llm_latency_ms / 1000):.0f} turns/s)"
+        if llm_latency_ms
+        else f"elapsed {result.elapsed_s:.2f} s  throughput {result.throughput:.1f} turns/s  (LLM latency 0 ms)",
+        "end-to-end latency ms  p50 {:.0f}  p95 {:.0f}  p99 {:.0f}".format(
+            *(percentile(result.latencies_ms, q) for q in (50, 95, 99))
+        ),
+        "pipeline overhead ms   p50 {:.0f}  p95 {:.0f}  p99 {:.0f}   (latency minus LLM time)".format(
+            *(percentile(result.overhead_ms, q) for q in (50, 95, 99))
+        ),
+        "per-stage processing ms (p50 / p99):",
+    ]
+    for stage in ("enrich", "retrieve", "generate", "llm", "validate"):
+        values = [float(v) for v in result.stage_ms.get(stage, [])]
+        if values:
+            lines.append(f"  {stage:9s} {percentile(values, 50):6.0f} / {percentile(values, 99):6.0f}")
+    lines.append(f"worker peak RSS {result.peak_rss_mb:.0f} MiB")
+    return "\n".join(lines)
+
+
+def run(args, settings: Settings) -> int:
+    from streams.dev.worker_process import WorkerProcess
+    from streams.topics import create_topics
+
+    run_id = uuid.uuid4().hex[:8]
+    port = free_port()
+    llm = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "dev", "llm-server", "--port", str(port), "--latency-ms", str(args.llm_latency_ms)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    overrides = dict(
+        topic_prefix=f"bench-{run_id}.",
+        consumer_group=f"bench-{run_id}",
+        llm_base_url=f"http://127.0.0.1:{port}/v1",
+        llm_api_key=SecretStr("bench"),
+        rate_limit_per_minute=1e9,
+        rate_limit_burst=1_000_000,
+    )
+    if args.in_flight:
+        overrides["max_in_flight"] = args.in_flight
+    bench_settings = settings.derive(**overrides)
+    create_topics(bench_settings)
+    sessions = args.sessions or max(1, args.turns // 10)
+    worker = WorkerProcess(bench_settings, CHATSTREAM_OTLP_ENDPOINT=os.environ.get("CHATSTREAM_OTLP_ENDPOINT", settings.otlp_endpoint or ""))
+    try:
+        _wait_http(port)
+        worker.start()
+        worker.wait_started(120)
+        print(f"bench {run_id}: {args.turns} turns over {sessions} sessions, rate {args.rate or 'max'}/s, "
+              f"LLM latency {args.llm_latency_ms:.0f} ms, worker pid {worker.pid}")
+        result = asyncio.run(drive(bench_settings, args.turns, args.rate, sessions, args.timeout, worker))
+        print(report(result, args.llm_latency_ms, bench_settings.max_in_flight))
+    finally:
+        worker.terminate(60)
+        llm.terminate()
+        llm.wait(10)
+    return 0 if result.replies == args.turns and result.duplicates == 0 else 1
+
+
+def _wait_http(port: int, timeout_s: float = 20.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"scripted LLM server did not come up on port {port}")

@@ -1,0 +1,70 @@
+"""``chatstream ingest PATH``: sync Markdown, text and JSONL files into a knowledge-base tenant."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from streams.config import Settings
+
+# The bundled help center of the fictional "Northwind Cloud" (used by the demo and the tests).
+SAMPLE_KNOWLEDGE_BASE = Path(__file__).resolve().parent.parent / "demo" / "knowledge_base"
+
+
+def register(sub) -> None:
+    parser = sub.add_parser(
+        "ingest",
+        help="load a knowledge base (Markdown, .txt, .jsonl) into Weaviate",
+        description="Chunk, embed and upsert documents; re-running updates changed chunks and skips unchanged ones.",
+    )
+    parser.add_argument("path", help=f"file or folder to ingest ('sample' = {SAMPLE_KNOWLEDGE_BASE})")
+    parser.add_argument("--tenant", default=None, help="knowledge base to write (default: CHATSTREAM_TENANT)")
+    parser.add_argument(
+        "--prune", action="store_true", help="also delete documents of the tenant that are no longer under PATH"
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args, settings: Settings) -> int:
+    from streams.cli import CommandError
+
+    path = SAMPLE_KNOWLEDGE_BASE if args.path == "sample" else Path(args.path)
+    tenant = args.tenant or settings.tenant
+    try:
+        report = asyncio.run(ingest_path(settings, path, tenant, prune=args.prune))
+    except (ValueError, OSError) as exc:
+        raise CommandError(str(exc)) from exc
+    print(report)
+    return 0
+
+
+async def ingest_path(settings: Settings, path: Path, tenant: str, *, prune: bool = False):  # type: ignore[no-untyped-def]
+    """Ingest with the store and embedder the settings describe; used by the CLI and the demo."""
+    from processors.embeddings import EmbeddingError, build_embedder
+    from processors.ingest import ingest
+    from processors.vectorstore import VectorStoreError, build_store, check_tenant
+    from streams.cli import CommandError
+
+    check_tenant(tenant)
+    store = build_store(settings)
+    try:
+        embedder = build_embedder(settings)
+    except EmbeddingError as exc:
+        raise CommandError(str(exc)) from exc
+    try:
+        return await ingest(
+            path,
+            store,
+            embedder,
+            tenant,
+            chunk_chars=settings.chunk_chars,
+            chunk_overlap=settings.chunk_overlap,
+            prune=prune,
+        )
+    except VectorStoreError as exc:
+        raise CommandError(f"{exc} (is the stack up? `chatstream stack up`)") from exc
+    except EmbeddingError as exc:
+        raise CommandError(str(exc)) from exc
+    finally:
+        await store.close()
+        await embedder.close()

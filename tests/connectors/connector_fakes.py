@@ -1,0 +1,161 @@
+"""Fakes and helpers shared by the connector tests (unit tests need no services).
+
+Imported by name: pytest puts this folder on sys.path for the test modules next to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+
+import pytest
+
+from streams.config import Settings
+from streams.producer import ProduceError
+
+
+class FakeProducer:
+    """Records what would have been produced; answers like Kafka acknowledged it."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    async def send(self, topic: str, value: bytes | None, *, key: Any = None, headers: Any = None, partition=None):
+        self.sent.append({"topic": topic, "value": value, "key": key, "headers": list(headers or [])})
+        return (0, len(self.sent) - 1)
+
+    async def close(self, timeout_s: float = 0) -> None:
+        pass
+
+
+class FailingProducer(FakeProducer):
+    """Kafka refusing every record (what ``AsyncProducer`` raises after its delivery timeout)."""
+
+    async def send(self, topic, value, *, key=None, headers=None, partition=None):
+        raise ProduceError(f"{topic}: Local: Message timed out")
+
+
+class HangingProducer(FakeProducer):
+    async def send(self, topic, value, *, key=None, headers=None, partition=None):
+        await asyncio.sleep(3600)
+
+
+class FakeRedis:
+    """The few redis.asyncio calls the connectors use, in memory."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+
+    async def exists(self, key: str) -> int:
+        return int(key in self.data)
+
+    async def set(self, key: str, value: Any, nx: bool = False, ex: int | None = None):
+        if nx and key in self.data:
+            return None
+        self.data[key] = value.encode() if isinstance(value, str) else value
+        return True
+
+    async def get(self, key: str):
+        return self.data.get(key)
+
+    async def aclose(self) -> None:
+        pass
+
+
+def settings(**overrides: Any) -> Settings:
+    base: dict[str, Any] = {"otlp_endpoint": None, "gateway_sse_enabled": False}
+    base.update(overrides)
+    return Settings(**base)
+
+
+@pytest.fixture
+def fake_producer() -> FakeProducer:
+    return FakeProducer()
+
+
+class Recorder:
+    """A local HTTP server standing in for a channel or ticketing API; it records what it receives.
+
+    ``script`` is a list of (status, headers, body) answered in order, the last one repeating.
+    """
+
+    def __init__(self, script: list[tuple[int, dict[str, str], Any]] | None = None) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.script = script or [(200, {}, {"ok": True})]
+        self.lock = threading.Lock()
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("content-length") or 0)
+                raw = self.rfile.read(length)
+                with recorder.lock:
+                    i = len(recorder.requests)
+                    try:
+                        body = json.loads(raw) if raw else None
+                    except ValueError:
+                        body = raw.decode("utf-8", "replace")
+                    recorder.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                    status, headers, answer = recorder.script[min(i, len(recorder.script) - 1)]
+                    if callable(answer):
+                        answer = answer(recorder.requests[-1])
+                data = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def recorder_factory():
+    made: list[Recorder] = []
+
+    def make(script=None) -> Recorder:
+        r = Recorder(script)
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.close()
+
+
+class FakeMessage:
+    """The parts of a confluent_kafka.Message the connectors read."""
+
+    def __init__(self, topic: str, value: bytes | None, key: bytes | None = None, partition: int = 0,
+                 offset: int = 0, headers: list | None = None) -> None:
+        self._t, self._v, self._k, self._p, self._o, self._h = topic, value, key, partition, offset, headers or []
+
+    def topic(self): return self._t
+    def value(self): return self._v
+    def key(self): return self._k
+    def partition(self): return self._p
+    def offset(self): return self._o
+    def headers(self): return self._h
+    def error(self): return None
+
+
+async def no_sleep(_: float) -> None:
+    return None
+
+
+Sleeper = Callable[[float], Any]

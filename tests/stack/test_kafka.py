@@ -1,0 +1,134 @@
+"""The local Kafka does what the pipeline relies on: keyed partitioning, consumer groups, committed offsets."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from stack.kafka import Kafka, new_cluster_id
+from streams.config import Settings
+
+PARTITIONS = 3
+MESSAGES = 30
+FIRST_BATCH = 20
+
+
+def consume(consumer: Consumer, count: int, deadline_s: float = 30.0) -> list:
+    """Exactly ``count`` messages, or fail after the deadline (bounded, no fixed sleeps)."""
+    got = []
+    deadline = time.monotonic() + deadline_s
+    while len(got) < count:
+        assert time.monotonic() < deadline, f"only {len(got)} of {count} messages within {deadline_s}s"
+        msg = consumer.poll(0.5)
+        if msg is None:
+            continue
+        if msg.error():
+            assert msg.error().code() == KafkaError._PARTITION_EOF, msg.error()
+            continue
+        got.append(msg)
+    return got
+
+
+@pytest.fixture
+def topic(settings: Settings):
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    name = f"stack-test-{uuid.uuid4().hex[:8]}"
+    admin.create_topics([NewTopic(name, num_partitions=PARTITIONS, replication_factor=1)])[name].result(30)
+    yield name
+    admin.delete_topics([name])[name].result(30)
+
+
+@pytest.mark.stack
+def test_group_resumes_at_committed_offsets(settings: Settings, topic: str) -> None:
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True})
+    sent = [(f"session-{i % 5}", str(i)) for i in range(MESSAGES)]
+    for key, value in sent:
+        producer.produce(topic, key=key, value=value)
+    assert producer.flush(30) == 0
+
+    group = f"stack-test-{uuid.uuid4().hex[:8]}"
+    config = {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "group.id": group,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+    }
+    first = Consumer(config)
+    first.subscribe([topic])
+    first_batch = consume(first, FIRST_BATCH)
+    first.commit(asynchronous=False)
+    committed = {
+        tp.partition: tp.offset
+        for tp in first.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10)
+    }
+    first.close()
+
+    # The committed offset of each partition is one past the last message the first consumer saw there.
+    for partition in range(PARTITIONS):
+        offsets = [m.offset() for m in first_batch if m.partition() == partition]
+        assert committed[partition] == (max(offsets) + 1 if offsets else -1001)  # -1001: nothing committed
+
+    second = Consumer(config)
+    second.subscribe([topic])
+    second_batch = consume(second, MESSAGES - FIRST_BATCH)
+    assert second.poll(2.0) is None, "the new group member got more than what was left"
+    second.close()
+
+    # It resumed exactly where the group left off: no message twice, none lost.
+    for partition in range(PARTITIONS):
+        offsets = [m.offset() for m in second_batch if m.partition() == partition]
+        if offsets:
+            assert min(offsets) == max(committed[partition], 0)
+    values = [m.value().decode() for m in first_batch + second_batch]
+    assert sorted(values, key=int) == [value for _, value in sent]
+
+    # Keyed messages: one partition per key, and in that partition in the order produced.
+    by_key: dict[str, set[int]] = {}
+    for m in first_batch + second_batch:
+        by_key.setdefault(m.key().decode(), set()).add(m.partition())
+    assert all(len(parts) == 1 for parts in by_key.values())
+    for key in by_key:
+        seen = [int(m.value()) for m in sorted(first_batch + second_batch, key=lambda m: m.offset())
+                if m.key().decode() == key]
+        assert seen == sorted(seen)
+
+
+@pytest.mark.stack
+def test_auto_create_is_off(settings: Settings) -> None:
+    """A typo'd topic name must fail, not appear with one partition (the project creates its topics)."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    name = f"stack-test-absent-{uuid.uuid4().hex[:8]}"
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": name,
+                         "allow.auto.create.topics": True})
+    consumer.subscribe([name])
+    consumer.poll(2.0)
+    consumer.close()
+    assert name not in admin.list_topics(timeout=10).topics
+
+
+def test_cluster_id_is_kafka_shaped() -> None:
+    """22 URL-safe base64 characters (16 random bytes), what `kafka-storage format -t` accepts."""
+    ids = {new_cluster_id() for _ in range(5)}
+    assert len(ids) == 5
+    assert all(len(cid) == 22 and all(c.isalnum() or c in "-_" for c in cid) for cid in ids)
+
+
+def test_server_properties_follow_settings(tmp_path) -> None:
+    settings = Settings(home=tmp_path, kafka_port=19092, kafka_controller_port=19093, bind_host="127.0.0.1")
+    props = dict(
+        line.split("=", 1) for line in Kafka(settings).render_server_properties().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert props["listeners"] == "PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093"
+    assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:19092"
+    assert props["controller.quorum.voters"] == "1@127.0.0.1:19093"
+    assert props["process.roles"] == "broker,controller"
+    assert props["auto.create.topics.enable"] == "false"
+    assert props["offsets.topic.replication.factor"] == "1"
+    assert props["transaction.state.log.replication.factor"] == "1"
+    assert props["group.initial.rebalance.delay.ms"] == "0"
+    assert props["log.dirs"] == str(tmp_path.resolve() / "kafka" / "data")
