@@ -65,10 +65,10 @@ def is_follow_up(text: str) -> bool:
 def _previous_user_text(turn: ChatTurn) -> str:
     for h in reversed(turn.history):
         if h.role == "user" and h.text.strip():
-            return h.text.strip()
+            return " ".join(h.text.split())
     for line in reversed(turn.summary.splitlines()):
         if line.startswith("user: "):
-            return line[len("user: ") :].strip()
+            return " ".join(line[len("user: ") :].split())
     return ""
 
 

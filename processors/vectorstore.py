@@ -119,18 +119,20 @@ class WeaviateStore:
             import weaviate
             from weaviate.classes.init import AdditionalConfig, Timeout
 
-            client = weaviate.use_async_with_local(
-                host=self.host,
-                port=self.http_port,
-                grpc_port=self.grpc_port,
-                additional_config=AdditionalConfig(
-                    timeout=Timeout(init=5, query=self.query_timeout_s, insert=self.insert_timeout_s)
-                ),
-            )
+            client = None
             try:
+                client = weaviate.use_async_with_local(
+                    host=self.host,
+                    port=self.http_port,
+                    grpc_port=self.grpc_port,
+                    additional_config=AdditionalConfig(
+                        timeout=Timeout(init=5, query=self.query_timeout_s, insert=self.insert_timeout_s)
+                    ),
+                )
                 await client.connect()
             except Exception as exc:
-                await _close_quietly(client)
+                if client is not None:
+                    await _close_quietly(client)
                 raise VectorStoreError(
                     f"Weaviate at {self.host}:{self.http_port} (gRPC {self.grpc_port}) is unreachable: {exc}"
                 ) from exc

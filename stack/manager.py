@@ -61,6 +61,13 @@ class Stack:
         began = time.monotonic()
         selected = self.select(names)
         already = {s.name: pid for s in selected if (pid := s.pid()) is not None}
+        moved = [s for s in selected if s.name in already and s.settings_changed()]
+        if moved:
+            raise StackError(
+                "running with other ports than the settings now give: "
+                + ", ".join(f"{s.name} (pid {already[s.name]})" for s in moved)
+                + f"; stop it first: chatstream stack down {' '.join(s.name for s in moved)}"
+            )
         to_start = [s for s in selected if s.name not in already]
 
         builds = [b for s in to_start if (b := s.build()) is not None and not b.done()]
@@ -140,7 +147,8 @@ class Stack:
         for service in self.select(names):
             pid = service.pid()
             if pid is not None:
-                rows.append(ServiceStatus(service, "up" if service.ready() else "starting", pid))
+                detail = "started with other ports than the settings now give" if service.settings_changed() else ""
+                rows.append(ServiceStatus(service, "up" if service.ready() else "starting", pid, detail))
                 continue
             held = [p for p in service.ports() if port_in_use(service.host, p.number)]
             detail = ""

@@ -29,6 +29,16 @@ class Redis(Service):
     def tools(self) -> list[Tool]:
         return [REDIS]
 
+    def taken_ports(self) -> list[str]:
+        problems = super().taken_ports()
+        if any("(redis-server)" in problem for problem in problems):
+            problems.append(
+                "If that is Debian's own redis-server service (apt-get starts one on install), stop and disable "
+                "it: `sudo service redis-server stop && sudo update-rc.d redis-server disable` "
+                "(with systemd: `sudo systemctl disable --now redis-server`)."
+            )
+        return problems
+
     def render_conf(self) -> str:
         return render("redis.conf", host=self.host, port=self.settings.redis_port, dir=self.data_dir)
 

@@ -161,9 +161,9 @@ class Service(ABC):
     def pid(self) -> int | None:
         """The pid of *our* running server, or None. A stale pid file (dead or recycled pid) is removed."""
         try:
-            pid_text, started_text = self.pid_file.read_text().split()
+            pid_text, started_text = self.pid_file.read_text().splitlines()[0].split()
             pid, started = int(pid_text), int(started_text)
-        except (OSError, ValueError):
+        except (OSError, ValueError, IndexError):
             return None
         _reap(pid)
         if process_start_time(pid) != started:
@@ -173,6 +173,17 @@ class Service(ABC):
 
     def is_running(self) -> bool:
         return self.pid() is not None
+
+    def _port_signature(self) -> str:
+        return "ports " + " ".join(f"{self.host}:{p.number}" for p in self.ports())
+
+    def settings_changed(self) -> bool:
+        """True when our running server was started with other ports than the settings now say."""
+        try:
+            lines = self.pid_file.read_text().splitlines()
+        except OSError:
+            return False
+        return len(lines) > 1 and lines[1] != self._port_signature()
 
     def taken_ports(self) -> list[str]:
         """Messages for ports held by someone else (call only when this service is not running)."""
@@ -207,7 +218,7 @@ class Service(ABC):
                     f"{self.title} exited at once; last lines of {self.log_file}:\n{tail_file(self.log_file)}"
                 )
             tmp = self.pid_file.with_suffix(".tmp")
-            tmp.write_text(f"{pid} {started}\n")
+            tmp.write_text(f"{pid} {started}\n{self._port_signature()}\n")
             tmp.replace(self.pid_file)
         except BaseException:  # no pid file means nobody could ever stop it: do not leave it running
             try:

@@ -33,15 +33,24 @@ REDIS = Tool("redis-server", "running Redis", "apt-get install -y redis-server")
 
 
 def find(tool: Tool, cache_dir: Path) -> str | None:
-    """Path of ``tool``: PATH first, then where Go's own installer and `.ci/install-tools` put Go."""
+    """Path of ``tool``: PATH first; for Go, also where go.dev's installer and `.ci/install-tools` put it."""
     found = shutil.which(tool.name)
-    if found:
+    if tool is not GO:
         return found
-    if tool is GO:
-        for candidate in (Path("/usr/local/go/bin/go"), cache_dir / "go" / "bin" / "go"):
-            if candidate.is_file():
-                return str(candidate)
+    for candidate in (found, "/usr/local/go/bin/go", str(cache_dir / "go" / "bin" / "go")):
+        if candidate and Path(candidate).is_file() and go_usable(candidate):
+            return candidate
     return None
+
+
+def go_usable(go: str) -> bool:
+    """Go >= 1.21 fetches the newer toolchain a module's go.mod asks for by itself; older Go cannot."""
+    try:
+        out = subprocess.run([go, "env", "GOVERSION"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    match = re.match(r"go(\d+)\.(\d+)", out.strip())
+    return bool(match) and (int(match.group(1)), int(match.group(2))) >= (1, 21)
 
 
 def java_major(java: str) -> int | None:

@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for noisy in ("httpx", "httpcore", "weaviate", "grpc"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     settings = Settings()
     try:
         return int(args.handler(args, settings) or 0)

@@ -94,3 +94,19 @@ def setup_metrics(settings, prometheus_port: int | None = None) -> None:
         MeterProvider(metric_readers=readers, resource=Resource.create({"service.name": settings.service_name}))
     )
     _configured = True
+
+
+def register_lag_gauge(settings) -> None:
+    """Consumer lag by topic, computed when a reader collects (scrape or export), not on a timer."""
+    from opentelemetry.metrics import CallbackOptions, Observation
+
+    from streams.lag import consumer_lag
+
+    def observe(options: CallbackOptions):
+        try:
+            lag = consumer_lag(settings, timeout_s=2.0)
+        except Exception:
+            return []
+        return [Observation(value, {"topic": topic}) for topic, value in lag.items()]
+
+    _meter.create_observable_gauge("chatstream.consumer.lag", callbacks=[observe], description="Records not yet processed")

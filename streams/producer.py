@@ -31,7 +31,8 @@ def producer_config(bootstrap: str, **overrides: Any) -> dict[str, Any]:
         "enable.idempotence": True,
         "linger.ms": 2,
         "batch.num.messages": 10000,
-        "compression.type": "lz4",
+        # no compression: every consumer (aiokafka under Faust too) must then bring a codec library
+        "compression.type": "none",
         "message.timeout.ms": 120000,
         "queue.buffering.max.messages": 200000,
         "socket.keepalive.enable": True,

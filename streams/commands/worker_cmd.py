@@ -28,5 +28,9 @@ def run(args, settings: Settings) -> int:
         )
     port = settings.metrics_port if args.metrics_port is None else args.metrics_port
     setup_metrics(settings, prometheus_port=port or None)
+    if port:
+        from streams.metrics import register_lag_gauge
+
+        register_lag_gauge(settings)
     run_worker(settings, tuple(args.stage or STAGE_NAMES))
     return 0

@@ -56,8 +56,9 @@ class WorkerProcess:
         self.settings = settings
         self.stages = stages or []
         self.log_path = log_path or (settings.home / "logs" / f"worker-{os.getpid()}-{time.monotonic_ns()}.log")
-        self.env = settings_env(settings, CHATSTREAM_METRICS_PORT="0", **env)
+        self.env = settings_env(settings, **{"CHATSTREAM_METRICS_PORT": "0", **env})
         self.proc: subprocess.Popen | None = None
+        self.metrics_url: str | None = None
 
     def start(self) -> "WorkerProcess":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

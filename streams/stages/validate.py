@@ -23,10 +23,10 @@ class ValidateStage(Stage):
         return self.topics.generated
 
     async def start(self, codec: Codec) -> None:
-        from processors.validation import build_validator
+        from processors.validation import Validator
 
         self.sessions = clients.session_store(self.settings)
-        self.validator = build_validator(self.settings)
+        self.validator = Validator.from_settings(self.settings)
         await replies.recover_markers(self.settings, codec, self.sessions)
 
     async def process(self, turn: ChatTurn, msg: InboundMessage, span: Span) -> list[OutboundRecord]:

@@ -66,9 +66,29 @@ def settings(llm, knowledge_base) -> Settings:
     return pipeline_settings(llm)
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_tracing():
+    """The test process plays the channel: it starts each turn's trace, as a connector does."""
+    from streams import tracing
+
+    tracing.setup_tracing(Settings(), "chatstream-tests")
+    yield
+    tracing.shutdown_tracing()
+
+
 @pytest.fixture(scope="module")
 def worker(settings: Settings):
-    process = WorkerProcess(settings).start()
+    port = free_port()
+    process = WorkerProcess(settings, CHATSTREAM_METRICS_PORT=str(port)).start()
+    process.metrics_url = f"http://127.0.0.1:{port}/metrics"
     try:
         process.wait_started(90)
         yield process

@@ -1,0 +1,136 @@
+"""One user turn is one trace in Jaeger, with every hop and call in it; metrics count the turns."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import httpx
+import pytest
+from opentelemetry import trace
+
+from processors.records import ChatTurn, DeadLetter
+from streams import tracing
+from streams.client import ChatClient, TopicTail, new_request
+from streams.commands.stats_cmd import scrape
+from streams.commands.trace_cmd import fetch_trace, find_trace_ids
+
+pytestmark = pytest.mark.stack
+
+
+def wait_for_trace(settings, message_id: str, min_spans: int, timeout_s: float = 30.0):
+    base = settings.jaeger_query_url
+    deadline = time.monotonic() + timeout_s
+    rows = []
+    while time.monotonic() < deadline:
+        ids = find_trace_ids(base, message_id, ("chatstream-tests", "chatstream-worker"))
+        if len(ids) == 1:
+            rows = fetch_trace(base, ids[0])
+            if len(rows) >= min_spans:
+                return ids, rows
+        time.sleep(0.5)
+    raise AssertionError(f"no complete trace for {message_id} (ids {ids if 'ids' in dir() else []}, {len(rows)} spans)")
+
+
+async def test_one_turn_is_one_trace_across_all_stages(client: ChatClient, settings) -> None:
+    request = new_request("How do I create an API key?", f"web:{uuid.uuid4().hex[:8]}")
+    reply = await client.ask(request, 60)
+    assert reply.text
+    trace.get_tracer_provider().force_flush()
+    ids, rows = await asyncio.to_thread(wait_for_trace, settings, request.message_id, 9)
+    by_name = {r.name: r for r in rows}
+    t = settings.topics
+    hops = [f"{t.inbound} publish", f"{t.inbound} process", f"{t.enriched} process", f"{t.retrieved} process", f"{t.generated} process"]
+    for hop in hops:
+        assert hop in by_name, f"{hop} missing from {sorted(by_name)}"
+    for parent, child in zip(hops, hops[1:]):
+        assert by_name[child].parent_id == by_name[parent].span_id, f"{child} is not a child of {parent}"
+    ids_by_span = {r.span_id: r for r in rows}
+
+    def under(row, hop):
+        while row.parent_id:
+            row = ids_by_span[row.parent_id]
+            if row.name == hop:
+                return True
+        return False
+
+    redis_spans = [r for r in rows if r.name.startswith("redis ")]
+    assert redis_spans and any(under(r, f"{t.inbound} process") for r in redis_spans)
+    assert any(r.name.startswith("weaviate ") and under(r, f"{t.enriched} process") for r in rows)
+    assert any(r.name.startswith("embed") for r in rows), sorted(by_name)
+    llm = [r for r in rows if r.name.startswith("chat ")]
+    assert llm and under(llm[0], f"{t.retrieved} process")
+    raw = httpx.get(f"{settings.jaeger_query_url}/api/traces/{ids[0]}").json()["data"][0]
+    llm_tags = next({tg["key"]: tg["value"] for tg in s["tags"]} for s in raw["spans"] if s["operationName"].startswith("chat "))
+    assert llm_tags["gen_ai.request.model"]
+    assert llm_tags["gen_ai.usage.input_tokens"] > 0 and llm_tags["gen_ai.usage.output_tokens"] > 0
+    consumer = next({tg["key"]: tg["value"] for tg in s["tags"]} for s in raw["spans"] if s["operationName"] == f"{t.inbound} process")
+    assert consumer["messaging.system"] == "kafka" and consumer["messaging.message.id"] == request.message_id
+    assert consumer["span.kind"] == "consumer"
+    everything = str(raw)
+    assert request.text not in everything, "message text must not be in span attributes by default"
+    assert f"'{request.user_id}'" not in everything, "raw user ids must not be in span attributes by default"
+
+
+async def test_dead_lettered_turn_shows_the_error_in_its_trace(client: ChatClient, settings) -> None:
+    marker = uuid.uuid4().hex
+    with tracing.tracer("tests").start_as_current_span(f"garbage {marker}") as span:
+        trace_id = format(span.get_span_context().trace_id, "032x")
+        await client.send_raw(b"not avro at all", key=f"web:{marker}", headers=tracing.inject())
+    trace.get_tracer_provider().force_flush()
+    deadline = time.monotonic() + 30
+    rows = []
+    while time.monotonic() < deadline:
+        try:
+            rows = fetch_trace(settings.jaeger_query_url, trace_id)
+        except httpx.HTTPStatusError:
+            rows = []
+        if any(r.name == f"{settings.topics.inbound} process" for r in rows):
+            break
+        await asyncio.sleep(0.5)
+    process = next(r for r in rows if r.name == f"{settings.topics.inbound} process")
+    assert process.error and "not Avro" in process.error
+    assert "dead-lettered" in process.events
+
+
+async def test_no_record_carries_two_traceparent_headers(client: ChatClient, settings) -> None:
+    seen: list[list] = []
+    tail = TopicTail(settings, settings.topics.enriched, lambda b: client.codec.decode(b, ChatTurn), lambda r, m: seen.append(m.headers() or []))
+    await asyncio.to_thread(tail.start)
+    try:
+        request = new_request("What is on the status page?", f"web:{uuid.uuid4().hex[:8]}")
+        await client.send(request, headers=[("traceparent", b"00-" + b"1" * 32 + b"-" + b"2" * 16 + b"-01")])
+        await client.wait_reply(request.message_id, 60)
+        deadline = time.monotonic() + 10
+        while not seen and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+    finally:
+        await asyncio.to_thread(tail.stop)
+    assert seen
+    for headers in seen:
+        assert [k for k, _ in headers].count("traceparent") == 1
+
+
+async def test_metrics_count_every_turn(client: ChatClient, worker) -> None:
+    def replies_total() -> float:
+        samples = scrape(worker.metrics_url)
+        return sum(v for name, values in samples.items() if name.startswith("chatstream_replies") and name.endswith("_total") for _, v in values)
+
+    before = await asyncio.to_thread(replies_total)
+    n = 5
+    requests = [new_request(f"How do I invite a teammate? ({i})", f"web:{uuid.uuid4().hex[:8]}") for i in range(n)]
+    for r in requests:
+        await client.send(r)
+    for r in requests:
+        await client.wait_reply(r.message_id, 60)
+    samples = await asyncio.to_thread(scrape, worker.metrics_url)
+    after = sum(v for name, values in samples.items() if name.startswith("chatstream_replies") and name.endswith("_total") for _, v in values)
+    assert after - before == n
+    records: dict[str, float] = {}
+    for name, values in samples.items():
+        if name.startswith("chatstream_stage_records") and name.endswith("_total"):
+            for labels, v in values:
+                records[labels["stage"]] = records.get(labels["stage"], 0) + v
+    assert all(records.get(stage, 0) >= n for stage in ("enrich", "retrieve", "generate", "validate")), records
+    assert any(name.startswith("chatstream_stage_duration") and name.endswith("_count") for name in samples)

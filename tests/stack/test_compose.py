@@ -1,0 +1,88 @@
+"""docker-compose.kafka.yml cannot run here (no Docker), so it is held to the local stack's versions and ports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stack.kafka import Kafka
+from stack.manager import SERVICE_NAMES
+from streams.config import Settings
+
+COMPOSE = Path(__file__).resolve().parents[2] / "docker-compose.kafka.yml"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+@pytest.fixture(scope="module")
+def defaults() -> Settings:
+    return Settings.model_construct()  # the declared defaults, not this shell's CHATSTREAM_* overrides
+
+
+def published(service: dict) -> dict[int, str]:
+    """container port -> "host_ip:host_port" for each published port."""
+    out = {}
+    for spec in service.get("ports", []):
+        host_ip, host_port, container_port = str(spec).split(":")
+        out[int(container_port)] = f"{host_ip}:{host_port}"
+    return out
+
+
+def test_same_services(compose: dict) -> None:
+    assert set(compose["services"]) == set(SERVICE_NAMES)
+
+
+def test_versions_match_the_local_stack(compose: dict, defaults: Settings) -> None:
+    images = {name: svc["image"] for name, svc in compose["services"].items()}
+    assert images["kafka"] == f"apache/kafka:{defaults.kafka_version}"
+    assert images["weaviate"] == f"semitechnologies/weaviate:{defaults.weaviate_version.lstrip('v')}"
+    assert images["jaeger"] == f"jaegertracing/jaeger:{defaults.jaeger_version.lstrip('v')}"
+    assert images["redis"].startswith("redis:7.")
+
+
+def test_ports_match_the_local_stack_on_loopback(compose: dict, defaults: Settings) -> None:
+    s, services, host = defaults, compose["services"], defaults.bind_host
+    expected = {
+        "kafka": [s.kafka_port],
+        "redis": [s.redis_port],
+        "weaviate": [s.weaviate_http_port, s.weaviate_grpc_port],
+        "jaeger": [s.jaeger_otlp_grpc_port, s.jaeger_otlp_http_port, s.jaeger_query_port],
+    }
+    for name, ports in expected.items():
+        assert published(services[name]) == {port: f"{host}:{port}" for port in ports}, name
+    assert f"{host}:{s.kafka_port}" == s.kafka_bootstrap
+    assert f"http://{host}:{s.jaeger_query_port}" == s.jaeger_query_url
+
+
+def test_kafka_configured_like_the_local_broker(compose: dict, defaults: Settings, tmp_path) -> None:
+    env = compose["services"]["kafka"]["environment"]
+    local = dict(
+        line.split("=", 1)
+        for line in Kafka(Settings(home=tmp_path)).render_server_properties().splitlines()
+        if line and not line.startswith("#")
+    )
+    for key in ("process.roles", "auto.create.topics.enable", "offsets.topic.replication.factor",
+                "transaction.state.log.replication.factor", "group.initial.rebalance.delay.ms"):
+        assert str(env["KAFKA_" + key.upper().replace(".", "_")]) == local[key], key
+    assert env["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://{defaults.kafka_bootstrap}"
+    assert len(env["CLUSTER_ID"]) == 22
+
+
+def test_weaviate_has_no_vectorizer_and_same_grpc_port(compose: dict, defaults: Settings) -> None:
+    env = compose["services"]["weaviate"]["environment"]
+    assert env["DEFAULT_VECTORIZER_MODULE"] == "none"
+    assert env["ENABLE_MODULES"] == ""
+    assert int(env["GRPC_PORT"]) == defaults.weaviate_grpc_port
+    assert "--port" in compose["services"]["weaviate"]["command"]
+    command = compose["services"]["weaviate"]["command"]
+    assert int(command[command.index("--port") + 1]) == defaults.weaviate_http_port
+
+
+def test_redis_appends_only(compose: dict) -> None:
+    command = compose["services"]["redis"]["command"]
+    assert command[command.index("--appendonly") + 1] == "yes"
