@@ -19,9 +19,9 @@ messages are rolled into an extractive summary (first sentence of each, oldest d
 session stays bounded in size however long it runs. ``summary_max_chars`` is enforced in UTF-8 bytes,
 which never exceeds that many characters.
 
-Outages: these methods raise redis errors as they come; the stage runner wraps them in
-``processors.backoff.retry_transient`` (see its docstring for why the stage waits instead of
-degrading). Spans: each round trip is a ``redis <op>`` child span; no message text goes into
+Outages: these methods raise redis errors as they come and keep no half-done state (each script is
+atomic and idempotent), so the caller can simply retry: the stage runner waits with backoff
+(``processors.backoff`` explains why waiting beats degrading here). Spans: each round trip is a ``redis <op>`` child span; no message text goes into
 attributes.
 """
 
@@ -29,10 +29,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from contextlib import contextmanager
+from typing import Any
 
 import redis.asyncio as aioredis
 from opentelemetry import trace
+from redis.exceptions import NoScriptError
 
+from processors.coalesce import Coalescer
 from processors.records import ChatRequest, ChatResponse, ChatTurn, HistoryTurn, Status, now_ms
 
 tracer = trace.get_tracer("chatstream.session")
@@ -201,7 +205,12 @@ def _history_turn(raw: bytes | str) -> HistoryTurn:
 
 
 class SessionStore:
-    """Session history, rate limits and reply markers for the enrich and validate stages."""
+    """Session history, rate limits and reply markers for the enrich and validate stages.
+
+    Single-turn methods (``enrich``, ``take_rate_token``, ...) are coalesced: the calls that many
+    in-flight turns make in the same event-loop iteration share one pipeline (see
+    ``processors.coalesce``). The ``*_many`` methods send an explicit batch in one round trip.
+    """
 
     def __init__(
         self,
@@ -214,6 +223,7 @@ class SessionStore:
         rate_per_minute: float,
         burst: int,
         key_prefix: str = "cs:",
+        coalesce: bool = True,
     ) -> None:
         if history_turns < 0 or summary_max_chars < 16:
             raise ValueError("history_turns must be >= 0 and summary_max_chars >= 16")
@@ -229,11 +239,18 @@ class SessionStore:
         self.rate_per_minute = rate_per_minute
         self.burst = burst
         self.prefix = key_prefix
+        self.coalesce = coalesce
         # one rolled-off message may take at most a quarter of the summary
         self._piece_cap = max(40, summary_max_chars // 4)
         self._enrich = redis.register_script(_ENRICH)
         self._record = redis.register_script(_RECORD)
         self._bucket = redis.register_script(_TOKEN_BUCKET)
+        self._scripts_loaded = False
+        self._enrich_co: Coalescer[ChatRequest, ChatTurn] = Coalescer(self._enrich_batch)
+        self._record_co: Coalescer[tuple[ChatRequest, ChatResponse], None] = Coalescer(self._record_batch)
+        self._bucket_co: Coalescer[str, tuple[bool, float]] = Coalescer(self._bucket_batch)
+        self._replied_co: Coalescer[str, bool] = Coalescer(self._replied_batch)
+        self._mark_co: Coalescer[str, None] = Coalescer(self._mark_batch)
 
     # --- keys -----------------------------------------------------------------------------------
     def _session_keys(self, session_id: str) -> list[str]:
@@ -246,37 +263,83 @@ class SessionStore:
     def _bucket_key(self, user_id: str) -> str:
         return f"{self.prefix}rl:{user_id}"
 
+    # --- spans and dispatch ---------------------------------------------------------------------
+    @staticmethod
+    @contextmanager
+    def _span(name: str, operation: str, items: int):  # type: ignore[no-untyped-def]
+        with tracer.start_as_current_span(name) as span:
+            span.set_attribute("db.system", "redis")
+            span.set_attribute("db.operation", operation)
+            span.set_attribute("chatstream.items", items)
+            yield span
+
+    async def _one(self, coalescer: Coalescer, batch_fn, item, span):  # type: ignore[no-untyped-def]
+        if not self.coalesce:
+            (result,) = await batch_fn([item])
+            span.set_attribute("chatstream.batch_size", 1)
+            return result
+        result, batch_size = await coalescer.submit(item)
+        span.set_attribute("chatstream.batch_size", batch_size)
+        return result
+
+    async def _run_scripts(self, calls: list[tuple[Any, list[str], list[Any]]]) -> list[Any]:
+        """EVALSHA each (script, keys, args) in one pipeline.
+
+        redis-py would check ``SCRIPT EXISTS`` before every pipeline that uses a registered script,
+        an extra round trip each time; instead the scripts are loaded once, and again only when
+        Redis answers NOSCRIPT (after a restart). Re-running the batch then is safe: the session
+        scripts are idempotent, and NOSCRIPT means no script of the batch ran.
+        """
+        for attempt in (1, 2):
+            if not self._scripts_loaded:
+                for script in (self._enrich, self._record, self._bucket):
+                    script.sha = await self.redis.script_load(script.script)
+                self._scripts_loaded = True
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for script, keys, args in calls:
+                        pipe.evalsha(script.sha, len(keys), *keys, *args)
+                    return await pipe.execute()
+            except NoScriptError:
+                self._scripts_loaded = False
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
     # --- enrich ---------------------------------------------------------------------------------
     async def enrich(self, request: ChatRequest) -> ChatTurn:
         """The turn with its session context; the user message is appended once per message_id."""
-        return (await self.enrich_many([request]))[0]
+        with self._span("redis session.load", "EVALSHA", 1) as span:
+            span.set_attribute("chatstream.session_id", request.session_id)
+            return await self._one(self._enrich_co, self._enrich_batch, request, span)
 
     async def enrich_many(self, requests: Sequence[ChatRequest]) -> list[ChatTurn]:
         """``enrich`` for a batch in one round trip; turns of one session must come in order."""
         if not requests:
             return []
-        with tracer.start_as_current_span("redis session.load") as span:
-            span.set_attribute("db.system", "redis")
-            span.set_attribute("db.operation", "EVALSHA")
-            span.set_attribute("chatstream.batch_size", len(requests))
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for req in requests:
-                    await self._enrich(
-                        keys=self._session_keys(req.session_id),
-                        args=[
-                            req.message_id,
-                            _turn_json("user", req.message_id, req.text, req.sent_at or now_ms()),
-                            _turn_prefix("user", req.message_id),
-                            self.history_turns,
-                            self.session_ttl_s,
-                            self.summary_max_chars,
-                            self._piece_cap,
-                        ],
-                        client=pipe,
-                    )
-                results = await pipe.execute()
+        with self._span("redis session.load", "EVALSHA", len(requests)):
+            return await self._enrich_batch(list(requests))
+
+    async def _enrich_batch(self, requests: list[ChatRequest]) -> list[ChatTurn]:
+        calls = [
+            (
+                self._enrich,
+                self._session_keys(req.session_id),
+                [
+                    req.message_id,
+                    _turn_json("user", req.message_id, req.text, req.sent_at or now_ms()),
+                    _turn_prefix("user", req.message_id),
+                    self.history_turns,
+                    self.session_ttl_s,
+                    self.summary_max_chars,
+                    self._piece_cap,
+                ],
+            )
+            for req in requests
+        ]
+        results = await self._run_scripts(calls)
         turns = []
-        for req, (fresh, summary, failures, *history) in zip(requests, results):
+        for req, (_fresh, summary, failures, *history) in zip(requests, results):
             turns.append(
                 ChatTurn(
                     request=req,
@@ -289,99 +352,111 @@ class SessionStore:
 
     # --- record the reply -----------------------------------------------------------------------
     async def record_reply(self, request: ChatRequest, response: ChatResponse) -> None:
-        """Append the assistant message once per message_id and update the failure streak."""
-        await self.record_replies([(request, response)])
+        """Append the assistant message once per message_id and update the failure streak.
+
+        A RATE_LIMITED reply is not part of the conversation and is not recorded.
+        """
+        if Status(response.status) is Status.RATE_LIMITED:
+            return
+        with self._span("redis session.append_reply", "EVALSHA", 1) as span:
+            span.set_attribute("chatstream.session_id", request.session_id)
+            await self._one(self._record_co, self._record_batch, (request, response), span)
 
     async def record_replies(self, pairs: Sequence[tuple[ChatRequest, ChatResponse]]) -> None:
         """``record_reply`` for a batch in one round trip."""
-        pairs = [(req, resp) for req, resp in pairs if resp.status is not Status.RATE_LIMITED]
+        pairs = [(req, resp) for req, resp in pairs if Status(resp.status) is not Status.RATE_LIMITED]
         if not pairs:
             return
-        with tracer.start_as_current_span("redis session.append_reply") as span:
-            span.set_attribute("db.system", "redis")
-            span.set_attribute("db.operation", "EVALSHA")
-            span.set_attribute("chatstream.batch_size", len(pairs))
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for req, resp in pairs:
-                    status = Status(resp.status)
-                    delta = "reset" if status is Status.ANSWERED else "incr" if status in _FAILURE_STATUSES else "keep"
-                    await self._record(
-                        keys=self._session_keys(req.session_id),
-                        args=[
-                            req.message_id,
-                            _turn_json("assistant", req.message_id, resp.text, resp.created_at or now_ms()),
-                            _turn_prefix("user", req.message_id),
-                            self.history_turns,
-                            self.session_ttl_s,
-                            self.summary_max_chars,
-                            self._piece_cap,
-                            delta,
-                        ],
-                        client=pipe,
-                    )
-                await pipe.execute()
+        with self._span("redis session.append_reply", "EVALSHA", len(pairs)):
+            await self._record_batch(pairs)
+
+    async def _record_batch(self, pairs: list[tuple[ChatRequest, ChatResponse]]) -> list[None]:
+        calls = []
+        for req, resp in pairs:
+            status = Status(resp.status)
+            delta = "reset" if status is Status.ANSWERED else "incr" if status in _FAILURE_STATUSES else "keep"
+            calls.append(
+                (
+                    self._record,
+                    self._session_keys(req.session_id),
+                    [
+                        req.message_id,
+                        _turn_json("assistant", req.message_id, resp.text, resp.created_at or now_ms()),
+                        _turn_prefix("user", req.message_id),
+                        self.history_turns,
+                        self.session_ttl_s,
+                        self.summary_max_chars,
+                        self._piece_cap,
+                        delta,
+                    ],
+                )
+            )
+        await self._run_scripts(calls)
+        return [None] * len(pairs)
 
     # --- rate limit -----------------------------------------------------------------------------
     async def take_rate_token(self, user_id: str) -> tuple[bool, float]:
         """(allowed, seconds until a token is available); one token per turn."""
-        return (await self.take_rate_tokens([user_id]))[0]
+        with self._span("redis ratelimit.take", "EVALSHA", 1) as span:
+            allowed, retry_after = await self._one(self._bucket_co, self._bucket_batch, user_id, span)
+            span.set_attribute("chatstream.rate_limit.allowed", allowed)
+            return allowed, retry_after
 
     async def take_rate_tokens(self, user_ids: Sequence[str]) -> list[tuple[bool, float]]:
         """``take_rate_token`` for a batch in one round trip (a user may appear several times)."""
         if not user_ids:
             return []
-        with tracer.start_as_current_span("redis ratelimit.take") as span:
-            span.set_attribute("db.system", "redis")
-            span.set_attribute("db.operation", "EVALSHA")
-            span.set_attribute("chatstream.batch_size", len(user_ids))
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for user_id in user_ids:
-                    await self._bucket(
-                        keys=[self._bucket_key(user_id)],
-                        args=[self.burst, self.rate_per_minute / 60.0],
-                        client=pipe,
-                    )
-                results = await pipe.execute()
+        with self._span("redis ratelimit.take", "EVALSHA", len(user_ids)):
+            return await self._bucket_batch(list(user_ids))
+
+    async def _bucket_batch(self, user_ids: list[str]) -> list[tuple[bool, float]]:
+        rate = self.rate_per_minute / 60.0
+        results = await self._run_scripts(
+            [(self._bucket, [self._bucket_key(user_id)], [self.burst, rate]) for user_id in user_ids]
+        )
         return [(int(allowed) == 1, float(_text(retry))) for allowed, retry in results]
 
     # --- exactly one reply ----------------------------------------------------------------------
     async def is_replied(self, message_id: str) -> bool:
         """True when a reply for this message_id was already produced."""
-        return message_id in await self.replied_among([message_id])
+        with self._span("redis idempotency.check", "EXISTS", 1) as span:
+            return await self._one(self._replied_co, self._replied_batch, message_id, span)
 
     async def replied_among(self, message_ids: Sequence[str]) -> set[str]:
         """The subset of ``message_ids`` already replied to, in one round trip."""
         if not message_ids:
             return set()
-        with tracer.start_as_current_span("redis idempotency.check") as span:
-            span.set_attribute("db.system", "redis")
-            span.set_attribute("db.operation", "EXISTS")
-            span.set_attribute("chatstream.batch_size", len(message_ids))
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for mid in message_ids:
-                    pipe.exists(self._replied_key(mid))
-                found = await pipe.execute()
+        with self._span("redis idempotency.check", "EXISTS", len(message_ids)):
+            found = await self._replied_batch(list(message_ids))
         return {mid for mid, hit in zip(message_ids, found) if hit}
+
+    async def _replied_batch(self, message_ids: list[str]) -> list[bool]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for mid in message_ids:
+                pipe.exists(self._replied_key(mid))
+            return [bool(hit) for hit in await pipe.execute()]
 
     async def mark_replied(self, message_ids: Sequence[str]) -> None:
         """Remember that these message ids have their reply (kept ``idempotency_ttl_s``)."""
         if not message_ids:
             return
-        with tracer.start_as_current_span("redis idempotency.mark") as span:
-            span.set_attribute("db.system", "redis")
-            span.set_attribute("db.operation", "SET")
-            span.set_attribute("chatstream.batch_size", len(message_ids))
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for mid in message_ids:
-                    pipe.set(self._replied_key(mid), now_ms(), ex=self.idempotency_ttl_s)
-                await pipe.execute()
+        with self._span("redis idempotency.mark", "SET", len(message_ids)) as span:
+            if len(message_ids) == 1:
+                await self._one(self._mark_co, self._mark_batch, message_ids[0], span)
+            else:
+                await self._mark_batch(list(message_ids))
+
+    async def _mark_batch(self, message_ids: list[str]) -> list[None]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for mid in message_ids:
+                pipe.set(self._replied_key(mid), now_ms(), ex=self.idempotency_ttl_s)
+            await pipe.execute()
+        return [None] * len(message_ids)
 
     # --- housekeeping ---------------------------------------------------------------------------
     async def forget_session(self, session_id: str) -> None:
         """Delete a session's history and summary (a user's "start over" or data deletion)."""
-        with tracer.start_as_current_span("redis session.delete") as span:
-            span.set_attribute("db.system", "redis")
-            span.set_attribute("db.operation", "DEL")
+        with self._span("redis session.delete", "DEL", 1):
             await self.redis.delete(*self._session_keys(session_id))
 
 

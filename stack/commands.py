@@ -80,6 +80,8 @@ def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:
         if build is None:
             raise CommandError(f"{args.name} has nothing to build")
         path = service.cache / "logs" / f"{build.name}-build.log"
+        if not path.exists():  # a build run by hand, as the README's manual steps name it
+            path = service.cache / "logs" / f"{service.name}-build.log"
     else:
         path = service.log_file
     _say(f"==> {path} <==")

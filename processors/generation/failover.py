@@ -31,7 +31,9 @@ class FailoverProvider:
         if not providers:
             raise ValueError("at least one provider is required")
         self.providers: list[ResilientProvider] = [
-            p if isinstance(p, ResilientProvider) else ResilientProvider(p, policy=policy_factory(), breaker=breaker_factory())
+            p
+            if isinstance(p, ResilientProvider)
+            else ResilientProvider(p, policy=policy_factory(), breaker=breaker_factory())
             for p in providers
         ]
         names = [p.name for p in self.providers]

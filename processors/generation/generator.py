@@ -75,7 +75,9 @@ class Generator:
             current_message_id=turn.request.message_id,
         )
         if prompt.over_budget:
-            log.warning("prompt for %s is over budget (%d > %d tokens)", turn.request.message_id, prompt.tokens, prompt.budget)
+            log.warning(
+                "prompt for %s is over budget (%d > %d tokens)", turn.request.message_id, prompt.tokens, prompt.budget
+            )
         error: str | None = None
         degraded = False
         completion: Completion | None = None
@@ -132,7 +134,10 @@ def build_generator(settings) -> Generator:  # settings: streams.config.Settings
     if settings.llm_base_url or api_key:
         chain: list[LLMProvider] = [
             OpenAIProvider(
-                base_url=settings.llm_base_url, api_key=api_key, model=settings.llm_model, timeout_s=settings.llm_timeout_s
+                base_url=settings.llm_base_url,
+                api_key=api_key,
+                model=settings.llm_model,
+                timeout_s=settings.llm_timeout_s,
             )
         ]
         if settings.llm_secondary_base_url or settings.llm_secondary_model:

@@ -102,7 +102,9 @@ def build_prompt(
         raise ValueError("the question is empty")
     # The session stage may already have appended this turn to the history; never send it twice.
     history = [
-        t for t in history if t.text.strip() and not (current_message_id and t.message_id == current_message_id and t.role == "user")
+        t
+        for t in history
+        if t.text.strip() and not (current_message_id and t.message_id == current_message_id and t.role == "user")
     ]
 
     user_fixed = f"{PASSAGES_HEADER}\n\n{QUESTION_MARKER} {question}"
@@ -157,7 +159,8 @@ def build_prompt(
     used_passages = [ranked[r][1] for r in sorted(chosen)]
     system = system_prompt if not summary_text else f"{system_prompt}\n\n{SUMMARY_HEADER}\n{summary_text}"
     blocks = [format_passage(ranked[r][1], chosen[r]) for r in sorted(chosen)]
-    user = f"{PASSAGES_HEADER}\n" + ("\n\n".join(blocks) if blocks else NO_PASSAGES) + f"\n\n{QUESTION_MARKER} {question}"
+    body = "\n\n".join(blocks) if blocks else NO_PASSAGES
+    user = f"{PASSAGES_HEADER}\n{body}\n\n{QUESTION_MARKER} {question}"
     messages = [{"role": "system", "content": system}]
     messages += [{"role": _history_role(t), "content": t.text} for t in kept_history]
     messages.append({"role": "user", "content": user})
@@ -182,12 +185,14 @@ class ParsedPassage:
 def split_user_message(content: str) -> tuple[list[ParsedPassage], str]:
     """Read back the passages and the question from a final user message built by ``build_prompt``.
 
-    A message in any other layout is taken as the question itself with no passages.
+    A message in any other layout is taken as the question itself with no passages. The first
+    blank line followed by ``Question:`` is the marker: passage texts are whitespace-collapsed, so
+    they hold no blank line, and a question that itself contains "Question:" stays whole.
     """
-    marker = content.rfind(QUESTION_MARKER)
-    if marker < 0:
+    marker = content.find(f"\n\n{QUESTION_MARKER}")
+    if marker < 0 or PASSAGES_HEADER not in content[:marker]:
         return [], content.strip()
-    question = content[marker + len(QUESTION_MARKER) :].strip()
+    question = content[marker + 2 + len(QUESTION_MARKER) :].strip()
     head = content[:marker]
     start = head.find(PASSAGES_HEADER)
     body = head[start + len(PASSAGES_HEADER) :] if start >= 0 else head

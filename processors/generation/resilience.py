@@ -217,6 +217,7 @@ class ResilientProvider:
         attributes = {
             "gen_ai.operation.name": "chat",
             "gen_ai.system": self.system,
+            "gen_ai.provider.name": self.system,
             "gen_ai.request.model": self.model,
             "gen_ai.request.max_tokens": max_tokens,
             "chatstream.llm.provider": self.name,

@@ -31,7 +31,8 @@ HUMAN_REQUEST = [
 INJECTION_REQUEST = [
     re.compile(p, _FLAGS)
     for p in (
-        r"\b(ignore|disregard|forget|override|bypass)\b(\s+\w+){0,3}\s+(instructions|rules|prompts?|directions|guidelines)\b",
+        r"\b(ignore|disregard|forget|override|bypass)\b(\s+\w+){0,3}\s+"
+        r"(instructions|rules|prompts?|directions|guidelines)\b",
         r"\b(reveal|print|show|repeat|output|display|leak|tell\s+me|what\s+(is|are))\b(\s+\w+){0,2}\s+"
         r"(system\s+prompt|initial\s+prompt|hidden\s+prompt|instructions|guidelines)\b",
         r"\b(developer|dan|jailbreak|god)\s+mode\b",
@@ -42,7 +43,8 @@ INJECTION_REQUEST = [
 INJECTION_ECHO = [
     re.compile(p, _FLAGS)
     for p in (
-        r"\b(ignore|disregard|forget)\b(\s+\w+){0,3}\s+(previous|prior|above|earlier|preceding)\s+(instructions|rules|prompts?)\b",
+        r"\b(ignore|disregard|forget)\b(\s+\w+){0,3}\s+(previous|prior|above|earlier|preceding)\s+"
+        r"(instructions|rules|prompts?)\b",
         r"\bmy\s+(system\s+)?(prompt|instructions|guidelines)\s+(is|are|says?|reads?|:)",
         r"\bhere\s+(is|are)\s+(my|the)\s+(system\s+prompt|instructions|initial\s+prompt|hidden\s+prompt)\b",
         r"\bthe\s+system\s+prompt\s+(is|says|reads|:)",
@@ -56,7 +58,8 @@ ABSTENTION = [
     re.compile(p, _FLAGS)
     for p in (
         r"\b(could\s*n[o']?t|can\s*n[o']?t|cannot|was\s+unable\s+to|am\s+unable\s+to|did\s*n[o']?t)\s+find\b",
-        r"\b(do\s+not|don't|does\s+not|doesn't)\s+(have|contain|include|cover|mention)\b.{0,40}\b(information|answer|details)\b",
+        r"\b(do\s+not|don't|does\s+not|doesn't)\s+(have|contain|include|cover|mention)\b.{0,40}"
+        r"\b(information|answer|details)\b",
         r"\bno\s+(information|answer|details)\s+(about|on|for|regarding)\b",
         r"\bi\s+(do\s+not|don't)\s+know\b",
         r"\bnot\s+(mentioned|covered|addressed)\s+in\s+the\s+(passages|documents|help\s+center|sources)\b",

@@ -27,7 +27,9 @@ from processors.validation import rules
 from processors.validation.groundedness import assess
 from processors.validation.pii import redact
 
-HANDOFF_REQUESTED = "Of course. I'm handing this conversation to a human agent, who will reply here as soon as possible."
+HANDOFF_REQUESTED = (
+    "Of course. I'm handing this conversation to a human agent, who will reply here as soon as possible."
+)
 HANDOFF_LOW_CONFIDENCE = (
     "I'm not sure enough of the answer to give it to you, so I've passed your question to a human agent, "
     "who will reply here as soon as possible."
@@ -116,7 +118,8 @@ class Validator:
 
         escalation_reason: str | None = None
         if leak or echo:
-            status, text, reason = Status.BLOCKED, BLOCKED_REPLY, "system_prompt_leak" if leak else "prompt_injection_echo"
+            reason = "system_prompt_leak" if leak else "prompt_injection_echo"
+            status, text = Status.BLOCKED, BLOCKED_REPLY
         elif rules.asks_for_human(request.text):
             status, text, reason = Status.ESCALATED, HANDOFF_REQUESTED, "user_requested_human"
         elif low_confidence:

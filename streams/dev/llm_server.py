@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import random
+import signal
 import socket
 import struct
 import threading
@@ -142,7 +143,8 @@ class ScriptState:
                 return Outcome(hang=True)
             if self.mode in ("429", "500", "503"):
                 status = int(self.mode)
-                return Outcome(status=status, retry_after=self.retry_after if status == 429 else None, latency_ms=latency)
+                retry_after = self.retry_after if status == 429 else None
+                return Outcome(status=status, retry_after=retry_after, latency_ms=latency)
             if self.error_rate and self._rng.random() < self.error_rate:
                 return Outcome(
                     status=self.error_status,
@@ -467,7 +469,13 @@ def _uvicorn_config(app: Starlette, host: str, port: int) -> uvicorn.Config:
 
 
 def serve(host: str, port: int, state: ScriptState) -> None:
-    """Run in the foreground until interrupted (the CLI command)."""
+    """Run in the foreground until SIGINT/SIGTERM (the CLI command).
+
+    uvicorn re-raises the signal it caught once it has shut down; a no-op SIGTERM handler makes
+    that a clean exit (status 0) instead of death by signal, so scripts can tell a crash apart.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: None)
     server = uvicorn.Server(_uvicorn_config(create_app(state), host, port))
     try:
         server.run()

@@ -9,7 +9,8 @@ import uuid
 import pytest
 
 from processors.records import ChatRequest, ChatResponse, DeadLetter, Status
-from streams.client import ChatClient, TopicTail, new_request
+from streams.client import ChatClient, TopicTail
+from tests.e2e.turns import new_request
 
 pytestmark = pytest.mark.stack
 

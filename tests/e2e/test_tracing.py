@@ -12,7 +12,8 @@ from opentelemetry import trace
 
 from processors.records import ChatTurn, DeadLetter
 from streams import tracing
-from streams.client import ChatClient, TopicTail, new_request
+from streams.client import ChatClient, TopicTail
+from tests.e2e.turns import new_request
 from streams.commands.stats_cmd import scrape
 from streams.commands.trace_cmd import fetch_trace, find_trace_ids
 

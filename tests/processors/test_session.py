@@ -271,3 +271,30 @@ async def test_enrich_waits_for_redis_to_come_back(tmp_path):
         if proc is not None:
             proc.terminate()
             proc.wait(timeout=10)
+
+
+async def test_concurrent_single_calls_share_a_pipeline(store):
+    reqs = [request(f"hello {i}", session=f"c{i}") for i in range(20)]
+    turns = await asyncio.gather(*(store.enrich(r) for r in reqs))
+    assert [t.request.message_id for t in turns] == [r.message_id for r in reqs]
+    assert store._enrich_co.batches == 1 and store._enrich_co.items == 20
+    allowed = await asyncio.gather(*(store.take_rate_token(f"user{i}") for i in range(20)))
+    assert all(ok for ok, _ in allowed) and store._bucket_co.batches == 1
+    await asyncio.gather(*(store.mark_replied([r.message_id]) for r in reqs[:10]))
+    flags = await asyncio.gather(*(store.is_replied(r.message_id) for r in reqs))
+    assert flags == [True] * 10 + [False] * 10
+
+
+async def test_without_coalescing_each_call_is_its_own_round_trip(store):
+    plain = make_store(store.redis, store.prefix, coalesce=False)
+    turns = await asyncio.gather(*(plain.enrich(request(f"x{i}", session=f"p{i}")) for i in range(3)))
+    assert len(turns) == 3 and plain._enrich_co.batches == 0
+
+
+async def test_scripts_are_reloaded_after_a_redis_restart(store, redis_client):
+    r1 = request("before the restart")
+    await store.enrich(r1)
+    await redis_client.script_flush()  # what a restarted Redis looks like to the client
+    t2 = await store.enrich(request("after the restart"))
+    assert [h.text for h in t2.history] == ["before the restart"]
+    assert (await store.take_rate_token("u-restart"))[0]

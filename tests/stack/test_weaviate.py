@@ -70,7 +70,7 @@ def test_own_vectors_near_vector_and_hybrid(collection) -> None:
 
 
 def test_environment_pins_ports_and_loopback(tmp_path) -> None:
-    settings = Settings(home=tmp_path, weaviate_grpc_port=15051, weaviate_gossip_port=17946, weaviate_data_port=17947,
+    settings = Settings(home=tmp_path, weaviate_http_port=18080, weaviate_grpc_port=15051, weaviate_gossip_port=17946, weaviate_data_port=17947,
                         weaviate_raft_port=18300, weaviate_raft_rpc_port=18301)
     service = Weaviate(settings)
     env = service.environment()
@@ -80,4 +80,4 @@ def test_environment_pins_ports_and_loopback(tmp_path) -> None:
     assert env["CLUSTER_BIND_ADDR"] == "127.0.0.1"
     assert env["DEFAULT_VECTORIZER_MODULE"] == "none" and env["ENABLE_MODULES"] == ""
     assert env["PERSISTENCE_DATA_PATH"].startswith(str(tmp_path.resolve()))
-    assert {p.number for p in service.ports()} == {8080, 15051, 17946, 17947, 18300, 18301}
+    assert {p.number for p in service.ports()} == {18080, 15051, 17946, 17947, 18300, 18301}

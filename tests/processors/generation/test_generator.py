@@ -131,3 +131,30 @@ async def test_build_generator_talks_to_the_configured_server(llm, turn):
     out = await generator.generate(turn)
     assert out.model == "served" and out.provider == "openai" and not out.degraded
     await generator.aclose()
+
+
+async def test_provider_trouble_end_to_end_through_validation(llm):
+    """429 honoured, then an outage: FALLBACK, then ESCALATED on repeated failures, then recovery."""
+    from processors.records import Status
+    from processors.validation import Validator
+
+    validator = Validator(system_prompt=SYSTEM, min_groundedness=0.35, escalate_after_failures=2)
+    generator = llm_generator(llm, threshold=2, reset_s=0.4, timeout_s=0.3)
+    breaker = generator.provider.providers[0].breaker
+
+    llm.script(fail_next=[{"status": 429, "retry_after": 0.2}])
+    ok = validator.validate(await generator.generate(make_turn()))
+    assert ok.response.status is Status.ANSWERED and ok.response.citations[0].doc_id == "billing-refunds"
+
+    llm.script(mode="hang")  # timeouts until the circuit opens
+    first = validator.validate(await generator.generate(make_turn(session_failures=0)))
+    assert first.response.status is Status.FALLBACK and first.response.reason == "degraded"
+    assert breaker.state is CircuitState.OPEN
+    third = validator.validate(await generator.generate(make_turn(session_failures=2)))
+    assert third.response.status is Status.ESCALATED and third.escalation.reason == "repeated_failures"
+
+    llm.script(mode="ok", release=True)
+    time.sleep(0.45)
+    back = validator.validate(await generator.generate(make_turn(session_failures=3)))
+    assert back.response.status is Status.ANSWERED and back.response.model == "model-0"
+    assert breaker.state is CircuitState.CLOSED

@@ -115,6 +115,15 @@ def test_split_user_message_reads_back_the_layout():
     assert split_user_message("just a question") == ([], "just a question")
 
 
+def test_split_user_message_with_markers_inside_passages_and_question():
+    faq = Passage("faq-1", "faq-1#0", "FAQ", "kb/faq.md", "Question: can I pause?\n\nQuestion: Answer: yes.", 0.9)
+    question = "Question: what about\n\nQuestion: this?"
+    prompt = build_prompt(system_prompt=SYSTEM, question=question, passages=[faq], budget_tokens=3000)
+    parsed, got = split_user_message(prompt.messages[-1]["content"])
+    assert got == question
+    assert [(p.doc_id, p.text) for p in parsed] == [("faq-1", "Question: can I pause? Question: Answer: yes.")]
+
+
 def test_truncate_to_tokens_cuts_at_a_word():
     text = "alpha beta gamma delta " * 50
     cut = truncate_to_tokens(text, 10)

@@ -203,3 +203,39 @@ def test_cli_refuses_bad_values():
     args = build_parser().parse_args(["dev", "llm-server", "--port", "70000"])
     with pytest.raises(CommandError, match="port"):
         run_llm_server(args, None)
+
+
+def test_cli_serves_until_terminated():
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "dev", "llm-server", "--port", str(port), "--model", "cli-model"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                models = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).json()
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.stdout.read()
+                assert time.monotonic() < deadline, "the server did not come up"
+                time.sleep(0.1)
+        assert models["data"][0]["id"] == "cli-model"
+        r = httpx.post(f"http://127.0.0.1:{port}/_script", json={"fail_next": [{"status": 429, "retry_after": 2}]})
+        assert r.status_code == 200
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json={"model": "m", "messages": MESSAGES})
+        assert r.status_code == 429 and r.headers["retry-after"] == "2"
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+    assert proc.returncode == 0, out
+    assert f"http://127.0.0.1:{port}/v1" in out
