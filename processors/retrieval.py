@@ -6,6 +6,11 @@ generation can tell the user it could not look things up (or escalate) within se
 the user waiting out an outage in silence. Retrying would hold the turn and its session behind it;
 dead-lettering would lose a good turn. The outage is visible in the turn, the span and the reply.
 
+During an outage every lookup would wait out the timeout first, so a small circuit breaker (one per
+tenant) skips the store after ``breaker_failures`` consecutive failures: for ``breaker_reset_s``
+turns go on at once with ``retrieval_ok=False``, then one turn probes the store and a success closes
+the breaker.
+
 Query: the latest user text is searched on its own when it stands alone, so an old topic does not
 pull in stale passages. A short follow-up ("and how much does it cost?") names nothing to search for,
 so the previous user message (from the history, or else the newest user line of the rolling
@@ -17,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
+import time
+from collections.abc import Callable
 
 from opentelemetry import trace
 from opentelemetry.trace import Status as SpanStatus
@@ -85,6 +92,37 @@ def build_query(turn: ChatTurn) -> str:
     return f"{previous} {latest}"
 
 
+class _Breaker:
+    """Open after N consecutive failures; after ``reset_s`` one probe at a time may try again."""
+
+    def __init__(self, failures: int, reset_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.threshold = failures
+        self.reset_s = reset_s
+        self.clock = clock
+        self.failures = 0
+        self.opened_at: float | None = None
+        self.probing = False
+        self.last_error = ""
+
+    def allow(self) -> bool:
+        if self.opened_at is None:
+            return True
+        if self.probing or self.clock() - self.opened_at < self.reset_s:
+            return False
+        self.probing = True
+        return True
+
+    def success(self) -> None:
+        self.failures, self.opened_at, self.probing = 0, None, False
+
+    def failure(self, error: str) -> None:
+        self.failures += 1
+        self.last_error = error
+        if self.probing or self.failures >= self.threshold:
+            self.opened_at = self.clock()
+        self.probing = False
+
+
 class Retriever:
     """Finds the passages a turn's answer should be grounded in."""
 
@@ -96,14 +134,28 @@ class Retriever:
         top_k: int,
         alpha: float,
         timeout_s: float = 5.0,
+        breaker_failures: int = 2,
+        breaker_reset_s: float = 2.0,
     ) -> None:
         if top_k < 1 or not 0.0 <= alpha <= 1.0 or timeout_s <= 0:
             raise ValueError("top_k must be >= 1, alpha within [0, 1], timeout_s > 0")
+        if breaker_failures < 1 or breaker_reset_s < 0:
+            raise ValueError("breaker_failures must be >= 1 and breaker_reset_s >= 0")
         self.store = store
         self.embedder = embedder
         self.top_k = top_k
         self.alpha = alpha
         self.timeout_s = timeout_s
+        self._breaker_failures = breaker_failures
+        self._breaker_reset_s = breaker_reset_s
+        self._breakers: dict[str, _Breaker] = {}
+
+    def breaker(self, tenant: str) -> _Breaker:
+        """Per tenant, so one misconfigured knowledge base cannot switch retrieval off for the others."""
+        found = self._breakers.get(tenant)
+        if found is None:
+            found = self._breakers[tenant] = _Breaker(self._breaker_failures, self._breaker_reset_s)
+        return found
 
     async def retrieve(self, turn: ChatTurn) -> ChatTurn:
         """The turn with ``passages`` (best first), or with ``retrieval_ok=False`` when lookup failed."""
@@ -112,17 +164,29 @@ class Retriever:
         with tracer.start_as_current_span("retrieval retrieve") as span:
             span.set_attribute("chatstream.tenant", tenant)
             span.set_attribute("chatstream.retrieval.follow_up", query != " ".join(turn.request.text.split()))
+            breaker = self.breaker(tenant)
+            if not breaker.allow():
+                error = f"retrieval skipped while the knowledge base is failing ({breaker.last_error})"[:500]
+                span.set_attribute("chatstream.retrieval.ok", False)
+                span.set_attribute("chatstream.retrieval.breaker_open", True)
+                span.set_status(SpanStatus(StatusCode.ERROR, "breaker open"))
+                return dataclasses.replace(turn, passages=[], retrieval_ok=False, retrieval_error=error)
             try:
                 passages = await asyncio.wait_for(self._search(query, tenant), self.timeout_s)
+            except asyncio.CancelledError:
+                breaker.probing = False
+                raise
             except Exception as exc:  # noqa: BLE001 - any lookup failure degrades the turn, see module doc
                 if isinstance(exc, asyncio.TimeoutError):
                     error = f"retrieval timed out after {self.timeout_s:g}s"
                 else:
                     error = f"{type(exc).__name__}: {exc}"[:500]
+                breaker.failure(error)
                 span.record_exception(exc)
                 span.set_status(SpanStatus(StatusCode.ERROR, error))
                 span.set_attribute("chatstream.retrieval.ok", False)
                 return dataclasses.replace(turn, passages=[], retrieval_ok=False, retrieval_error=error)
+            breaker.success()
             span.set_attribute("chatstream.retrieval.ok", True)
             span.set_attribute("chatstream.retrieval.hits", len(passages))
             if passages:
@@ -143,4 +207,6 @@ def build_retriever(settings, store: VectorStore, embedder: Embedder) -> Retriev
         top_k=settings.retrieval_top_k,
         alpha=settings.retrieval_alpha,
         timeout_s=settings.retrieval_timeout_s,
+        breaker_failures=settings.retrieval_breaker_failures,
+        breaker_reset_s=settings.retrieval_breaker_reset_s,
     )

@@ -1,9 +1,10 @@
 """Session state in Redis: history, rolling summary, failure count, rate limit, reply markers.
 
-Everything a turn needs from Redis is one Lua script per turn, and a batch of turns is one pipeline
-(one round trip), because Redis sits on the path of every turn and round trips are what limit the
-enrich stage's throughput. Lua makes each step atomic: a reprocessed request (same ``message_id``
-after a crash) finds its own turn already appended and does not append it twice.
+Everything a turn needs from Redis is one Lua script per turn (``processors.session_scripts``), and
+the calls of many in-flight turns share one pipeline, because Redis sits on the path of every turn
+and round trips are what limit the enrich stage's throughput. Lua makes each step atomic: a
+reprocessed request (same ``message_id`` after a crash) finds its own turn already appended and does
+not append it twice.
 
 Keys (``{session_id}`` is a Redis Cluster hash tag, so one session's keys share a slot):
 
@@ -21,8 +22,10 @@ which never exceeds that many characters.
 
 Outages: these methods raise redis errors as they come and keep no half-done state (each script is
 atomic and idempotent), so the caller can simply retry: the stage runner waits with backoff
-(``processors.backoff`` explains why waiting beats degrading here). Spans: each round trip is a ``redis <op>`` child span; no message text goes into
-attributes.
+(``processors.backoff`` explains why waiting beats degrading here).
+
+Spans: each call is a ``redis <op>`` child span of the caller's span (``db.system=redis``, batch
+size); no message text goes into attributes.
 """
 
 from __future__ import annotations
@@ -38,145 +41,9 @@ from redis.exceptions import NoScriptError
 
 from processors.coalesce import Coalescer
 from processors.records import ChatRequest, ChatResponse, ChatTurn, HistoryTurn, Status, now_ms
+from processors.session_scripts import ENRICH, RECORD, TOKEN_BUCKET
 
 tracer = trace.get_tracer("chatstream.session")
-
-# Shared Lua helpers: a JSON turn starts with a fixed prefix so a turn is found by message id with a
-# plain substring match (no JSON parsing on the hot path); rolling pops the oldest turns into the
-# summary, keeping it under a byte budget and cutting only between UTF-8 characters.
-_LUA_HELPERS = r"""
-local function utf8_head(s, k)
-  if #s <= k then return s end
-  while k > 0 do
-    local b = string.byte(s, k + 1)
-    if b < 128 or b >= 192 then break end
-    k = k - 1
-  end
-  return string.sub(s, 1, k)
-end
-
-local function utf8_tail(s, k)
-  if #s <= k then return s end
-  local p = #s - k + 1
-  while p <= #s do
-    local b = string.byte(s, p)
-    if b < 128 or b >= 192 then break end
-    p = p + 1
-  end
-  return string.sub(s, p)
-end
-
-local function first_sentence(text, cap)
-  local flat = string.gsub(text, '%s+', ' ')
-  flat = string.gsub(flat, '^ ', '')
-  local s = string.match(flat, '^(.-[%.!%?])%s') or flat
-  s = string.gsub(s, ' $', '')
-  if #s > cap then s = utf8_head(s, cap - 3) .. '...' end
-  return s
-end
-
-local function roll(turns, meta, limit, max_chars, piece_cap)
-  local over = redis.call('LLEN', turns) - limit
-  if over <= 0 then return end
-  local summary = redis.call('HGET', meta, 'summary') or ''
-  for i = 1, over do
-    local raw = redis.call('LPOP', turns)
-    local ok, t = pcall(cjson.decode, raw)
-    if ok and type(t) == 'table' and type(t['text']) == 'string' then
-      local line = tostring(t['role']) .. ': ' .. first_sentence(t['text'], piece_cap)
-      if summary == '' then summary = line else summary = summary .. '\n' .. line end
-    end
-  end
-  while #summary > max_chars do
-    local nl = string.find(summary, '\n', 1, true)
-    if nl == nil then summary = utf8_tail(summary, max_chars); break end
-    summary = string.sub(summary, nl + 1)
-  end
-  redis.call('HSET', meta, 'summary', summary)
-end
-
-local function find_turn(all, prefix)
-  for i = 1, #all do
-    if string.sub(all[i], 1, #prefix) == prefix then return i end
-  end
-  return nil
-end
-"""
-
-# KEYS: turns, meta, ids.  ARGV: message_id, turn_json, user_prefix, n, ttl, max_chars, piece_cap
-# Returns {fresh, summary, failures, history_json...}
-_ENRICH = _LUA_HELPERS + r"""
-local turns, meta, ids = KEYS[1], KEYS[2], KEYS[3]
-local n, ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
-local all = redis.call('LRANGE', turns, 0, -1)
-local fresh = redis.call('SADD', ids, 'u:' .. ARGV[1])
-local upto = #all
-if fresh == 1 then
-  redis.call('RPUSH', turns, ARGV[2])
-  roll(turns, meta, n + 1, tonumber(ARGV[6]), tonumber(ARGV[7]))
-else
-  local i = find_turn(all, ARGV[3])
-  if i ~= nil then upto = i - 1 end
-end
-local m = redis.call('HMGET', meta, 'summary', 'failures')
-redis.call('EXPIRE', turns, ttl)
-redis.call('EXPIRE', meta, ttl)
-redis.call('EXPIRE', ids, ttl)
-local out = {fresh, m[1] or '', m[2] or '0'}
-for i = math.max(1, upto - n + 1), upto do out[#out + 1] = all[i] end
-return out
-"""
-
-# KEYS: turns, meta, ids.  ARGV: message_id, turn_json, user_prefix, n, ttl, max_chars, piece_cap,
-# failure_delta ('reset' | 'incr' | 'keep').  Returns {fresh, failures}
-_RECORD = _LUA_HELPERS + r"""
-local turns, meta, ids = KEYS[1], KEYS[2], KEYS[3]
-local n, ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
-local fresh = redis.call('SADD', ids, 'a:' .. ARGV[1])
-if fresh == 1 then
-  -- keep conversational order: the reply goes right after its question, even when a later
-  -- question of the same session was enriched while this one was still being answered
-  local all = redis.call('LRANGE', turns, 0, -1)
-  local i = find_turn(all, ARGV[3])
-  if i ~= nil then
-    redis.call('LINSERT', turns, 'AFTER', all[i], ARGV[2])
-  else
-    redis.call('RPUSH', turns, ARGV[2])
-  end
-  roll(turns, meta, n, tonumber(ARGV[6]), tonumber(ARGV[7]))
-  if ARGV[8] == 'reset' then
-    redis.call('HSET', meta, 'failures', 0)
-  elseif ARGV[8] == 'incr' then
-    redis.call('HINCRBY', meta, 'failures', 1)
-  end
-end
-redis.call('EXPIRE', turns, ttl)
-redis.call('EXPIRE', meta, ttl)
-redis.call('EXPIRE', ids, ttl)
-return {fresh, redis.call('HGET', meta, 'failures') or '0'}
-"""
-
-# KEYS: bucket.  ARGV: capacity, refill per second.  Server time, so clients' clocks do not matter.
-# Returns {allowed, retry_after_s as string}
-_TOKEN_BUCKET = r"""
-local cap, rate = tonumber(ARGV[1]), tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local v = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens, ts = tonumber(v[1]), tonumber(v[2])
-if tokens == nil or ts == nil then tokens, ts = cap, now end
-tokens = math.min(cap, tokens + math.max(0, now - ts) * rate)
-local allowed, retry = 0, 0
-if tokens >= 1 then
-  tokens = tokens - 1
-  allowed = 1
-else
-  retry = (1 - tokens) / rate
-end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
-redis.call('EXPIRE', KEYS[1], math.ceil(cap / rate) + 1)
-return {allowed, tostring(retry)}
-"""
 
 # Replies that change the consecutive-failure count; RATE_LIMITED is not part of the conversation.
 _FAILURE_STATUSES = {Status.FALLBACK, Status.ESCALATED, Status.BLOCKED, Status.REJECTED}
@@ -242,9 +109,9 @@ class SessionStore:
         self.coalesce = coalesce
         # one rolled-off message may take at most a quarter of the summary
         self._piece_cap = max(40, summary_max_chars // 4)
-        self._enrich = redis.register_script(_ENRICH)
-        self._record = redis.register_script(_RECORD)
-        self._bucket = redis.register_script(_TOKEN_BUCKET)
+        self._enrich = redis.register_script(ENRICH)
+        self._record = redis.register_script(RECORD)
+        self._bucket = redis.register_script(TOKEN_BUCKET)
         self._scripts_loaded = False
         self._enrich_co: Coalescer[ChatRequest, ChatTurn] = Coalescer(self._enrich_batch)
         self._record_co: Coalescer[tuple[ChatRequest, ChatResponse], None] = Coalescer(self._record_batch)

@@ -128,6 +128,9 @@ class WeaviateStore:
                     additional_config=AdditionalConfig(
                         timeout=Timeout(init=5, query=self.query_timeout_s, insert=self.insert_timeout_s)
                     ),
+                    # the init checks ask pypi.org for the client's latest version on every connect;
+                    # the server's version and REST are still checked, gRPC by the first query
+                    skip_init_checks=True,
                 )
                 await client.connect()
             except Exception as exc:

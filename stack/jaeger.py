@@ -69,7 +69,7 @@ class Jaeger(Service):
         return Build(
             name=f"jaeger-{version}",
             title=f"Jaeger {version} (go build ./cmd/jaeger of {MODULE}@{tag})",
-            expected="about 10-15 min on 2 cores with an empty Go cache",
+            expected="about 5 min on 2 cores when Go's module and build caches are empty",
             target_dir=self.binary.parent,
             marker=self.binary,
             tools=(GO,),
@@ -103,8 +103,12 @@ class Jaeger(Service):
             response = httpx.get(f"http://{self.host}:{s.jaeger_query_port}/api/services", timeout=2.0)
         except httpx.HTTPError as exc:
             raise NotReady(f"query API not answering: {exc}") from exc
-        if response.status_code != 200 or "data" not in response.json():
-            raise NotReady(f"/api/services answered {response.status_code}")
+        try:
+            answered = response.status_code == 200 and "data" in response.json()
+        except ValueError:  # not JSON: something else answers on this port
+            answered = False
+        if not answered:
+            raise NotReady(f"/api/services answered {response.status_code} {response.text[:80]!r}")
         # Extensions start before pipelines: the receivers may still be coming up.
         for port in (s.jaeger_otlp_grpc_port, s.jaeger_otlp_http_port):
             if not accepts_connections(self.host, port):

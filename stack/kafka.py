@@ -123,7 +123,10 @@ class Kafka(Service):
         with open(self.log_file, "ab") as log:
             log.write(b"\n--- chatstream: formatting KRaft storage\n")
             log.flush()
-            proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, timeout=180)
+            try:
+                proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, timeout=180)
+            except subprocess.TimeoutExpired as exc:
+                raise StackError(f"formatting Kafka's storage took over 180s; see {self.log_file}") from exc
         if proc.returncode != 0:
             raise StackError(f"formatting Kafka's storage failed; last lines of {self.log_file}:\n"
                              f"{tail_file(self.log_file, 20)}")

@@ -8,8 +8,10 @@ are left alone). `down` stops in reverse order and keeps the data.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from stack.build import run_build
@@ -31,7 +33,7 @@ SERVICE_NAMES = tuple(cls.name for cls in SERVICE_TYPES)
 @dataclass(frozen=True)
 class ServiceStatus:
     service: Service
-    state: str  # "up", "starting" (process alive, no answer yet), "down"
+    state: str  # "up", "starting" (alive, no answer yet), "moved" (alive on other ports), "down"
     pid: int | None
     detail: str = ""
 
@@ -56,8 +58,25 @@ class Stack:
             raise StackError(f"unknown service {', '.join(unknown)}; choose from {', '.join(sorted(known))}")
         return [s for s in self.services if not wanted or s.name in wanted]
 
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """One `up`/`down` at a time per state folder: two racing `up`s would overwrite each other's pid files."""
+        lock_path = self.settings.home.expanduser().resolve() / "run" / "stack.lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_path, "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self.out("  another `chatstream stack` command is running here; waiting for it")
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
     # --- up ------------------------------------------------------------------------------------------
     def up(self, names: Iterable[str] = ()) -> list[Service]:
+        with self._exclusive():
+            return self._up(names)
+
+    def _up(self, names: Iterable[str]) -> list[Service]:
         began = time.monotonic()
         selected = self.select(names)
         already = {s.name: pid for s in selected if (pid := s.pid()) is not None}
@@ -72,14 +91,12 @@ class Stack:
 
         builds = [b for s in to_start if (b := s.build()) is not None and not b.done()]
         tool_paths = self._find_tools([t for s in to_start for t in s.tools()] + [t for b in builds for t in b.tools])
+        self._check_ports(to_start)  # before minutes of building, not after
         if builds:
             self.out(f"building what is missing (cached in {self.settings.cache_dir}; only the first time):")
             for build in builds:
                 run_build(build, self.settings.cache_dir.expanduser().resolve(), tool_paths, self.out)
-
-        problems = [problem for s in to_start for problem in s.taken_ports()]
-        if problems:
-            raise StackError("\n".join(problems))
+            self._check_ports(to_start)  # something may have taken a port meanwhile
 
         started: list[Service] = []
         try:
@@ -103,6 +120,12 @@ class Stack:
             self.out(f"  {service.name:<9} {service.describe_endpoints()}")
         return started
 
+    @staticmethod
+    def _check_ports(services: list[Service]) -> None:
+        problems = [problem for s in services for problem in s.taken_ports()]
+        if problems:
+            raise StackError("\n".join(problems))
+
     def _find_tools(self, tools: list[Tool]) -> dict[str, str]:
         paths: dict[str, str] = {}
         missing: list[Tool] = []
@@ -121,7 +144,9 @@ class Stack:
     # --- down ----------------------------------------------------------------------------------------
     def down(self, names: Iterable[str] = ()) -> list[Service]:
         """Stop our processes (pid files only), newest dependency first; data is kept."""
-        return self._stop(list(reversed(self.select(names))))
+        selected = list(reversed(self.select(names)))
+        with self._exclusive():
+            return self._stop(selected)
 
     def _stop(self, services: list[Service], quiet: bool = False) -> list[Service]:
         signalled = [(s, pid) for s in services if (pid := s.request_stop()) is not None]
@@ -146,9 +171,12 @@ class Stack:
         rows = []
         for service in self.select(names):
             pid = service.pid()
+            if pid is not None and service.settings_changed():
+                detail = f"started with other ports than the settings now give; chatstream stack down {service.name}"
+                rows.append(ServiceStatus(service, "moved", pid, detail))
+                continue
             if pid is not None:
-                detail = "started with other ports than the settings now give" if service.settings_changed() else ""
-                rows.append(ServiceStatus(service, "up" if service.ready() else "starting", pid, detail))
+                rows.append(ServiceStatus(service, "up" if service.ready() else "starting", pid))
                 continue
             held = [p for p in service.ports() if port_in_use(service.host, p.number)]
             detail = ""

@@ -17,11 +17,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from string import Template
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from stack.ports import Port, port_in_use, who_listens
 from stack.tools import COMPOSE_HINT, Tool
 from streams.config import Settings
+
+if TYPE_CHECKING:
+    from stack.build import Build
 
 TEMPLATES = Path(__file__).parent / "templates"
 LOG_ROTATE_BYTES = 50 * 1024 * 1024
@@ -129,7 +132,7 @@ class Service(ABC):
         """Tools needed to *run* it (build tools belong to :meth:`build`)."""
         return []
 
-    def build(self):  # -> stack.build.Build | None
+    def build(self) -> Build | None:
         """What must be built (and cached) before it can start, if anything."""
         return None
 
@@ -313,6 +316,3 @@ def require_file(path: Path, what: str) -> Path:
         raise StackError(f"{what} is missing at {path}; `chatstream stack up` builds it")
     return path
 
-
-def cmdline(parts: Sequence[object]) -> list[str]:
-    return [str(part) for part in parts]

@@ -33,7 +33,7 @@ REDIS = Tool("redis-server", "running Redis", "apt-get install -y redis-server")
 
 
 def find(tool: Tool, cache_dir: Path) -> str | None:
-    """Path of ``tool``: PATH first; for Go, also where go.dev's installer and `.ci/install-tools` put it."""
+    """Path of ``tool``: PATH first; for Go, also /usr/local/go and where `.ci/install-tools` puts it."""
     found = shutil.which(tool.name)
     if tool is not GO:
         return found

@@ -60,7 +60,7 @@ class Weaviate(Service):
         return Build(
             name=f"weaviate-{version}",
             title=f"Weaviate {version} (go install {MODULE})",
-            expected="about 10-15 min on 2 cores with an empty Go cache, mostly downloading and compiling modules",
+            expected="about 5 min on 2 cores when Go's module and build caches are empty",
             target_dir=self.binary.parent,
             marker=self.binary,
             tools=(GO,),
@@ -85,7 +85,7 @@ class Weaviate(Service):
             "RAFT_JOIN": NODE_NAME,
             "RAFT_BOOTSTRAP_EXPECT": "1",
             "GRPC_PORT": str(s.weaviate_grpc_port),
-            "DISABLE_TELEMETRY": "true",  # no usage reports to weaviate.io
+            "DISABLE_TELEMETRY": "true",  # no usage reports sent home
             "GO_PROFILING_DISABLE": "true",  # else pprof listens on :6060, all interfaces
             "PROMETHEUS_MONITORING_ENABLED": "false",
             "QUERY_DEFAULTS_LIMIT": "25",
@@ -114,7 +114,7 @@ class Weaviate(Service):
         """gRPC health check, the same round trip weaviate-client's connect makes before queries.
 
         Sent raw rather than through ``weaviate.connect_to_local``: the client's start-up checks also
-        ask pypi.org for its latest version, which a readiness probe (run by `status` and by the test
+        ask PyPI for the latest client version, which a readiness probe (run by `status` and by the test
         fixtures, maybe offline) must not depend on. Request: empty HealthCheckRequest; answer
         ``08 01`` = status SERVING.
         """

@@ -137,6 +137,9 @@ def create_app(settings: Settings, stage_names: list[str] | tuple[str, ...]) -> 
         broker_max_poll_records=500,
         producer_acks=-1,
         stream_wait_empty=False,
+        # a worker killed with -9 sends no LeaveGroup: its partitions wait out the session timeout
+        broker_session_timeout=settings.kafka_session_timeout_s,
+        broker_heartbeat_interval=max(0.5, min(3.0, settings.kafka_session_timeout_s / 4)),
     )
     for stage in stages:
         topic = app.topic(

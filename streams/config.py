@@ -108,6 +108,10 @@ class Settings(BaseSettings):
     max_in_flight: int = 64
     stage_timeout_s: float = 60.0
     shutdown_grace_s: float = 20.0
+    kafka_session_timeout_s: float = Field(
+        default=10.0,
+        description="Consumer-group session timeout: how soon a killed worker's partitions move to the survivors.",
+    )
     max_text_chars: int = 4000
     channels: list[str] = Field(default_factory=lambda: ["web", "slack", "whatsapp", "teams", "cli", "bench"])
     history_turns: int = 8
@@ -126,11 +130,14 @@ class Settings(BaseSettings):
     embedding_base_url: str | None = Field(default=None, description="OpenAI-compatible embeddings API; falls back to llm_base_url.")
     embedding_api_key: SecretStr | None = Field(default=None, description="Falls back to llm_api_key.")
     embedding_dimension: int | None = Field(default=None, description="Vector size of an API model the client does not know.")
+    embedding_cache_size: int = Field(default=4096, description="Query vectors kept by exact text (LRU); 0 turns the cache off.")
     collection: str = "HelpCenter"
     tenant: str = "default"
     retrieval_alpha: float = Field(default=0.75, description="Hybrid weight: 0 = BM25 only, 1 = vector only (0.75 ranked best on the sample probe).")
     retrieval_top_k: int = 4
     retrieval_timeout_s: float = Field(default=5.0, description="Bound on one embed + hybrid search; past it the turn goes on without passages.")
+    retrieval_breaker_failures: int = Field(default=2, description="Consecutive lookup failures that open the retrieval breaker.")
+    retrieval_breaker_reset_s: float = Field(default=2.0, description="While open, turns skip the lookup; then one probe tries again.")
     chunk_chars: int = 800
     chunk_overlap: int = 120
 

@@ -9,6 +9,7 @@ tests are stable.
 from __future__ import annotations
 
 import time
+from functools import lru_cache
 
 from processors.generation.prompt import last_user_content, split_user_message
 from processors.generation.provider import Completion, estimate_tokens
@@ -62,10 +63,10 @@ class ExtractiveProvider:
         # (overlap, -passage rank, -position) so ties prefer better passages and earlier sentences.
         candidates: list[tuple[int, int, int, str, str]] = []
         for rank, passage in enumerate(ranked_passages):
-            for pos, sentence in enumerate(split_sentences(passage.text)):
-                if len(sentence) > self.max_sentence_chars or len(content_words(sentence)) < 2:
+            for pos, (sentence, vocab) in enumerate(_sentences(passage.text)):
+                if len(sentence) > self.max_sentence_chars or len(vocab) < 2:
                     continue
-                overlap = len(wanted & set(content_words(sentence)))
+                overlap = len(wanted & vocab)
                 candidates.append((overlap, -rank, -pos, sentence, passage.doc_id))
         if not candidates:
             return NO_ANSWER
@@ -84,6 +85,11 @@ class ExtractiveProvider:
             parts.append(part)
             length += 1 + len(part)
         return " ".join(parts)
+
+
+@lru_cache(maxsize=4096)  # the same passages come back turn after turn
+def _sentences(text: str) -> tuple[tuple[str, frozenset[str]], ...]:
+    return tuple((s, frozenset(content_words(s))) for s in split_sentences(text))
 
 
 def _strip_end(sentence: str) -> str:

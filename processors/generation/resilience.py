@@ -253,13 +253,18 @@ class ResilientProvider:
                 if isinstance(exc, RetryableError) and exc.retry_after is not None:
                     span.set_attribute("chatstream.llm.retry_after_s", exc.retry_after)
                 raise
-            except BaseException as exc:
-                # Cancellation or a bug in the provider: not the provider's health, so no verdict.
+            except Exception as exc:
+                # Anything else (an SDK choking on an odd response, a provider bug) is a provider
+                # failure too: wrapping it lets failover and the fallback handle it like the rest.
+                self.breaker.record_failure()
+                log.exception("%s: unexpected error from the provider", self.name)
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+                span.set_attribute("error.type", type(exc).__name__)
+                raise PermanentError(f"unexpected {type(exc).__name__}: {exc}", provider=self.name) from exc
+            except BaseException:
+                # Cancelled (the stage gave up on the turn): says nothing about the provider's health.
                 self.breaker.release()
-                if isinstance(exc, Exception):
-                    span.record_exception(exc)
-                    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-                    span.set_attribute("error.type", type(exc).__name__)
                 raise
             self.breaker.record_success()
             span.set_attribute("gen_ai.response.model", completion.model)

@@ -7,6 +7,7 @@ every turn on the event loop and must be deterministic; they measure word overla
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 STOPWORDS = frozenset(
     """
@@ -33,6 +34,7 @@ _BOUNDARY = re.compile(
 CITATION = re.compile(r"\[([A-Za-z0-9][A-Za-z0-9_.:/#-]{0,127})\]")
 
 
+@lru_cache(maxsize=65536)  # a help center's vocabulary is small and every turn repeats it
 def fold(word: str) -> str:
     """Lower-case and fold common English suffixes so 'refunds' meets 'refund'."""
     w = word.lower().replace("’", "'").strip("'-_")
@@ -66,8 +68,9 @@ def content_words(text: str) -> list[str]:
     return out
 
 
-def vocabulary(text: str) -> set[str]:
-    return set(content_words(text))
+@lru_cache(maxsize=8192)  # the same passages come back turn after turn
+def vocabulary(text: str) -> frozenset[str]:
+    return frozenset(content_words(text))
 
 
 def split_sentences(text: str) -> list[str]:

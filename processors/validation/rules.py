@@ -8,6 +8,7 @@ intent unambiguous ("talk to an agent", not "agent"; "my instructions are", not 
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from processors.generation.text import normalized_words, split_sentences
 
@@ -94,17 +95,27 @@ def leaks_system_prompt(
     n-grams, whichever is larger (3 five-word n-grams is at least 7 consecutive words). A system
     prompt shorter than ``n`` words leaks when it appears whole.
     """
-    prompt_words = normalized_words(system_prompt)
+    prompt_words = _prompt_words(system_prompt)
     answer_words = normalized_words(answer)
     if not prompt_words or not answer_words:
         return False
     if len(prompt_words) < n:
         joined = " ".join(prompt_words)
         return f" {joined} " in f" {' '.join(answer_words)} "
-    prompt_grams = {tuple(prompt_words[i : i + n]) for i in range(len(prompt_words) - n + 1)}
+    prompt_grams = _grams(prompt_words, n)
     answer_grams = {tuple(answer_words[i : i + n]) for i in range(len(answer_words) - n + 1)}
     hits = len(prompt_grams & answer_grams)
     return hits >= min(enough_hits, max(min_hits, share * len(prompt_grams)))
+
+
+@lru_cache(maxsize=16)
+def _prompt_words(system_prompt: str) -> tuple[str, ...]:
+    return tuple(normalized_words(system_prompt))
+
+
+@lru_cache(maxsize=16)
+def _grams(words: tuple[str, ...], n: int) -> frozenset[tuple[str, ...]]:
+    return frozenset(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
 
 
 def truncate_answer(answer: str, max_chars: int) -> str:

@@ -7,7 +7,6 @@ Runs in its own topic namespace with its own worker and a scripted LLM of known 
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ def register(sub) -> None:
     parser.add_argument("--llm-latency-ms", type=float, default=0)
     parser.add_argument("--sessions", type=int, default=0, help="distinct sessions (default turns/10)")
     parser.add_argument("--in-flight", type=int, default=None, help="worker's max in-flight turns per stage")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes sharing the consumer group")
     parser.add_argument("--timeout", type=float, default=600)
     parser.set_defaults(handler=run)
 
@@ -63,7 +63,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def drive(settings: Settings, turns: int, rate: float, sessions: int, timeout_s: float, worker) -> BenchResult:
+async def drive(settings: Settings, turns: int, rate: float, sessions: int, timeout_s: float, workers: list) -> BenchResult:
     from streams.client import ChatClient, new_request
 
     async with ChatClient(settings) as client:
@@ -87,10 +87,10 @@ async def drive(settings: Settings, turns: int, rate: float, sessions: int, time
             await coro
             done += 1
             if done % 200 == 0:
-                peak_rss = max(peak_rss, worker.peak_rss_mb())
+                peak_rss = max(peak_rss, *(w.peak_rss_mb() for w in workers))
         elapsed = time.monotonic() - started
         await client.settle(1.0)
-        peak_rss = max(peak_rss, worker.peak_rss_mb())
+        peak_rss = max(peak_rss, *(w.peak_rss_mb() for w in workers))
 
         latencies, overhead, per_stage = [], [], {}
         for request in requests:
@@ -129,7 +129,7 @@ def report(result: BenchResult, llm_latency_ms: float, in_flight: int) -> str:
         values = [float(v) for v in result.stage_ms.get(stage, [])]
         if values:
             lines.append(f"  {stage:9s} {percentile(values, 50):6.0f} / {percentile(values, 99):6.0f}")
-    lines.append(f"worker peak RSS {result.peak_rss_mb:.0f} MiB")
+    lines.append(f"worker peak RSS {result.peak_rss_mb:.0f} MiB (largest worker)")
     return "\n".join(lines)
 
 
@@ -157,17 +157,20 @@ def run(args, settings: Settings) -> int:
     bench_settings = settings.derive(**overrides)
     create_topics(bench_settings)
     sessions = args.sessions or max(1, args.turns // 10)
-    worker = WorkerProcess(bench_settings, CHATSTREAM_OTLP_ENDPOINT=os.environ.get("CHATSTREAM_OTLP_ENDPOINT", settings.otlp_endpoint or ""))
+    workers = [WorkerProcess(bench_settings) for _ in range(args.workers)]
     try:
         _wait_http(port)
-        worker.start()
-        worker.wait_started(120)
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.wait_started(120)
         print(f"bench {run_id}: {args.turns} turns over {sessions} sessions, rate {args.rate or 'max'}/s, "
-              f"LLM latency {args.llm_latency_ms:.0f} ms, worker pid {worker.pid}")
-        result = asyncio.run(drive(bench_settings, args.turns, args.rate, sessions, args.timeout, worker))
-        print(report(result, args.llm_latency_ms, bench_settings.max_in_flight))
+              f"LLM latency {args.llm_latency_ms:.0f} ms, worker pids {' '.join(str(w.pid) for w in workers)}")
+        result = asyncio.run(drive(bench_settings, args.turns, args.rate, sessions, args.timeout, workers))
+        print(report(result, args.llm_latency_ms, bench_settings.max_in_flight * args.workers))
     finally:
-        worker.terminate(60)
+        for worker in workers:
+            worker.terminate(60)
         llm.terminate()
         llm.wait(10)
     return 0 if result.replies == args.turns and result.duplicates == 0 else 1

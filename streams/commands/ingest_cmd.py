@@ -34,7 +34,12 @@ def run(args, settings: Settings) -> int:
         report = asyncio.run(ingest_path(settings, path, tenant, prune=args.prune))
     except (ValueError, OSError) as exc:
         raise CommandError(str(exc)) from exc
+    from processors.ingest import summarize_ids
+
     print(report)
+    for label, ids in (("added", report.added_ids), ("updated", report.updated_ids), ("deleted", report.deleted_ids)):
+        if ids and len(ids) < report.chunks:  # a first full ingest lists nothing
+            print(f"  {label}: {summarize_ids(ids)}")
     return 0
 
 

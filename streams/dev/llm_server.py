@@ -80,11 +80,12 @@ class ScriptState:
     hang_max_s: float = 300.0
     fail_next: collections.deque = field(default_factory=collections.deque)
     seed: int | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: Any = field(default_factory=threading.RLock)  # shared by the HTTP thread and the test thread
     released: threading.Event = field(default_factory=threading.Event)
     stats: collections.Counter = field(default_factory=collections.Counter)
     endpoints: collections.Counter = field(default_factory=collections.Counter)
     in_flight: int = 0
+    waiters: set = field(default_factory=set)  # (loop, asyncio.Event) of hanging requests
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
@@ -130,9 +131,20 @@ class ScriptState:
                 self.stats.clear()
                 self.endpoints.clear()
             if script.get("release"):
-                self.released.set()
+                self.release()
             elif mode == "hang" or any(o.hang for o in fail_next):
                 self.released.clear()
+
+    def release(self) -> None:
+        """End every hanging request now (callable from any thread)."""
+        with self.lock:
+            self.released.set()
+            waiters = list(self.waiters)
+        for loop, event in waiters:
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # that loop is closed: its request is gone anyway
+                pass
 
     def next_outcome(self) -> Outcome:
         with self.lock:
@@ -276,10 +288,28 @@ async def _read_json(request: Request) -> dict[str, Any]:
 
 
 def create_app(state: ScriptState) -> Starlette:
-    async def hang() -> None:
-        deadline = time.monotonic() + state.hang_max_s
-        while not state.released.is_set() and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+    async def hang(request: Request) -> None:
+        """Hold the request until released, the client goes away, or ``hang_max_s`` passes.
+
+        Wakes twice a second at most (not a busy poll), so hundreds of abandoned hanging requests
+        during a fault-injection run cost next to nothing.
+        """
+        event = asyncio.Event()
+        waiter = (asyncio.get_running_loop(), event)
+        with state.lock:
+            state.waiters.add(waiter)
+        try:
+            deadline = time.monotonic() + state.hang_max_s
+            while not state.released.is_set() and time.monotonic() < deadline:
+                try:
+                    await asyncio.wait_for(event.wait(), timeout=0.5)
+                    return
+                except asyncio.TimeoutError:
+                    if await request.is_disconnected():
+                        return
+        finally:
+            with state.lock:
+                state.waiters.discard(waiter)
 
     async def chat_completions(request: Request) -> Response:
         try:
@@ -296,7 +326,7 @@ def create_app(state: ScriptState) -> Starlette:
         try:
             if outcome.hang:
                 state.count("chat", "hang")
-                await hang()
+                await hang(request)
                 return _error(503, "released after hanging")
             if outcome.latency_ms:
                 await asyncio.sleep(outcome.latency_ms / 1000.0)
@@ -480,7 +510,7 @@ def serve(host: str, port: int, state: ScriptState) -> None:
     try:
         server.run()
     finally:
-        state.released.set()
+        state.release()
 
 
 class ScriptedLLMServer:
@@ -537,7 +567,7 @@ class ScriptedLLMServer:
             time.sleep(0.01)
 
     def stop_sync(self, timeout_s: float = 10.0) -> None:
-        self.state.released.set()  # let hanging requests end so shutdown is quick
+        self.state.release()  # let hanging requests end so shutdown is quick
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:

@@ -23,16 +23,19 @@ class RetrieveStage(Stage):
 
     async def start(self, codec: Codec) -> None:
         from processors.embeddings import build_embedder
-        from processors.retrieval import Retriever
-        from processors.vectorstore import WeaviateStore
+        from processors.retrieval import build_retriever
+        from processors.vectorstore import build_store
 
-        s = self.settings
-        self.store = WeaviateStore(s.weaviate_host, s.weaviate_http_port, s.weaviate_grpc_port, s.collection)
-        self.embedder = build_embedder(s)
-        self.retriever = Retriever(self.store, self.embedder, top_k=s.retrieval_top_k, alpha=s.retrieval_alpha)
+        self.store = build_store(self.settings)
+        self.embedder = build_embedder(self.settings)
+        self.retriever = build_retriever(self.settings, self.store, self.embedder)
+        warm_up = getattr(self.embedder, "warm_up", None)
+        if warm_up is not None:
+            await warm_up()  # load the model now, not on the first user's turn
 
     async def stop(self) -> None:
         await self.store.close()
+        await self.embedder.close()
 
     async def process(self, turn: ChatTurn, msg: InboundMessage, span: Span) -> list[OutboundRecord]:
         started = time.perf_counter()

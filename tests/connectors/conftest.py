@@ -1,1 +1,1 @@
-from connector_fakes import fake_producer, recorder_factory  # noqa: F401  (fixtures)
+from connector_fakes import fake_producer, recorder_factory, serve  # noqa: F401  (fixtures)

@@ -84,6 +84,7 @@ class Recorder:
 
     def __init__(self, script: list[tuple[int, dict[str, str], Any]] | None = None) -> None:
         self.requests: list[dict[str, Any]] = []
+        self.times: list[float] = []  # monotonic arrival time of each request
         self.script = script or [(200, {}, {"ok": True})]
         self.lock = threading.Lock()
         recorder = self
@@ -93,6 +94,9 @@ class Recorder:
                 length = int(self.headers.get("content-length") or 0)
                 raw = self.rfile.read(length)
                 with recorder.lock:
+                    import time as _time
+
+                    recorder.times.append(_time.monotonic())
                     i = len(recorder.requests)
                     try:
                         body = json.loads(raw) if raw else None
@@ -159,3 +163,56 @@ async def no_sleep(_: float) -> None:
 
 
 Sleeper = Callable[[float], Any]
+
+
+class ServedApp:
+    """An ASGI app under a real uvicorn on a free port, in a thread (SSE needs real streaming)."""
+
+    def __init__(self, app: Any) -> None:
+        import socket
+
+        import uvicorn
+
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        sock.close()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    lifespan="on"))
+        self.loop = asyncio.new_event_loop()
+
+        def run() -> None:
+            asyncio.set_event_loop(self.loop)
+            self.loop.run_until_complete(self.server.serve())
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        import time as _time
+
+        deadline = _time.monotonic() + 20
+        while not self.server.started:
+            if _time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            _time.sleep(0.02)
+
+    def server_loop(self) -> asyncio.AbstractEventLoop:
+        return self.loop
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture
+def serve():
+    served: list[ServedApp] = []
+
+    def start(app: Any) -> ServedApp:
+        s = ServedApp(app)
+        served.append(s)
+        return s
+
+    yield start
+    for s in served:
+        s.close()

@@ -22,7 +22,7 @@ codec = SingleObjectCodec()
 
 
 def client_for(producer=None, hub=None, **overrides):
-    s = settings(gateway_api_keys=KEYS, gateway_jwt_secret="jwt-secret-for-tests", **overrides)
+    s = settings(gateway_api_keys=KEYS, gateway_jwt_secret="jwt-secret-for-tests-0123456789abcdef", **overrides)
     app = create_app(s, producer if producer is not None else FakeProducer(), hub=hub, sse_tail=False)
     return TestClient(app), app
 
@@ -62,9 +62,9 @@ def test_a_tenant_cannot_write_into_another_tenants_session():
 def test_jwt_bearer_sets_tenant_and_user_and_expired_is_refused():
     producer = FakeProducer()
     client, _ = client_for(producer)
-    good = jwt.encode({"sub": "u-7", "tenant": "acme", "exp": int(time.time()) + 60}, "jwt-secret-for-tests", "HS256")
-    expired = jwt.encode({"sub": "u-7", "tenant": "acme", "exp": int(time.time()) - 60}, "jwt-secret-for-tests", "HS256")
-    forged = jwt.encode({"sub": "u-7", "tenant": "acme", "exp": int(time.time()) + 60}, "other", "HS256")
+    good = jwt.encode({"sub": "u-7", "tenant": "acme", "exp": int(time.time()) + 60}, "jwt-secret-for-tests-0123456789abcdef", "HS256")
+    expired = jwt.encode({"sub": "u-7", "tenant": "acme", "exp": int(time.time()) - 60}, "jwt-secret-for-tests-0123456789abcdef", "HS256")
+    forged = jwt.encode({"sub": "u-7", "tenant": "acme", "exp": int(time.time()) + 60}, "other-secret-0123456789abcdef-0123456789", "HS256")
     with client:
         assert client.post("/v1/messages", json={"text": "hi"}, headers={"Authorization": f"Bearer {good}"}).status_code == 202
         assert client.post("/v1/messages", json={"text": "hi"}, headers={"Authorization": f"Bearer {expired}"}).status_code == 401
@@ -144,38 +144,34 @@ def test_chat_page_is_served():
     assert r.status_code == 200 and 'id="text"' in r.text and "/v1/messages" in r.text
 
 
-async def test_sse_stream_delivers_the_reply_of_its_session_only():
+def test_sse_stream_delivers_the_reply_of_its_session_only(serve):
     hub = Hub()
     producer = FakeProducer()
     s = settings(gateway_api_keys=KEYS, gateway_sse_keepalive_s=0.2)
     app = create_app(s, producer, hub=hub, sse_tail=False)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-        r = await client.post("/v1/messages", json={"text": "hi", "session_id": "s9"}, headers={"X-API-Key": "key-acme"})
+    served = serve(app)
+    with httpx.Client(base_url=served.url, timeout=10) as client:
+        r = client.post("/v1/messages", json={"text": "hi", "session_id": "s9"}, headers={"X-API-Key": "key-acme"})
         data = r.json()
-        assert (await client.get(f"/v1/sessions/{data['session_id']}/events?token=wrong")).status_code == 401
-        other = await client.get(f"/v1/sessions/web:globex:x/events", headers={"X-API-Key": "key-acme"})
+        assert client.get(f"/v1/sessions/{data['session_id']}/events?token=wrong").status_code == 401
+        other = client.get("/v1/sessions/web:globex:x/events", headers={"X-API-Key": "key-acme"})
         assert other.status_code == 403
         req = codec.decode(producer.sent[0]["value"], ChatRequest)
-
-        async def reply_later() -> None:
-            while hub.subscribers() == 0:
-                await asyncio.sleep(0.01)
-            other = ChatRequest("m-other", "web:acme:other", "u", "web", "q", 0)
-            hub.publish(ChatResponse.for_request(other, "not yours", Status.ANSWERED))
-            hub.publish(ChatResponse.for_request(req, "Invoices are under Billing.", Status.ANSWERED,
-                                                 citations=[Citation("billing", "Billing", "kb/billing.md", 0.9)]))
-
-        task = asyncio.create_task(reply_later())
         url = f"/v1/sessions/{data['session_id']}/events?token={data['stream_token']}"
         events = []
-        async with client.stream("GET", url) as stream:
+        with client.stream("GET", url) as stream:
             assert stream.headers["content-type"].startswith("text/event-stream")
-            async for line in stream.aiter_lines():
+            # the server's event loop runs in uvicorn's thread: hand the replies to it
+            loop = served.server_loop()
+            other_req = ChatRequest("m-other", "web:acme:other", "u", "web", "q", 0)
+            loop.call_soon_threadsafe(hub.publish, ChatResponse.for_request(other_req, "not yours", Status.ANSWERED))
+            loop.call_soon_threadsafe(hub.publish, ChatResponse.for_request(
+                req, "Invoices are under Billing.", Status.ANSWERED,
+                citations=[Citation("billing", "Billing", "kb/billing.md", 0.9)]))
+            for line in stream.iter_lines():
                 if line.startswith("data: "):
                     events.append(json.loads(line[6:]))
                     break
-        await task
     assert events[0]["message_id"] == data["message_id"]
     assert events[0]["text"] == "Invoices are under Billing."
     assert events[0]["citations"][0]["title"] == "Billing"

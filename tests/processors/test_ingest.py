@@ -183,7 +183,7 @@ async def test_tenants_are_separate(tmp_path):
 
 @pytest.mark.stack
 async def test_reingest_against_weaviate_updates_instead_of_duplicating(tmp_path):
-    from processors.embeddings import LocalMiniLMEmbedder
+    from processors.minilm import LocalMiniLMEmbedder
     from processors.vectorstore import WeaviateStore
 
     store = WeaviateStore(collection="ChatstreamTest")

@@ -121,6 +121,35 @@ async def test_a_hanging_store_times_out(fake_kb):
     assert not out.retrieval_ok and "timed out after 0.2s" in out.retrieval_error
 
 
+async def test_breaker_skips_a_failing_store_then_probes_it(fake_kb):
+    store, embedder = fake_kb
+    retriever = Retriever(store, embedder, top_k=2, alpha=0.5, breaker_failures=2, breaker_reset_s=0.1)
+    store.fail = ConnectionError("weaviate down")
+    for _ in range(2):
+        assert not (await retriever.retrieve(turn("reset password"))).retrieval_ok
+    calls = len(store.searches)
+    skipped = await retriever.retrieve(turn("reset password"))
+    assert not skipped.retrieval_ok and "skipped" in skipped.retrieval_error and "weaviate down" in skipped.retrieval_error
+    other_tenant = await retriever.retrieve(turn("reset password", tenant="other"))
+    assert "skipped" not in other_tenant.retrieval_error  # breakers are per tenant
+    store.fail = None
+    await asyncio.sleep(0.12)
+    probe = await retriever.retrieve(turn("reset password"))
+    assert probe.retrieval_ok and probe.passages[0].doc_id == "pw"
+    assert (await retriever.retrieve(turn("reset password"))).retrieval_ok
+    assert len(store.searches) == calls + 3  # the skipped turn never reached the store
+
+
+async def test_a_failed_probe_keeps_the_breaker_open(fake_kb):
+    store, embedder = fake_kb
+    retriever = Retriever(store, embedder, top_k=2, alpha=0.5, breaker_failures=1, breaker_reset_s=0.05)
+    store.fail = ConnectionError("down")
+    await retriever.retrieve(turn("reset password"))
+    await asyncio.sleep(0.06)
+    await retriever.retrieve(turn("reset password"))  # the probe fails
+    assert "skipped" in (await retriever.retrieve(turn("reset password"))).retrieval_error
+
+
 def test_settings_build_the_retriever(fake_kb):
     store, embedder = fake_kb
     r = build_retriever(Settings(retrieval_top_k=7, retrieval_alpha=0.25, retrieval_timeout_s=1.5), store, embedder)
@@ -185,7 +214,7 @@ COLLECTION = "ChatstreamTest"
 @pytest.fixture(scope="module")
 def sample_tenant():
     """The sample knowledge base ingested once into a fresh tenant, dropped afterwards."""
-    from processors.embeddings import LocalMiniLMEmbedder
+    from processors.minilm import LocalMiniLMEmbedder
     from processors.vectorstore import WeaviateStore
 
     tenant = f"retrieval-{uuid.uuid4().hex[:8]}"
@@ -206,7 +235,7 @@ def sample_tenant():
 
 @pytest.fixture
 async def live():
-    from processors.embeddings import LocalMiniLMEmbedder
+    from processors.minilm import LocalMiniLMEmbedder
     from processors.vectorstore import WeaviateStore
 
     store, embedder = WeaviateStore(collection=COLLECTION), LocalMiniLMEmbedder()
@@ -300,3 +329,152 @@ async def test_weaviate_unreachable_degrades_instead_of_raising(live):
     assert out.retrieval_ok is False and out.passages == []
     assert "unreachable" in out.retrieval_error
     await dead.close()
+
+
+def _free_ports(n: int) -> list[int]:
+    socks, ports = [], []
+    for _ in range(n):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        socks.append(sock)
+        ports.append(sock.getsockname()[1])
+    for sock in socks:
+        sock.close()
+    return ports
+
+
+class PrivateWeaviate:
+    """A Weaviate of our own on free ports, so the test can stop and restart it."""
+
+    def __init__(self, data_dir) -> None:
+        settings = Settings()
+        self.binary = settings.cache_dir / "bin" / f"weaviate-{settings.weaviate_version}" / "weaviate-server"
+        assert self.binary.is_file(), f"{self.binary} is missing: build the stack first (chatstream stack up)"
+        self.http, self.grpc, gossip, data, raft, raft_rpc = _free_ports(6)
+        self.env = {
+            "PATH": "/usr/bin:/bin",
+            "AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED": "true",
+            "PERSISTENCE_DATA_PATH": str(data_dir),
+            "DEFAULT_VECTORIZER_MODULE": "none",
+            "ENABLE_MODULES": "",
+            "API_BASED_MODULES_DISABLED": "true",
+            "CLUSTER_HOSTNAME": "testnode",
+            "CLUSTER_BIND_ADDR": "127.0.0.1",
+            "CLUSTER_ADVERTISE_ADDR": "127.0.0.1",
+            "CLUSTER_GOSSIP_BIND_PORT": str(gossip),
+            "CLUSTER_DATA_BIND_PORT": str(data),
+            "RAFT_PORT": str(raft),
+            "RAFT_INTERNAL_RPC_PORT": str(raft_rpc),
+            "RAFT_JOIN": "testnode",
+            "RAFT_BOOTSTRAP_EXPECT": "1",
+            "GRPC_PORT": str(self.grpc),
+            "DISABLE_TELEMETRY": "true",
+            "GO_PROFILING_DISABLE": "true",
+            "PROMETHEUS_MONITORING_ENABLED": "false",
+        }
+        self.proc = None
+
+    async def start(self) -> None:
+        import subprocess
+
+        import httpx
+
+        self.proc = subprocess.Popen(
+            [str(self.binary), "--host", "127.0.0.1", "--port", str(self.http), "--scheme", "http"],
+            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        async with httpx.AsyncClient() as client:
+            for _ in range(240):
+                try:
+                    if (await client.get(f"http://127.0.0.1:{self.http}/v1/.well-known/ready")).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                assert self.proc.poll() is None, "private Weaviate exited during start-up"
+                await asyncio.sleep(0.25)
+        raise AssertionError("private Weaviate did not become ready in 60s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except Exception:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+
+
+@pytest.mark.stack
+@pytest.mark.timeout(240)
+async def test_retrieval_degrades_during_a_weaviate_outage_and_recovers(tmp_path, live, capsys):
+    from processors.vectorstore import WeaviateStore
+
+    _, embedder = live
+    server = PrivateWeaviate(tmp_path / "weaviate")
+    store = WeaviateStore(http_port=server.http, grpc_port=server.grpc, collection=COLLECTION)
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    for name in ("reset-password.md", "refunds.md", "mobile-app.md"):
+        (kb / name).write_text((SAMPLE_KNOWLEDGE_BASE / name).read_text())
+    retriever = Retriever(store, embedder, top_k=2, alpha=0.75, timeout_s=3)
+    question = turn("How do I reset my password?", tenant="outage")
+    try:
+        await server.start()
+        await ingest(kb, store, embedder, "outage")
+        assert (await retriever.retrieve(question)).passages[0].doc_id == "reset-password"
+
+        server.stop()
+        started = asyncio.get_running_loop().time()
+        down = await retriever.retrieve(question)
+        started_to_down = asyncio.get_running_loop().time() - started
+        assert started_to_down < 4
+        assert down.retrieval_ok is False and down.passages == [] and down.retrieval_error
+        await retriever.retrieve(question)  # the second failure opens the breaker
+        started = asyncio.get_running_loop().time()
+        skipped = await retriever.retrieve(question)
+        assert asyncio.get_running_loop().time() - started < 0.1 and "skipped" in skipped.retrieval_error
+
+        await server.start()  # same data folder: the index survives the restart
+        ready = asyncio.get_running_loop().time()
+        for _ in range(40):  # the gRPC channel reconnects on its own schedule
+            back = await retriever.retrieve(question)
+            if back.retrieval_ok:
+                break
+            await asyncio.sleep(0.5)
+        assert back.retrieval_ok, back.retrieval_error
+        with capsys.disabled():
+            print(f"\nWeaviate outage: degraded answer in {started_to_down:.2f}s; retrieval back "
+                  f"{asyncio.get_running_loop().time() - ready:.2f}s after Weaviate was ready again")
+        assert back.passages[0].doc_id == "reset-password"
+    finally:
+        await store.close()
+        server.stop()
+
+
+@pytest.mark.stack
+async def test_spans_nest_under_the_retrieve_span(sample_tenant, live, monkeypatch):
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    import processors.minilm as embeddings_module
+    import processors.retrieval as retrieval_module
+    import processors.vectorstore as vectorstore_module
+
+    provider = TracerProvider()
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    for module in (retrieval_module, vectorstore_module, embeddings_module):
+        monkeypatch.setattr(module, "tracer", provider.get_tracer(module.__name__))
+    store, embedder = live
+    question = "my secret question about passwords"
+    await Retriever(store, embedder, top_k=2, alpha=0.75).retrieve(turn(question, tenant=sample_tenant))
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    root = spans["retrieval retrieve"]
+    for name in ("embeddings embed", "weaviate hybrid_search"):
+        assert spans[name].parent.span_id == root.context.span_id, name
+    search = spans["weaviate hybrid_search"]
+    assert search.attributes["db.system"] == "weaviate" and search.attributes["chatstream.retrieval.hits"] == 2
+    for s in spans.values():
+        assert all(question not in str(v) for v in s.attributes.values())

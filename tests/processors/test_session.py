@@ -10,18 +10,29 @@ import uuid
 
 import pytest
 import redis.asyncio as aioredis
-from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from processors.backoff import is_transient_redis_error, retry_transient
 from processors.records import ChatRequest, ChatResponse, Status, now_ms
+import processors.session as session_module
 from processors.session import SessionStore
 
 pytestmark = pytest.mark.stack
 
-REDIS_URL = "redis://127.0.0.1:6379/15"
+
+def _test_db_url() -> str:
+    """The configured Redis (default 127.0.0.1:6379), database 15, so tests never touch db 0."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from streams.config import Settings
+
+    parts = urlsplit(Settings().redis_url)
+    return urlunsplit((parts.scheme, parts.netloc, "/15", parts.query, ""))
+
+
+REDIS_URL = _test_db_url()
 
 
 @pytest.fixture
@@ -211,14 +222,12 @@ async def test_reply_markers(store, redis_client):
     assert 3590 <= ttl <= 3600
 
 
-async def test_spans_wrap_round_trips_without_message_text(store):
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-        provider = trace.get_tracer_provider()
+async def test_spans_wrap_round_trips_without_message_text(store, monkeypatch):
+    # a private provider: the global one belongs to whoever configures tracing for the process
+    provider = TracerProvider()
     exporter = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(session_module, "tracer", provider.get_tracer("chatstream.session"))
     secret_text = "my card is 4111 1111 1111 1111"
     r = request(secret_text)
     await store.enrich(r)

@@ -126,5 +126,24 @@ def test_changed_ports_while_running_are_refused(stack_settings, make_service) -
     with pytest.raises(StackError, match="chatstream stack down svc"):
         stack.up()
     (row,) = stack.status()
-    assert row.state == "up" and "other ports" in row.detail
+    assert row.state == "moved" and "other ports" in row.detail
     assert old.is_running()
+
+
+def test_concurrent_ups_start_one_server(stack_settings, make_service) -> None:
+    """Two `up`s racing on one state folder: the second waits, then finds the service running."""
+    import threading
+
+    first, second = make_service("s", delay=1.0), make_service("s", delay=1.0)
+    results: dict[str, list] = {}
+
+    def run(key, service):
+        results[key] = Stack(stack_settings, out=lambda _l: None, services=[service]).up()
+
+    threads = [threading.Thread(target=run, args=(k, s)) for k, s in (("a", first), ("b", second))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(len(r) for r in results.values()) == [0, 1], results
+    assert first.pid() == second.pid() is not None

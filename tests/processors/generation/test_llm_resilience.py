@@ -197,3 +197,38 @@ async def test_bad_requests_do_not_open_the_circuit(llm):
         with pytest.raises(PermanentError):
             await call(provider)
     assert breaker.state is CircuitState.CLOSED
+
+
+class _Broken:
+    name = "broken"
+    model = "broken-model"
+
+    async def complete(self, messages, *, max_tokens, passages):
+        raise KeyError("choices")
+
+
+async def test_an_unexpected_provider_exception_becomes_a_provider_error(spans):
+    tracer, exporter = spans
+    breaker = CircuitBreaker(failure_threshold=1, reset_s=30)
+    provider = ResilientProvider(_Broken(), policy=RetryPolicy(max_attempts=3), breaker=breaker, tracer=tracer)
+    with pytest.raises(PermanentError, match="unexpected KeyError") as info:
+        await call(provider)
+    assert isinstance(info.value.__cause__, KeyError)
+    assert breaker.state is CircuitState.OPEN
+    (span,) = exporter.get_finished_spans()
+    assert span.status.status_code is StatusCode.ERROR and span.attributes["error.type"] == "KeyError"
+
+
+async def test_cancellation_releases_a_half_open_probe(llm):
+    import asyncio
+
+    breaker = CircuitBreaker(failure_threshold=1, reset_s=0.0)
+    breaker.record_failure()  # open, and with reset 0 the next allow() is the half-open probe
+    llm.script(mode="hang")
+    provider = resilient(llm, breaker=breaker)
+    task = asyncio.create_task(call(provider))
+    await asyncio.sleep(0.2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert breaker.allow()  # the cancelled probe gave its slot back

@@ -122,6 +122,11 @@ async def test_hang_until_timeout_and_release(server, client):
     quick = openai.AsyncOpenAI(base_url=server.base_url, api_key="k", max_retries=0, timeout=0.3)
     with pytest.raises(openai.APITimeoutError):
         await quick.chat.completions.create(model="m", messages=MESSAGES)
+    for _ in range(30):  # the server notices the client gave up and stops holding the request
+        if server.stats()["in_flight"] == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert server.stats()["in_flight"] == 0
     task = asyncio.create_task(client.chat.completions.create(model="m", messages=MESSAGES))
     await asyncio.sleep(0.2)
     assert server.stats()["in_flight"] >= 1 and not task.done()

@@ -1,0 +1,142 @@
+"""The Lua scripts behind ``processors.session``: each runs atomically inside Redis.
+
+Atomic and idempotent is what lets a reprocessed turn (same ``message_id`` after a crash) be run
+again safely: a turn is appended only if its id was not in the session's id set yet.
+"""
+
+# Shared Lua helpers: a JSON turn starts with a fixed prefix so a turn is found by message id with a
+# plain substring match (no JSON parsing on the hot path); rolling pops the oldest turns into the
+# summary, keeping it under a byte budget and cutting only between UTF-8 characters.
+LUA_HELPERS = r"""
+local function utf8_head(s, k)
+  if #s <= k then return s end
+  while k > 0 do
+    local b = string.byte(s, k + 1)
+    if b < 128 or b >= 192 then break end
+    k = k - 1
+  end
+  return string.sub(s, 1, k)
+end
+
+local function utf8_tail(s, k)
+  if #s <= k then return s end
+  local p = #s - k + 1
+  while p <= #s do
+    local b = string.byte(s, p)
+    if b < 128 or b >= 192 then break end
+    p = p + 1
+  end
+  return string.sub(s, p)
+end
+
+local function first_sentence(text, cap)
+  local flat = string.gsub(text, '%s+', ' ')
+  flat = string.gsub(flat, '^ ', '')
+  local s = string.match(flat, '^(.-[%.!%?])%s') or flat
+  s = string.gsub(s, ' $', '')
+  if #s > cap then s = utf8_head(s, cap - 3) .. '...' end
+  return s
+end
+
+local function roll(turns, meta, limit, max_chars, piece_cap)
+  local over = redis.call('LLEN', turns) - limit
+  if over <= 0 then return end
+  local summary = redis.call('HGET', meta, 'summary') or ''
+  for i = 1, over do
+    local raw = redis.call('LPOP', turns)
+    local ok, t = pcall(cjson.decode, raw)
+    if ok and type(t) == 'table' and type(t['text']) == 'string' then
+      local line = tostring(t['role']) .. ': ' .. first_sentence(t['text'], piece_cap)
+      if summary == '' then summary = line else summary = summary .. '\n' .. line end
+    end
+  end
+  while #summary > max_chars do
+    local nl = string.find(summary, '\n', 1, true)
+    if nl == nil then summary = utf8_tail(summary, max_chars); break end
+    summary = string.sub(summary, nl + 1)
+  end
+  redis.call('HSET', meta, 'summary', summary)
+end
+
+local function find_turn(all, prefix)
+  for i = 1, #all do
+    if string.sub(all[i], 1, #prefix) == prefix then return i end
+  end
+  return nil
+end
+"""
+
+# KEYS: turns, meta, ids.  ARGV: message_id, turn_json, user_prefix, n, ttl, max_chars, piece_cap
+# Returns {fresh, summary, failures, history_json...}
+ENRICH = LUA_HELPERS + r"""
+local turns, meta, ids = KEYS[1], KEYS[2], KEYS[3]
+local n, ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
+local all = redis.call('LRANGE', turns, 0, -1)
+local fresh = redis.call('SADD', ids, 'u:' .. ARGV[1])
+local upto = #all
+if fresh == 1 then
+  redis.call('RPUSH', turns, ARGV[2])
+  roll(turns, meta, n + 1, tonumber(ARGV[6]), tonumber(ARGV[7]))
+else
+  local i = find_turn(all, ARGV[3])
+  if i ~= nil then upto = i - 1 end
+end
+local m = redis.call('HMGET', meta, 'summary', 'failures')
+redis.call('EXPIRE', turns, ttl)
+redis.call('EXPIRE', meta, ttl)
+redis.call('EXPIRE', ids, ttl)
+local out = {fresh, m[1] or '', m[2] or '0'}
+for i = math.max(1, upto - n + 1), upto do out[#out + 1] = all[i] end
+return out
+"""
+
+# KEYS: turns, meta, ids.  ARGV: message_id, turn_json, user_prefix, n, ttl, max_chars, piece_cap,
+# failure_delta ('reset' | 'incr' | 'keep').  Returns {fresh, failures}
+RECORD = LUA_HELPERS + r"""
+local turns, meta, ids = KEYS[1], KEYS[2], KEYS[3]
+local n, ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
+local fresh = redis.call('SADD', ids, 'a:' .. ARGV[1])
+if fresh == 1 then
+  -- keep conversational order: the reply goes right after its question, even when a later
+  -- question of the same session was enriched while this one was still being answered
+  local all = redis.call('LRANGE', turns, 0, -1)
+  local i = find_turn(all, ARGV[3])
+  if i ~= nil then
+    redis.call('LINSERT', turns, 'AFTER', all[i], ARGV[2])
+  else
+    redis.call('RPUSH', turns, ARGV[2])
+  end
+  roll(turns, meta, n, tonumber(ARGV[6]), tonumber(ARGV[7]))
+  if ARGV[8] == 'reset' then
+    redis.call('HSET', meta, 'failures', 0)
+  elseif ARGV[8] == 'incr' then
+    redis.call('HINCRBY', meta, 'failures', 1)
+  end
+end
+redis.call('EXPIRE', turns, ttl)
+redis.call('EXPIRE', meta, ttl)
+redis.call('EXPIRE', ids, ttl)
+return {fresh, redis.call('HGET', meta, 'failures') or '0'}
+"""
+
+# KEYS: bucket.  ARGV: capacity, refill per second.  Server time, so clients' clocks do not matter.
+# Returns {allowed, retry_after_s as string}
+TOKEN_BUCKET = r"""
+local cap, rate = tonumber(ARGV[1]), tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local v = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens, ts = tonumber(v[1]), tonumber(v[2])
+if tokens == nil or ts == nil then tokens, ts = cap, now end
+tokens = math.min(cap, tokens + math.max(0, now - ts) * rate)
+local allowed, retry = 0, 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+else
+  retry = (1 - tokens) / rate
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('EXPIRE', KEYS[1], math.ceil(cap / rate) + 1)
+return {allowed, tostring(retry)}
+"""

@@ -1,0 +1,105 @@
+"""LLM provider trouble (scripted server): bounded retries, the circuit opens, FALLBACK fast, and closes again."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import pytest
+
+from processors.records import ChatResponse, Status
+from tests.e2e.turns import new_request
+from tests.faults.conftest import pipeline_settings
+from tests.faults.outcomes import outcome, report
+
+pytestmark = [pytest.mark.stack, pytest.mark.timeout(240)]
+
+QUESTION = "How do I export my data?"
+
+
+async def ask(client, timeout_s: float = 60) -> tuple[ChatResponse, float]:
+    """One turn in a fresh session (a session's earlier failures would escalate it)."""
+    started = time.monotonic()
+    reply = await client.ask(new_request(QUESTION, f"web:{uuid.uuid4().hex[:8]}"), timeout_s=timeout_s)
+    return reply, time.monotonic() - started
+
+
+def chat_calls(llm) -> int:
+    return sum(v for k, v in llm.stats()["by_endpoint"].items() if "chat" in k)
+
+
+async def test_retries_circuit_breaker_and_recovery(fault_stack, llm, workers, client_for) -> None:
+    settings = pipeline_settings(
+        fault_stack,
+        llm,
+        llm_timeout_s=1.0,
+        llm_max_retries=2,
+        llm_backoff_base_s=0.05,
+        llm_retry_after_max_s=2.0,
+        llm_deadline_s=6.0,
+        circuit_failure_threshold=3,
+        circuit_reset_s=3.0,
+    )
+    workers.start(settings)
+    client = await client_for(settings)
+    reply, _ = await ask(client)
+    assert reply.status is Status.ANSWERED, reply
+
+    # one-off trouble: each is retried (bounded) and the user gets a normal answer
+    one_offs = {
+        "429 + Retry-After": {"status": 429, "retry_after": 0.5},
+        "500": {"status": 500},
+        "slow (over llm_timeout_s)": {"latency_ms": 2500},
+        "hanging connection": {"hang": True},
+    }
+    for name, fault in one_offs.items():
+        calls = chat_calls(llm)
+        llm.script(fail_next=[fault])
+        reply, took = await ask(client)
+        assert reply.status is Status.ANSWERED, (name, reply)
+        assert chat_calls(llm) - calls == 2, f"{name}: one failed attempt and one retry"
+        if name.startswith("429"):
+            assert took >= 0.5, "the Retry-After hint was honoured"
+        assert took < 10, f"{name}: took {took:.1f} s"
+
+    # a provider that keeps failing: retries stay bounded, the circuit opens, answers go on as FALLBACK
+    llm.script(mode="500")
+    calls = chat_calls(llm)
+    first, took_first = await ask(client)
+    assert first.status in (Status.FALLBACK, Status.ESCALATED), first
+    assert chat_calls(llm) - calls == 3, "max_retries=2: three attempts, then the fallback"
+    fast = []
+    for _ in range(4):
+        reply, took = await ask(client)
+        assert reply.status in (Status.FALLBACK, Status.ESCALATED), reply
+        assert reply.text.strip()
+        fast.append(took)
+    open_calls = chat_calls(llm) - calls
+    assert open_calls <= 3 + 1, f"the open circuit still let {open_calls} calls through"
+    assert max(fast) < 3.0, f"with the circuit open answers must be fast, took {fast}"
+
+    # the provider recovers: after circuit_reset_s a probe goes through and closes the circuit
+    llm.script(mode="ok")
+    ok_at = time.monotonic()
+    while True:
+        reply, _ = await ask(client)
+        if reply.status is Status.ANSWERED:
+            break
+        assert time.monotonic() - ok_at < 30, "the circuit never closed again"
+        await asyncio.sleep(0.3)
+    closed_after = time.monotonic() - ok_at
+    for _ in range(3):
+        reply, _ = await ask(client)
+        assert reply.status is Status.ANSWERED, reply
+    await client.settle(1.0)
+    result = outcome(client, [])
+    result.turns = len(client.replies)
+    result.doubled = {m: len(v) for m, v in client.replies.items() if len(v) > 1}
+    report(
+        "LLM 429/500/slow/hang once; then 500 for good",
+        f"one-offs: normal answers after 1 retry; outage: FALLBACK (first {took_first:.1f} s, then <= {max(fast):.1f} s)",
+        result,
+        closed_after,
+    )
+    assert not result.doubled

@@ -1,0 +1,70 @@
+"""Workers die with turns in flight: every turn still gets exactly one reply, sessions stay in order."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from tests.faults.conftest import pipeline_settings
+from tests.faults.outcomes import conversation, outcome, report, send_all, wait_all, wait_count
+
+pytestmark = [pytest.mark.stack, pytest.mark.timeout(240)]
+
+
+async def first_reply_after(client, count: int, timeout_s: float) -> float:
+    deadline = time.monotonic() + timeout_s
+    while len(client.reply_order) <= count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no reply within {timeout_s} s after the fault")
+        await asyncio.sleep(0.05)
+    return time.monotonic()
+
+
+async def test_kill_9_with_200_turns_in_flight(fault_stack, llm, workers, client_for) -> None:
+    llm.script(latency_ms=500)
+    settings = pipeline_settings(fault_stack, llm)
+    worker = workers.start(settings)
+    client = await client_for(settings)
+    requests = conversation(sessions=20, turns_per_session=10)
+    await send_all(client, requests)
+    await wait_count(client, requests, 40, timeout_s=60)
+
+    worker.kill()
+    killed_at, replied_before = time.monotonic(), len(client.reply_order)
+    assert replied_before < len(requests), "the crash must hit turns in flight"
+    workers.start(settings, wait=False)
+    flowing_at = await first_reply_after(client, replied_before + 5, timeout_s=90)  # past any stragglers
+    await wait_all(client, requests, timeout_s=120)
+    await client.settle(3.0)
+
+    result = outcome(client, requests)
+    report("worker kill -9 (200 turns, 500 ms LLM)", "replies paused, then all came, in order", result, flowing_at - killed_at)
+    result.assert_exactly_once(in_order=True)
+
+
+async def test_two_workers_one_killed_survivor_finishes(fault_stack, llm, workers, client_for) -> None:
+    llm.script(latency_ms=300)
+    settings = pipeline_settings(fault_stack, llm)
+    first = workers.start(settings)
+    second = workers.start(settings)
+    client = await client_for(settings)
+    # both members must hold partitions before the turns go out
+    warmup = conversation(sessions=12, turns_per_session=1)
+    await send_all(client, warmup)
+    await wait_all(client, warmup, timeout_s=60)
+
+    requests = conversation(sessions=20, turns_per_session=8)
+    await send_all(client, requests)
+    await wait_count(client, requests, 30, timeout_s=60)
+    first.kill()
+    killed_at, replied_before = time.monotonic(), len(client.reply_order)
+    await wait_all(client, requests, timeout_s=120)
+    done_at = time.monotonic()
+    await client.settle(3.0)
+    assert second.alive(), second.tail()
+
+    result = outcome(client, requests + warmup)
+    report("1 of 2 workers kill -9", "replies of the dead worker's sessions paused, then came", result, done_at - killed_at)
+    result.assert_exactly_once(in_order=True)
