@@ -212,6 +212,7 @@ class Settings(BaseSettings):
     gateway_sse_buffer: int = 20
     gateway_sse_buffer_ttl_s: float = 300.0
     gateway_sse_keepalive_s: float = 15.0
+    gateway_sse_lookback_s: float = 10.0
     slack_replay_window_s: int = 300
     whatsapp_max_age_s: int = 7 * 24 * 3600
     teams_app_password: SecretStr | None = None

@@ -1,9 +1,9 @@
 """Replies to web sessions as server-sent events.
 
-Every gateway instance tails ``chat.outbound`` with its own consumer group (a unique id, starting at
-the end), so whichever instance holds a browser's SSE connection sees that browser's replies; no
-offsets are committed because nothing here needs to survive a restart (a short per-session buffer
-covers a page that reconnects, with ``Last-Event-ID``).
+Every gateway instance tails all of ``chat.outbound`` (assigned partitions, no consumer group to
+share, starting a few seconds back), so whichever instance holds a browser's SSE connection sees
+that browser's replies; no offsets are committed because nothing here needs to survive a restart
+(a short per-session buffer covers a page that reconnects, with ``Last-Event-ID``).
 """
 
 from __future__ import annotations
@@ -128,41 +128,50 @@ class OutboundTail:
     async def wait_ready(self, timeout_s: float = 30.0) -> bool:
         return await asyncio.to_thread(self.ready.wait, timeout_s)
 
+    def _assign(self, consumer: Any) -> None:
+        """Assign every partition of chat.outbound from a few seconds ago (no group join needed).
+
+        Starting slightly in the past instead of at the end means the tail is positioned the moment
+        ``ready`` is set, and replies produced just before (or during a gateway restart) still reach
+        their browser; the page drops repeats by message_id.
+        """
+        from confluent_kafka import TopicPartition
+
+        topic = self.settings.topics.outbound
+        metadata = consumer.list_topics(topic, timeout=10)
+        info = metadata.topics.get(topic)
+        if info is None or info.error is not None or not info.partitions:
+            raise RuntimeError(f"topic {topic} not available: {info.error if info else 'missing'}")
+        since_ms = int((time.time() - self.settings.gateway_sse_lookback_s) * 1000)
+        wanted = [TopicPartition(topic, p, since_ms) for p in sorted(info.partitions)]
+        start = consumer.offsets_for_times(wanted, timeout=10)
+        for tp in start:
+            if tp.offset < 0:  # nothing that recent: start at the end
+                tp.offset = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)[1]
+        consumer.assign(start)
+        log.info("SSE tail reading %d partitions of %s", len(start), topic)
+
     def _run(self) -> None:
-        from confluent_kafka import OFFSET_END, Consumer, KafkaException
+        from confluent_kafka import Consumer, KafkaException
 
         consumer = Consumer(
             {
                 "bootstrap.servers": self.settings.kafka_bootstrap,
                 "group.id": f"{self.settings.consumer_group}-gateway-sse-{uuid.uuid4().hex[:12]}",
-                "auto.offset.reset": "latest",
                 "enable.auto.commit": False,
                 "enable.partition.eof": False,
-                "session.timeout.ms": 10000,
                 "reconnect.backoff.max.ms": 2000,
             }
         )
-
-        def on_assign(c: Any, partitions: list) -> None:
-            for p in partitions:
-                p.offset = OFFSET_END  # replies from now on; the buffer covers reconnects
-            c.assign(partitions)
-            pending[:] = partitions
-            log.info("SSE tail assigned %d partitions of %s", len(partitions), self.settings.topics.outbound)
-
-        pending: list = []  # assigned partitions whose "end" offset is not resolved yet
-        consumer.subscribe([self.settings.topics.outbound], on_assign=on_assign)
         try:
+            while not self._stop.is_set() and not self.ready.is_set():
+                try:
+                    self._assign(consumer)
+                    self.ready.set()
+                except (KafkaException, RuntimeError) as exc:
+                    log.warning("SSE tail cannot start yet (%s); retrying", exc)
+                    self._stop.wait(2)
             while not self._stop.is_set():
-                if pending:
-                    # Ready only once the end offsets are resolved (read_committed: the LSO), so a
-                    # reply produced after ``wait_ready`` is never skipped.
-                    try:
-                        if all(p.offset >= 0 for p in consumer.position(pending)):
-                            pending.clear()
-                            self.ready.set()
-                    except KafkaException:
-                        pass
                 try:
                     msg = consumer.poll(0.2)
                 except KafkaException as exc:

@@ -112,6 +112,12 @@ def fault_stack() -> Iterator[FaultStack]:
             stack.down()
 
 
+@pytest.fixture(scope="session")
+def stack_ready(fault_stack: FaultStack) -> Settings:
+    """These tests need the private stack only, not the shared one the root conftest checks."""
+    return fault_stack.settings
+
+
 @pytest.fixture
 def llm() -> Iterator[ScriptedLLMServer]:
     with ScriptedLLMServer() as server:

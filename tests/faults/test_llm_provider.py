@@ -29,6 +29,13 @@ def chat_calls(llm) -> int:
     return sum(v for k, v in llm.stats()["by_endpoint"].items() if "chat" in k)
 
 
+async def settle_calls(llm, timeout_s: float = 5.0) -> None:
+    """Wait until no chat request is in flight on the scripted server."""
+    deadline = time.monotonic() + timeout_s
+    while llm.stats()["in_flight"] and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+
+
 async def test_retries_circuit_breaker_and_recovery(fault_stack, llm, workers, client_for) -> None:
     settings = pipeline_settings(
         fault_stack,
@@ -58,6 +65,7 @@ async def test_retries_circuit_breaker_and_recovery(fault_stack, llm, workers, c
         llm.script(fail_next=[fault])
         reply, took = await ask(client)
         assert reply.status is Status.ANSWERED, (name, reply)
+        await settle_calls(llm)  # a slow call is counted when it ends
         assert chat_calls(llm) - calls == 2, f"{name}: one failed attempt and one retry"
         if name.startswith("429"):
             assert took >= 0.5, "the Retry-After hint was honoured"
@@ -75,6 +83,7 @@ async def test_retries_circuit_breaker_and_recovery(fault_stack, llm, workers, c
         assert reply.status in (Status.FALLBACK, Status.ESCALATED), reply
         assert reply.text.strip()
         fast.append(took)
+    await settle_calls(llm)
     open_calls = chat_calls(llm) - calls
     assert open_calls <= 3 + 1, f"the open circuit still let {open_calls} calls through"
     assert max(fast) < 3.0, f"with the circuit open answers must be fast, took {fast}"
