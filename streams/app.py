@@ -60,6 +60,46 @@ class Runtime:
         self._is_started = False
         self._active_agents = 0
         self.windows: dict[str, InFlightWindow] = {}
+        # Bumped when a rebalance or a shutdown begins: events read before it must not start.
+        self.epoch = 0
+
+    async def on_partitions_revoked(self, app: faust.App, revoked: set[Any]) -> None:
+        """Finish the revoked partitions' turns and commit them before the partitions move.
+
+        Otherwise the next owner reads them again from the last commit while this worker is still
+        producing their outputs: two copies of a turn in flight in two processes, which neither the
+        session chain nor the reply marker can serialise. Bounded by ``shutdown_grace_s``.
+        """
+        self.epoch += 1
+        keys = {(tp.topic, tp.partition) for tp in revoked}
+        if not keys or not self.windows:
+            return
+        grace = self.settings.shutdown_grace_s
+        results = await asyncio.gather(*(w.drain_partitions(keys, grace) for w in self.windows.values()))
+        if not all(results):
+            log.warning("rebalance: some turns of revoked partitions did not finish within %.0f s", grace)
+        await _commit(app)
+
+    async def quiesce(self, app: faust.App) -> None:
+        """Graceful stop, first half: stop pulling, finish in-flight turns, commit their offsets.
+
+        Runs before Faust stops anything: Faust's own stop order (fetcher, consumer, then the
+        agents) would commit before the turns finish and leave them to be redone after a restart.
+        """
+        self.epoch += 1
+        grace = self.settings.shutdown_grace_s
+        try:
+            assignment = app.consumer.assignment()
+            if assignment:
+                app.consumer.pause_partitions(assignment)
+        except Exception:  # not started yet, or already closing: nothing to pause
+            log.debug("pausing partitions before shutdown failed", exc_info=True)
+        running = sum(w.in_flight for w in self.windows.values())
+        log.info("shutdown: finishing %d in-flight turns (up to %.0f s)", running, grace)
+        results = await asyncio.gather(*(w.drain(grace) for w in self.windows.values()))
+        if not all(results):
+            log.warning("shutdown: in-flight turns did not finish within %.0f s; they will be redone", grace)
+        await _commit(app)
 
     async def ensure_started(self) -> None:
         async with self._started:
@@ -96,12 +136,14 @@ class Runtime:
             try:
                 async for event in manual.events():
                     msg = to_inbound(event)
+                    epoch = runtime.epoch
                     await window.submit(
                         partition=(msg.topic, msg.partition),
                         offset=msg.offset,
                         chain_key=msg.key,
                         work=partial(runner.handle, msg),
                         token=event,
+                        still_wanted=lambda epoch=epoch: runtime.epoch == epoch,
                     )
             finally:
                 finished = await window.drain(runtime.settings.shutdown_grace_s)
@@ -114,6 +156,40 @@ class Runtime:
 
         agent.__name__ = f"{stage.name}_agent"
         return agent
+
+
+async def _commit(app: faust.App) -> None:
+    try:
+        await app.consumer.commit()
+    except Exception:
+        log.exception("offset commit failed; the uncommitted turns will be redone (replies stay single)")
+
+
+class GracefulWorker(faust.Worker):
+    """A Faust worker whose SIGTERM/SIGINT first lets in-flight turns finish and commit.
+
+    Hooks mode's ``_schedule_shutdown`` (the one place both signals go through) so the drain runs
+    while the consumer still owns its partitions and can commit; then the normal stop follows.
+    """
+
+    def __init__(self, app: faust.App, runtime: Runtime, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._runtime = runtime
+
+    def _schedule_shutdown(self, signal: Any) -> None:
+        if not self._signal_stop_time:
+            self._signal_stop_time = self.loop.time()
+            self._signal_stop_future = asyncio.ensure_future(self._drain_then_stop(signal), loop=self.loop)
+
+    async def _drain_then_stop(self, signal: Any) -> None:
+        self.log.info("Signal received: %s (%s)", signal, signal.value)
+        try:
+            await self._runtime.quiesce(self.app)
+        except Exception:
+            log.exception("draining before shutdown failed")
+        await self.stop()
+        if self._starting_fut is not None and not self._starting_fut.done():
+            self._starting_fut.cancel()
 
 
 def create_app(settings: Settings, stage_names: list[str] | tuple[str, ...]) -> tuple[faust.App, Runtime]:
@@ -151,11 +227,16 @@ def create_app(settings: Settings, stage_names: list[str] | tuple[str, ...]) -> 
             partitions=settings.partitions,
         )
         app.agent(topic, name=f"chatstream.{stage.name}")(runtime.agent_for(stage))
+
+    @app.on_partitions_revoked.connect
+    async def _drain_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+        await runtime.on_partitions_revoked(app, revoked)
+
     return app, runtime
 
 
 def run_worker(settings: Settings, stage_names: list[str] | tuple[str, ...], loglevel: str = "info") -> None:
     """Run until SIGTERM/SIGINT; in-flight turns finish (up to the grace period) before exit."""
-    app, _ = create_app(settings, stage_names)
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    app, runtime = create_app(settings, stage_names)
+    worker = GracefulWorker(app, runtime, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()

@@ -49,6 +49,7 @@ class InFlightWindow:
         self._pending: dict[Hashable, collections.deque[_Entry]] = collections.defaultdict(collections.deque)
         self._tails: dict[Hashable, asyncio.Task] = {}
         self._tasks: set[asyncio.Task] = set()
+        self._task_partition: dict[asyncio.Task, Hashable] = {}
         self.stats = WindowStats()
 
     @property
@@ -62,19 +63,31 @@ class InFlightWindow:
         chain_key: Hashable,
         work: Callable[[], Awaitable[None]],
         token: Any,
-    ) -> None:
-        """Start ``work`` once there is room; returns as soon as it is scheduled."""
+        still_wanted: Callable[[], bool] | None = None,
+    ) -> bool:
+        """Start ``work`` once there is room; returns as soon as it is scheduled.
+
+        ``still_wanted`` is asked once there is room: an event read before a rebalance or a
+        shutdown began must not start (it is neither run nor acked; whoever owns its partition
+        next reads it again from the committed offset). Returns whether the work was scheduled.
+        """
         await self._unacked.acquire()
         await self._running.acquire()
+        if still_wanted is not None and not still_wanted():
+            self._running.release()
+            self._unacked.release()
+            return False
         entry = _Entry(offset, token)
         self._pending[partition].append(entry)
         previous = self._tails.get(chain_key)
         task = asyncio.create_task(self._run(partition, entry, chain_key, previous, work))
         self._tails[chain_key] = task
         self._tasks.add(task)
+        self._task_partition[task] = partition
         self.stats.submitted += 1
         self.stats.running = len(self._tasks)
         self.stats.peak_running = max(self.stats.peak_running, self.stats.running)
+        return True
 
     async def _run(
         self,
@@ -96,6 +109,7 @@ class InFlightWindow:
             if self._tails.get(chain_key) is task:
                 del self._tails[chain_key]
             self._tasks.discard(task)  # type: ignore[arg-type]
+            self._task_partition.pop(task, None)  # type: ignore[arg-type]
             self.stats.running = len(self._tasks)
             self._running.release()
             if entry.done:
@@ -123,6 +137,14 @@ class InFlightWindow:
         if not self._tasks:
             return True
         done, pending = await asyncio.wait(set(self._tasks), timeout=timeout_s)
+        return not pending
+
+    async def drain_partitions(self, partitions: set[Hashable], timeout_s: float | None = None) -> bool:
+        """Wait for the running work of these partitions (a rebalance takes them away)."""
+        tasks = {t for t, p in self._task_partition.items() if p in partitions}
+        if not tasks:
+            return True
+        _, pending = await asyncio.wait(tasks, timeout=timeout_s)
         return not pending
 
     async def cancel(self) -> None:

@@ -21,7 +21,7 @@ import random
 from typing import Any, Awaitable, Callable, Protocol
 
 from connectors.consume import dead_letter_for, in_partition_order, send_dead_letter
-from connectors.delivery.http import DeliveryError, Permanent
+from connectors.delivery.http import DeliveryError, Permanent, Transient
 from connectors.feedback import slack_reply_key
 from connectors.gateway.limits import AsyncRateLimiter
 from processors.backoff import is_transient_redis_error, retry_transient
@@ -84,7 +84,12 @@ class Deliverer:
             if limiter is not None:
                 await limiter.acquire()
             try:
-                return await client.send(resp)
+                try:
+                    return await client.send(resp)
+                except DeliveryError:
+                    raise
+                except Exception as unexpected:  # e.g. a 200 with a body that is not JSON
+                    raise Transient(f"{client.channel}: {type(unexpected).__name__}: {unexpected}") from unexpected
             except DeliveryError as exc:
                 attempt += 1
                 if exc.permanent or attempt >= self.settings.deliver_max_attempts:

@@ -164,6 +164,7 @@ async def events(gw: Gateway, request: Request, raw: bytes) -> Response:
             if fb is not None:
                 await gw.publisher.feedback(fb)
                 gw.stats.incr("feedback.slack")
+                gw.stats.incr(f"feedback.{fb.kind.value.lower()}")
 
         await _once(gw, f"slack-event:{event_id}", publish_feedback)
         return Response(status_code=200)

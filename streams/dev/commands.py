@@ -54,7 +54,8 @@ def run_llm_server(args: argparse.Namespace, settings: object) -> int:
         raise CommandError(str(exc)) from None
     print(
         f"scripted LLM server on http://{args.host}:{args.port}/v1 "
-        f"(model {args.model}, latency {args.latency_ms:g} ms, error rate {args.error_rate:g}); script it with POST /_script, stats at GET /_stats",
+        f"(model {args.model}, latency {args.latency_ms:g} ms, error rate {args.error_rate:g}); "
+        "script it with POST /_script, stats at GET /_stats",
         flush=True,
     )
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 from typing import Any
@@ -13,8 +14,14 @@ from streams.config import Settings
 from streams.topics import create_topics
 
 
+_created: list[Settings] = []
+
+
 def stack_settings(**overrides: Any) -> Settings:
-    """Settings in a fresh topic namespace, so tests never see each other's records."""
+    """Settings in a fresh topic namespace, so tests never see each other's records.
+
+    The ``kafka_namespaces`` fixture (autouse for this folder) deletes the topics afterwards.
+    """
     base: dict[str, Any] = {
         "topic_prefix": f"t{uuid.uuid4().hex[:10]}.",
         "otlp_endpoint": None,
@@ -23,7 +30,21 @@ def stack_settings(**overrides: Any) -> Settings:
     base.update(overrides)
     s = Settings(**base)
     create_topics(s)
+    _created.append(s)
     return s
+
+
+def delete_created_topics() -> None:
+    from confluent_kafka.admin import AdminClient
+
+    while _created:
+        s = _created.pop()
+        admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
+        for future in admin.delete_topics(s.topics.all(), operation_timeout=30).values():
+            try:
+                future.result()
+            except Exception:  # noqa: BLE001 - best effort cleanup
+                pass
 
 
 def read_all(settings: Settings, topic: str, count: int, deadline_s: float = 20.0, settle_s: float = 1.0) -> list:
@@ -61,3 +82,34 @@ async def wait_for(predicate, timeout_s: float = 30.0, what: str = "condition") 
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.05)
+
+
+def fake_pipeline(settings: Settings, stop: "threading.Event", answered: list) -> None:
+    """Play the pipeline's part: answer every ChatRequest on chat.inbound on chat.outbound.
+
+    The reply is built with ``ChatResponse.for_request`` exactly as the real validate stage does, so
+    the channel addressing in ``metadata`` travels back the way it will in production.
+    """
+    from processors.records import ChatRequest, ChatResponse, Citation, Status
+    from streams.codec import make_codec
+
+    codec = make_codec(settings)
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"fake-pipeline-{uuid.uuid4().hex}",
+                         "auto.offset.reset": "earliest"})
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all"})
+    consumer.subscribe([settings.topics.inbound])
+    try:
+        while not stop.is_set():
+            msg = consumer.poll(0.2)
+            if msg is None or msg.error():
+                continue
+            req = codec.decode(msg.value(), ChatRequest)
+            resp = ChatResponse.for_request(
+                req, f"To reset your password, open Settings > Security. (you asked: {req.text})", Status.ANSWERED,
+                citations=[Citation("kb-17", "Resetting your password", "https://help.example/reset", 0.91)])
+            producer.produce(settings.topics.outbound, codec.encode(resp), key=req.session_id,
+                             headers=[(k, v) for k, v in (msg.headers() or []) if k == "traceparent"])
+            producer.flush(10)
+            answered.append(req)
+    finally:
+        consumer.close()

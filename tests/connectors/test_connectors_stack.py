@@ -180,3 +180,122 @@ async def test_escalation_sink_creates_one_ticket_even_when_produced_twice(recor
     assert ticket["subject"] == "[web] I want a refund"
     assert "user: I want a refund" in ticket["comment"]["body"]
     assert "chatstream" in ticket["tags"] and ticket["requester"]["name"] == "u-1"
+
+
+async def test_slack_question_in_answer_posted_back_to_the_same_thread(recorder_factory):
+    """Gateway -> chat.inbound -> (pipeline stand-in) -> chat.outbound -> deliver -> Slack API stand-in."""
+    import threading
+
+    import httpx
+    from stack_helpers import fake_pipeline
+
+    slack = recorder_factory([(200, {}, {"ok": True, "channel": "C777", "ts": "1700000300.000900"})])
+    s = stack_settings(slack_signing_secret=SECRET, slack_bot_token="xoxb-e2e", slack_api_url=slack.url,
+                       gateway_sse_enabled=False, deliver_group=f"deliver-{uuid.uuid4().hex[:6]}")
+    stop_pipeline = threading.Event()
+    answered: list = []
+    pipeline = threading.Thread(target=fake_pipeline, args=(s, stop_pipeline, answered), daemon=True)
+    pipeline.start()
+    redis = aioredis.from_url(s.redis_url)
+    producer = AsyncProducer(s.kafka_bootstrap)
+    stop = asyncio.Event()
+    try:
+        with TestClient(create_app(s)) as client:
+            payload = event("<@UBOT> how do I reset my password?", kind="app_mention", channel="C777",
+                            ts=f"{int(time.time())}.000100", thread_ts="1700000000.000500", channel_type=None,
+                            event_id=f"Ev{uuid.uuid4().hex[:6]}")
+            body, headers = signed(payload)
+            assert client.post("/slack/events", content=body, headers=headers).status_code == 200
+        async with httpx.AsyncClient(timeout=5) as http:
+            deliverer = Deliverer(s, build_clients(s, http), redis, producer, make_codec(s))
+            task = asyncio.create_task(run_loop(make_consumer(s, s.deliver_group), [s.topics.outbound],
+                                                deliverer.handle_batch, stop))
+            try:
+                await wait_for(lambda: deliverer.counts.get("delivered", 0) >= 1, 40, "the reply delivered")
+            finally:
+                stop.set()
+                await task
+    finally:
+        stop_pipeline.set()
+        pipeline.join(10)
+        await producer.close(5)
+        await redis.aclose()
+    assert len(slack.requests) == 1
+    posted = slack.requests[0]["body"]
+    assert posted["channel"] == "C777" and posted["thread_ts"] == "1700000000.000500"
+    assert "you asked: how do I reset my password?" in posted["text"]
+    assert "<https://help.example/reset|Resetting your password>" in posted["text"]
+    assert answered[0].session_id == "slack:T001:C777:1700000000.000500"
+
+
+async def test_two_escalation_sink_instances_share_the_work_one_ticket_each(recorder_factory):
+    import httpx
+
+    tickets = recorder_factory([(201, {}, {"ticket": {"id": 1}})])
+    s = stack_settings()
+    codec = make_codec(s)
+    escalations = [ChatEscalation(f"m-{uuid.uuid4().hex}", f"web:acme:s{i}", "u", "web", "human please")
+                   for i in range(12)]
+    for esc in escalations:
+        produce(s, s.topics.escalations, esc.session_id, codec.encode(esc))
+    group = f"esc-{uuid.uuid4().hex[:6]}"
+    redis = aioredis.from_url(s.redis_url)
+    producer = AsyncProducer(s.kafka_bootstrap)
+    stop = asyncio.Event()
+    async with httpx.AsyncClient(timeout=5) as http:
+        sinks = [EscalationSink(s, Webhook(s, tickets.url, http), redis, producer, codec) for _ in range(2)]
+        tasks = [asyncio.create_task(run_loop(make_consumer(s, group), [s.topics.escalations], sink.handle_batch, stop))
+                 for sink in sinks]
+        try:
+            await wait_for(lambda: sum(sum(k.counts.values()) for k in sinks) >= 12, 60, "all escalations handled")
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+    await producer.close(5)
+    await redis.aclose()
+    keys = sorted(r["headers"]["Idempotency-Key"] for r in tickets.requests)
+    assert keys == sorted(e.message_id for e in escalations)  # each exactly once
+    assert sum(k.counts.get("ticketed", 0) for k in sinks) == 12
+
+
+async def test_transcript_sink_pushes_an_idle_session_and_commits(recorder_factory):
+    import httpx
+
+    from connectors.sinks.transcripts import TranscriptSink
+
+    crm = recorder_factory([(200, {}, {"ok": True})])
+    s = stack_settings(transcript_idle_s=1.0)
+    codec = make_codec(s)
+    sid = f"web:acme:{uuid.uuid4().hex[:8]}"
+    now = int(time.time() * 1000)
+    req = ChatRequest(f"m-{uuid.uuid4().hex}", sid, "u-1", "web", "Where is my invoice?", now, {}, "acme")
+    produce(s, s.topics.inbound, sid, codec.encode(req))
+    produce(s, s.topics.outbound, sid, codec.encode(ChatResponse.for_request(req, "Under Billing.", Status.ANSWERED)))
+    group = f"tr-{uuid.uuid4().hex[:6]}"
+    producer = AsyncProducer(s.kafka_bootstrap)
+    stop = asyncio.Event()
+    async with httpx.AsyncClient(timeout=5) as http:
+        sink = TranscriptSink(s, Webhook(s, crm.url, http), producer, codec)
+        consumer = make_consumer(s, group, **{"partition.assignment.strategy": "range"})
+        task = asyncio.create_task(run_loop(consumer, [s.topics.inbound, s.topics.outbound], sink.handle_batch, stop,
+                                            on_revoke=sink.revoke, idle=sink.flush_idle))
+        try:
+            await wait_for(lambda: sink.counts.get("pushed", 0) >= 1, 40, "transcript pushed")
+            await asyncio.sleep(1.0)  # one more loop round commits the offsets
+        finally:
+            stop.set()
+            await task
+    await producer.close(5)
+    assert len(crm.requests) == 1
+    body = crm.requests[0]["body"]
+    assert body["session_id"] == sid
+    assert [(m["role"], m["text"]) for m in body["messages"]] == [("user", "Where is my invoice?"),
+                                                                 ("assistant", "Under Billing.")]
+    # committed past both records: a restarted instance would not push the session again
+    from confluent_kafka import Consumer, TopicPartition
+
+    check = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": group})
+    committed = check.committed([TopicPartition(t, p) for t in (s.topics.inbound, s.topics.outbound)
+                                 for p in range(s.partitions)], timeout=10)
+    check.close()
+    assert sum(max(tp.offset, 0) for tp in committed) == 2

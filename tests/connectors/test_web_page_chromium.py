@@ -20,39 +20,13 @@ import uuid
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, Producer
-from stack_helpers import stack_settings
+from stack_helpers import fake_pipeline, stack_settings
 
 from connectors.gateway.app import create_app
-from processors.records import ChatRequest, ChatResponse, Citation, Status
-from streams.codec import make_codec
 
 pytestmark = pytest.mark.stack
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def fake_pipeline(settings, stop: threading.Event, answered: list) -> None:
-    """Answer every ChatRequest on chat.inbound with a ChatResponse on chat.outbound."""
-    codec = make_codec(settings)
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"fake-pipeline-{uuid.uuid4().hex}",
-                         "auto.offset.reset": "earliest"})
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
-    consumer.subscribe([settings.topics.inbound])
-    try:
-        while not stop.is_set():
-            msg = consumer.poll(0.2)
-            if msg is None or msg.error():
-                continue
-            req = codec.decode(msg.value(), ChatRequest)
-            resp = ChatResponse.for_request(
-                req, f"To reset your password, open Settings > Security. (you asked: {req.text})", Status.ANSWERED,
-                citations=[Citation("kb-17", "Resetting your password", "https://help.example/reset", 0.91)])
-            producer.produce(settings.topics.outbound, codec.encode(resp), key=req.session_id)
-            producer.flush(10)
-            answered.append(req)
-    finally:
-        consumer.close()
 
 
 class DevTools:
