@@ -62,6 +62,7 @@ class Runtime:
         self.windows: dict[str, InFlightWindow] = {}
         # Bumped when a rebalance or a shutdown begins: events read before it must not start.
         self.epoch = 0
+        self.stopping = False
 
     async def on_partitions_revoked(self, app: faust.App, revoked: set[Any]) -> None:
         """Finish the revoked partitions' turns and commit them before the partitions move.
@@ -86,7 +87,7 @@ class Runtime:
         Runs before Faust stops anything: Faust's own stop order (fetcher, consumer, then the
         agents) would commit before the turns finish and leave them to be redone after a restart.
         """
-        self.epoch += 1
+        self.stopping = True
         grace = self.settings.shutdown_grace_s
         try:
             assignment = app.consumer.assignment()
@@ -143,7 +144,7 @@ class Runtime:
                         chain_key=msg.key,
                         work=partial(runner.handle, msg),
                         token=event,
-                        still_wanted=lambda epoch=epoch: runtime.epoch == epoch,
+                        still_wanted=lambda epoch=epoch: runtime.epoch == epoch and not runtime.stopping,
                     )
             finally:
                 finished = await window.drain(runtime.settings.shutdown_grace_s)

@@ -48,7 +48,11 @@ async def wait_all(client: ChatClient, requests: list[ChatRequest], timeout_s: f
         if not missing:
             return time.monotonic()
         if time.monotonic() > deadline:
-            raise AssertionError(f"{len(missing)} of {len(requests)} turns got no reply within {timeout_s:.0f} s")
+            where = where_is(client.settings, [r.message_id for r in missing[:5]])
+            raise AssertionError(
+                f"{len(missing)} of {len(requests)} turns got no reply within {timeout_s:.0f} s; "
+                f"where the first ones are: {where}"
+            )
         await asyncio.sleep(0.2)
 
 
@@ -107,3 +111,41 @@ def report(fault: str, user_saw: str, result: Outcome, recover_s: float | None) 
         f"doubled {len(result.doubled)} | recover {recover}",
         flush=True,
     )
+
+
+def where_is(settings, message_ids: list[str], timeout_s: float = 10.0) -> dict[str, dict[str, int]]:
+    """For a failure message: in which topics each turn's id appears (raw bytes), and how often."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    wanted = {m.encode(): m for m in message_ids}
+    found: dict[str, dict[str, int]] = {m: {} for m in message_ids}
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"where-{uuid.uuid4()}", "enable.auto.commit": False})
+    try:
+        for topic in settings.topics.all():
+            meta = consumer.list_topics(topic, timeout=timeout_s)
+            ends = {}
+            parts = []
+            for p in meta.topics[topic].partitions:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+                if high > low:
+                    ends[p] = high
+                    parts.append(TopicPartition(topic, p, low))
+            if not parts:
+                continue
+            consumer.assign(parts)
+            deadline = time.monotonic() + timeout_s
+            while ends and time.monotonic() < deadline:
+                msg = consumer.poll(0.5)
+                if msg is None or msg.error():
+                    continue
+                value = msg.value() or b""
+                for raw, mid in wanted.items():
+                    if raw in value:
+                        short = topic.rsplit(".", 1)[-1] if "chat." not in topic else topic.split("chat.", 1)[1]
+                        found[mid][short] = found[mid].get(short, 0) + 1
+                if msg.offset() + 1 >= ends.get(msg.partition(), 0):
+                    ends.pop(msg.partition(), None)
+            consumer.unassign()
+    finally:
+        consumer.close()
+    return found
