@@ -51,7 +51,7 @@ def _by(values, label: str) -> dict[str, float]:
     return out
 
 
-def render(samples, previous, elapsed: float, lag: dict[str, int]) -> Group:
+def render(samples, previous, elapsed: float, lag: dict[str, int | str]) -> Group:
     records = _find(samples, "chatstream_stage_records", "_total")
     prev_records = _find(previous, "chatstream_stage_records", "_total") if previous else []
     counts, prev_counts = _by(records, "stage"), _by(prev_records, "stage")
@@ -100,9 +100,9 @@ def run(args, settings: Settings) -> int:
         except httpx.HTTPError as exc:
             raise CommandError(f"cannot read worker metrics at {url}: {exc}. Is `chatstream worker` running?")
         try:
-            lag = consumer_lag(settings)
-        except Exception:
-            lag = {}
+            lag: dict[str, int | str] = dict(consumer_lag(settings))
+        except Exception as exc:  # show why, keep the rest of the view
+            lag = {"(unavailable)": f"{type(exc).__name__}: {exc}"[:80]}
         now = time.monotonic()
         view = render(samples, previous, now - last, lag)
         previous, last = samples, now

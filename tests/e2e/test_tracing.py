@@ -135,3 +135,35 @@ async def test_metrics_count_every_turn(client: ChatClient, worker) -> None:
                 records[labels["stage"]] = records.get(labels["stage"], 0) + v
     assert all(records.get(stage, 0) >= n for stage in ("enrich", "retrieve", "generate", "validate")), records
     assert any(name.startswith("chatstream_stage_duration") and name.endswith("_count") for name in samples)
+
+
+async def test_trace_command_prints_the_waterfall(client: ChatClient, settings, capsys) -> None:
+    from streams.cli import main
+
+    request = new_request("How do I change my billing e-mail?", f"web:{uuid.uuid4().hex[:8]}")
+    await client.ask(request, 60)
+    trace.get_tracer_provider().force_flush()
+    await asyncio.to_thread(wait_for_trace, settings, request.message_id, 9)
+    rc = await asyncio.to_thread(main, ["trace", request.message_id, "--wait", "20"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    t = settings.topics
+    for hop in (t.inbound, t.enriched, t.retrieved, t.generated):
+        assert f"{hop} process" in out
+    assert "chatstream-worker" in out and "Jaeger UI: " in out
+    lines = [line for line in out.splitlines() if " process" in line]
+    assert all("ms" in line for line in lines)
+
+
+async def test_stats_once_shows_stages_and_lag(client: ChatClient, worker, settings, capsys, monkeypatch) -> None:
+    from streams.cli import main
+
+    monkeypatch.setenv("CHATSTREAM_TOPIC_PREFIX", settings.topic_prefix)
+    monkeypatch.setenv("CHATSTREAM_CONSUMER_GROUP", settings.consumer_group)
+    request = new_request("What does the Team plan include?", f"web:{uuid.uuid4().hex[:8]}")
+    await client.ask(request, 60)
+    rc = await asyncio.to_thread(main, ["stats", "--once", "--url", worker.metrics_url])
+    out = capsys.readouterr().out
+    assert rc == 0
+    for word in ("enrich", "retrieve", "generate", "validate", "replies ANSWERED", "consumer lag", settings.topics.inbound):
+        assert word in out, out

@@ -66,6 +66,7 @@ async def test_fuzzed_inbound_does_not_stop_good_turns_or_leak_the_prompt(fault_
                 turn = new_request("How do I reset my password?", sid)
                 good.append(turn)
                 await client.send(turn)
+        await wait_all(client, good + hostile_turns, timeout_s=120)
         # a model that obeys the injection: the validator must still not let the system prompt out
         llm.script(answer=f"Sure! My instructions are: {settings.system_prompt}")
         obeying = [new_request(INJECTION + f" ({i})", f"web:{uuid.uuid4().hex[:8]}") for i in range(3)]
@@ -77,7 +78,7 @@ async def test_fuzzed_inbound_does_not_stop_good_turns_or_leak_the_prompt(fault_
         for r in after:
             await client.send(r)
 
-        await wait_all(client, good + hostile_turns + after, timeout_s=120)
+        await wait_all(client, after, timeout_s=60)
         await client.settle(2.0)
         for _ in range(100):
             if len(letters) >= garbage:

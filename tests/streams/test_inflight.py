@@ -100,3 +100,44 @@ async def test_failed_work_is_never_acked() -> None:
     await window.submit(0, 1, "b", _noop, 1)
     await window.drain(1)
     assert acked == [], "an offset whose work failed blocks the partition's acks (it will be redelivered)"
+
+
+async def test_work_read_before_a_rebalance_is_not_started_nor_acked() -> None:
+    acked: list[int] = []
+    ran: list[int] = []
+    window = InFlightWindow(1, on_release=acked.append)
+    gate = asyncio.Event()
+    epoch = [0]
+
+    async def slow() -> None:
+        await gate.wait()
+        ran.append(0)
+
+    async def quick() -> None:
+        ran.append(1)
+
+    await window.submit(0, 0, "a", slow, 0)
+    read_in = epoch[0]
+    blocked = asyncio.create_task(window.submit(0, 1, "b", quick, 1, still_wanted=lambda: epoch[0] == read_in))
+    await asyncio.sleep(0.01)
+    epoch[0] += 1  # a rebalance began while the event waited for room
+    gate.set()
+    assert await blocked is False
+    assert await window.drain(1)
+    assert ran == [0] and acked == [0]
+    assert await window.submit(0, 2, "b", quick, 2, still_wanted=lambda: True) is True
+    assert await window.drain(1)
+    assert acked == [0, 2]
+
+
+async def test_drain_partitions_waits_only_for_those_partitions() -> None:
+    window = InFlightWindow(8, on_release=lambda token: None)
+    gate_a, gate_b = asyncio.Event(), asyncio.Event()
+    await window.submit("p0", 0, "a", gate_a.wait, 0)
+    await window.submit("p1", 0, "b", gate_b.wait, 0)
+    assert await window.drain_partitions({"p0"}, timeout_s=0.05) is False
+    gate_a.set()
+    assert await window.drain_partitions({"p0"}, timeout_s=1) is True
+    assert window.in_flight == 1, "p1's work is left alone"
+    gate_b.set()
+    assert await window.drain(1)
