@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from functools import partial
 from typing import Any
 
@@ -63,6 +64,7 @@ class Runtime:
         # Bumped when a rebalance or a shutdown begins: events read before it must not start.
         self.epoch = 0
         self.stopping = False
+        self._assignment: set[tuple[str, int]] = set()
 
     async def on_partitions_revoked(self, app: faust.App, revoked: set[Any]) -> None:
         """Finish the revoked partitions' turns and commit them before the partitions move.
@@ -76,10 +78,23 @@ class Runtime:
         if not keys or not self.windows:
             return
         grace = self.settings.shutdown_grace_s
+        running = sum(w.in_flight for w in self.windows.values())
+        began = time.monotonic()
         results = await asyncio.gather(*(w.drain_partitions(keys, grace) for w in self.windows.values()))
         if not all(results):
             log.warning("rebalance: some turns of revoked partitions did not finish within %.0f s", grace)
         await _commit(app)
+        log.info(
+            "rebalance: %d partitions revoked with %d turns in flight; drained and committed in %.2f s",
+            len(keys), running, time.monotonic() - began,
+        )
+
+    def on_partitions_assigned(self, assigned: set[Any]) -> None:
+        keys = {(tp.topic, tp.partition) for tp in assigned}
+        newly, self._assignment = keys - self._assignment, keys
+        if newly and self._is_started:
+            for stage in self.stages:
+                stage.on_partitions_assigned(newly)
 
     async def quiesce(self, app: faust.App) -> None:
         """Graceful stop, first half: stop pulling, finish in-flight turns, commit their offsets.
@@ -147,7 +162,8 @@ class Runtime:
                         still_wanted=lambda epoch=epoch: runtime.epoch == epoch and not runtime.stopping,
                     )
             finally:
-                finished = await window.drain(runtime.settings.shutdown_grace_s)
+                # after a graceful quiesce the grace period is used up: what is left is redone later
+                finished = await window.drain(1.0 if runtime.stopping else runtime.settings.shutdown_grace_s)
                 if not finished:
                     log.warning("%s: in-flight turns did not finish before the deadline", stage.name)
                     await window.cancel()
@@ -232,6 +248,10 @@ def create_app(settings: Settings, stage_names: list[str] | tuple[str, ...]) -> 
     @app.on_partitions_revoked.connect
     async def _drain_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
         await runtime.on_partitions_revoked(app, revoked)
+
+    @app.on_partitions_assigned.connect
+    async def _take_over(sender: Any, assigned: set[Any], **kwargs: Any) -> None:
+        runtime.on_partitions_assigned(assigned)
 
     return app, runtime
 

@@ -59,6 +59,9 @@ class Stage(ABC):
     async def after_emit(self, record: Any, outputs: list[OutboundRecord]) -> None:
         """Bookkeeping that must follow a successful produce (reply markers, session history)."""
 
+    def on_partitions_assigned(self, newly_assigned: set[tuple[str, int]]) -> None:
+        """This worker took over partitions (another worker may have died mid-turn there)."""
+
     def message_id(self, record: Any) -> str | None:
         request = getattr(record, "request", record)
         return getattr(request, "message_id", None)

@@ -53,11 +53,18 @@ class EnrichStage(Stage):
 
     async def start(self, codec: Codec) -> None:
         self.sessions = clients.session_store(self.settings)
-        await replies.recover_markers(self.settings, codec, self.sessions)
+        self.markers = replies.MarkerRecovery(self.settings, codec, self.sessions)
+        await self.markers.recover()
+
+    def on_partitions_assigned(self, newly_assigned: set[tuple[str, int]]) -> None:
+        # same reason as in validate: enrich writes replies too (rejections, rate limits)
+        if any(topic == self.source for topic, _ in newly_assigned):
+            self.markers.recover_in_background()
 
     async def process(self, request: ChatRequest, msg: InboundMessage, span: Span) -> list[OutboundRecord]:
         started = time.perf_counter()
         problem = admission_problem(request, msg, self.settings.channels, self.settings.max_text_chars)
+        await self.markers.ready()
         if await self.sessions.is_replied(request.message_id):
             span.add_event("duplicate message_id dropped")
             return []

@@ -2,8 +2,10 @@
 
 Order of events for a reply: produce it (acks=all), then mark ``message_id`` as replied in Redis,
 then ack the input. A crash between produce and mark would let a reprocessed input reply twice; the
-window is closed at start-up by ``recover_markers``, which reads the tail of ``chat.outbound`` and marks
-every reply already there, before any stage consumes. Repeats that arrive later (a channel retry,
+window is closed by ``recover_markers``, which reads the tail of ``chat.outbound`` and marks every
+reply already there: at start-up before any stage consumes, and again whenever this worker takes
+over partitions of the validate stage (a surviving worker inherits a dead one's turns; the dead
+one's last replies are on Kafka by then, since its partitions move only after its session expired). Repeats that arrive later (a channel retry,
 an upstream stage reprocessing after a crash) are dropped by ``is_replied`` checks. Turns of one
 session are serialised, so two copies of one message_id are never in flight at once.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 
 from confluent_kafka import Consumer, TopicPartition
 
@@ -73,3 +76,46 @@ async def recover_markers(settings: Settings, codec: Codec, sessions: SessionSto
     if ids:
         log.info("reply recovery: %d replies found in the tail of %s", len(ids), settings.topics.outbound)
     return len(ids)
+
+
+class MarkerRecovery:
+    """``recover_markers`` on demand, with a gate turns wait on while a recovery runs."""
+
+    def __init__(self, settings: Settings, codec: Codec, sessions: SessionStore) -> None:
+        self.settings = settings
+        self.codec = codec
+        self.sessions = sessions
+        self._done = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    async def recover(self) -> int:
+        self._done.clear()
+        try:
+            return await recover_markers(self.settings, self.codec, self.sessions)
+        finally:
+            self._done.set()
+
+    def recover_in_background(self) -> None:
+        """Start a recovery now (Redis or Kafka trouble is retried); ``ready`` waits for it."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self._done.clear()
+        self._task = asyncio.ensure_future(self._recover_with_retries())
+
+    async def _recover_with_retries(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                await recover_markers(self.settings, self.codec, self.sessions)
+                break
+            except asyncio.CancelledError:
+                raise  # a newer recovery replaced this one; it opens the gate
+            except Exception as exc:
+                attempt += 1
+                if attempt in (1, 5) or attempt % 20 == 0:
+                    log.warning("reply recovery failed (attempt %d), retrying: %s", attempt, exc)
+                await asyncio.sleep(min(5.0, 0.2 * 2 ** min(attempt, 5)) * (0.5 + random.random() / 2))
+        self._done.set()
+
+    async def ready(self) -> None:
+        await self._done.wait()

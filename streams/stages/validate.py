@@ -27,10 +27,20 @@ class ValidateStage(Stage):
 
         self.sessions = clients.session_store(self.settings)
         self.validator = Validator.from_settings(self.settings)
-        await replies.recover_markers(self.settings, codec, self.sessions)
+        self.codec = codec
+        self.markers = replies.MarkerRecovery(self.settings, codec, self.sessions)
+        await self.markers.recover()
+
+    def on_partitions_assigned(self, newly_assigned: set[tuple[str, int]]) -> None:
+        # A worker that died between producing a reply and marking it left an unmarked reply on
+        # chat.outbound; its partitions come here only once it is gone, so reading the tail now
+        # sees every reply it produced. Turns wait for that read before their is_replied check.
+        if any(topic == self.source for topic, _ in newly_assigned):
+            self.markers.recover_in_background()
 
     async def process(self, turn: ChatTurn, msg: InboundMessage, span: Span) -> list[OutboundRecord]:
         started = time.perf_counter()
+        await self.markers.ready()
         if await self.sessions.is_replied(turn.request.message_id):
             span.add_event("duplicate message_id dropped")
             return []

@@ -84,8 +84,8 @@ async def test_retries_circuit_breaker_and_recovery(fault_stack, llm, workers, c
         assert reply.text.strip()
         fast.append(took)
     await settle_calls(llm)
-    open_calls = chat_calls(llm) - calls
-    assert open_calls <= 3 + 1, f"the open circuit still let {open_calls} calls through"
+    open_calls = chat_calls(llm) - calls - 3
+    assert open_calls <= 1, f"the open circuit still let {open_calls} calls through"
     assert max(fast) < 3.0, f"with the circuit open answers must be fast, took {fast}"
 
     # the provider recovers: after circuit_reset_s a probe goes through and closes the circuit
@@ -107,7 +107,8 @@ async def test_retries_circuit_breaker_and_recovery(fault_stack, llm, workers, c
     result.doubled = {m: len(v) for m, v in client.replies.items() if len(v) > 1}
     report(
         "LLM 429/500/slow/hang once; then 500 for good",
-        f"one-offs: normal answers after 1 retry; outage: FALLBACK (first {took_first:.1f} s, then <= {max(fast):.1f} s)",
+        f"one-offs: ANSWERED after 1 retry; outage: FALLBACK (first in {took_first * 1000:.0f} ms after 3 attempts, "
+        f"then <= {max(fast) * 1000:.0f} ms with the circuit open, {open_calls} calls)",
         result,
         closed_after,
     )

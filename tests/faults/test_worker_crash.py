@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
 import pytest
@@ -44,27 +45,45 @@ async def test_kill_9_with_200_turns_in_flight(fault_stack, llm, workers, client
     result.assert_exactly_once(in_order=True)
 
 
-async def test_two_workers_one_killed_survivor_finishes(fault_stack, llm, workers, client_for) -> None:
-    llm.script(latency_ms=300)
+async def wait_assigned(worker, topic: str, timeout_s: float = 60) -> None:
+    """Until the worker's log shows partitions of ``topic`` assigned to it (Faust prints the table)."""
+    deadline = time.monotonic() + timeout_s
+    assigned = re.compile(re.escape(topic) + r"\s*\|\s*\{")  # a row of the "newly assigned" table
+    while not assigned.search(worker.log_path.read_text(errors="replace")):
+        assert worker.alive(), worker.tail()
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no partitions of {topic} assigned within {timeout_s} s:\n{worker.tail()}")
+        await asyncio.sleep(0.1)
+
+
+async def test_second_worker_joins_then_one_is_killed(fault_stack, llm, workers, client_for) -> None:
+    """Scale out mid-stream (partitions revoked with turns in flight), then kill -9 one of the two."""
+    llm.script(latency_ms=500)
     settings = pipeline_settings(fault_stack, llm)
     first = workers.start(settings)
-    second = workers.start(settings)
     client = await client_for(settings)
-    # both members must hold partitions before the turns go out
-    warmup = conversation(sessions=12, turns_per_session=1)
-    await send_all(client, warmup)
-    await wait_all(client, warmup, timeout_s=60)
-
-    requests = conversation(sessions=20, turns_per_session=8)
+    requests = conversation(sessions=20, turns_per_session=16)
     await send_all(client, requests)
-    await wait_count(client, requests, 30, timeout_s=60)
+    await wait_count(client, requests, 20, timeout_s=60)
+
+    second = workers.start(settings)  # joins the group: the first worker's partitions are rebalanced
+    joined_at = time.monotonic()
+    await wait_assigned(second, settings.topics.inbound)
+    rebalance_s = time.monotonic() - joined_at
+    await wait_count(client, requests, len(client.reply_order) + 20, timeout_s=60)  # both are working
     first.kill()
-    killed_at, replied_before = time.monotonic(), len(client.reply_order)
+    killed_at = time.monotonic()
+    assert len(client.reply_order) < len(requests), "the kill must hit turns in flight"
     await wait_all(client, requests, timeout_s=120)
     done_at = time.monotonic()
     await client.settle(3.0)
     assert second.alive(), second.tail()
 
-    result = outcome(client, requests + warmup)
-    report("1 of 2 workers kill -9", "replies of the dead worker's sessions paused, then came", result, done_at - killed_at)
+    result = outcome(client, requests)
+    report(
+        "2nd worker joins mid-stream, then 1 of 2 kill -9",
+        f"rebalance took {rebalance_s:.1f} s; replies of the dead worker's sessions paused, then came",
+        result,
+        done_at - killed_at,
+    )
     result.assert_exactly_once(in_order=True)

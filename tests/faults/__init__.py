@@ -1,0 +1,1 @@
+"""Fault tests: crashes, outages, bursts and bad input against a private stack (issue 5)."""
