@@ -26,7 +26,7 @@ from streams.client import ChatClient
 from streams.config import Settings
 from streams.dev.llm_server import ScriptedLLMServer
 from streams.dev.worker_process import WorkerProcess, settings_env
-from streams.topics import create_topics
+from streams.topics import check_topics, create_topics
 
 ROOT = Path(__file__).resolve().parents[2]
 KB = ROOT / "streams" / "demo" / "knowledge_base"
@@ -141,6 +141,12 @@ def pipeline_settings(stack: FaultStack, llm: ScriptedLLMServer, **overrides: ob
     values.update(overrides)
     settings = stack.settings.derive(**values)
     create_topics(settings)
+    # a broker that just (re)started may acknowledge the creation before its metadata lists the
+    # topics; the worker checks them at start, so wait until they are visible
+    deadline = time.monotonic() + 30
+    while problems := check_topics(settings):
+        assert time.monotonic() < deadline, f"topics not visible 30 s after creation: {problems}"
+        time.sleep(0.2)
     return settings
 
 
