@@ -84,6 +84,9 @@ class Runtime:
         if not all(results):
             log.warning("rebalance: some turns of revoked partitions did not finish within %.0f s", grace)
         await _commit(app)
+        for window in self.windows.values():
+            # turns read but not started stay unacked; if the partition comes back, Faust re-reads them
+            window.forget_partitions(keys)
         log.info(
             "rebalance: %d partitions revoked with %d turns in flight; drained and committed in %.2f s",
             len(keys), running, time.monotonic() - began,

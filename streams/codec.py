@@ -29,7 +29,7 @@ class DecodeError(ValueError):
 
 
 class Codec(Protocol):
-    def encode(self, record: Any) -> bytes: ...
+    def encode(self, record: Any, topic: str | None = None) -> bytes: ...
 
     def decode(self, data: bytes, expected: type[T]) -> T: ...
 
@@ -57,7 +57,8 @@ class SingleObjectCodec:
             for old in schemas.history(name):
                 self._by_fingerprint.setdefault(schema_fingerprint(old), (name, parse_schema(old, _force=True)))
 
-    def encode(self, record: Any) -> bytes:
+    def encode(self, record: Any, topic: str | None = None) -> bytes:
+        """``topic`` is unused: the writer schema travels by fingerprint, not by subject."""
         name = type(record).__name__
         header, parsed = self._writers[name]
         buf = io.BytesIO()

@@ -4,11 +4,13 @@ An LLM call takes seconds, so a stage must run many turns at once; but a session
 handled in order, and a committed offset must never pass a turn still running (faust's own
 ``concurrency=N`` gets that wrong, bug #606). This window gives all three:
 
-* a semaphore caps running work (back-pressure: ``submit`` blocks, so the agent stops pulling);
+* a semaphore caps running work; a turn waiting for its session's previous turn does not hold a
+  slot, so a burst of one session cannot starve the others;
 * work of the same chain key (session) waits for the previous one of that key;
 * completions are released per partition strictly in offset order, so an ack means "this and
-  everything before it in the partition is done"; a second cap bounds released-but-unacked entries
-  so one stuck turn cannot make the ack queue grow without bound.
+  everything before it in the partition is done"; a second cap bounds everything submitted and not
+  yet acked (back-pressure: ``submit`` blocks on it, so the agent stops pulling and memory stays flat,
+  and one stuck turn cannot make the ack queue grow without bound).
 """
 
 from __future__ import annotations
@@ -65,22 +67,21 @@ class InFlightWindow:
         token: Any,
         still_wanted: Callable[[], bool] | None = None,
     ) -> bool:
-        """Start ``work`` once there is room; returns as soon as it is scheduled.
+        """Schedule ``work``; blocks only while the window holds too many unacked entries.
 
-        ``still_wanted`` is asked once there is room: an event read before a rebalance or a
-        shutdown began must not start (it is neither run nor acked; whoever owns its partition
-        next reads it again from the committed offset). Returns whether the work was scheduled.
+        ``still_wanted`` is asked when the work could start (its session's previous turn done and a
+        running slot free): an event read before a rebalance or a shutdown began must not start (it
+        is neither run nor acked; whoever owns its partition next reads it again from the committed
+        offset, and ``forget_partitions`` drops its bookkeeping). Returns whether it was scheduled.
         """
         await self._unacked.acquire()
-        await self._running.acquire()
         if still_wanted is not None and not still_wanted():
-            self._running.release()
             self._unacked.release()
             return False
         entry = _Entry(offset, token)
         self._pending[partition].append(entry)
         previous = self._tails.get(chain_key)
-        task = asyncio.create_task(self._run(partition, entry, chain_key, previous, work))
+        task = asyncio.create_task(self._run(partition, entry, chain_key, previous, work, still_wanted))
         self._tails[chain_key] = task
         self._tasks.add(task)
         self._task_partition[task] = partition
@@ -96,13 +97,19 @@ class InFlightWindow:
         chain_key: Hashable,
         previous: asyncio.Task | None,
         work: Callable[[], Awaitable[None]],
+        still_wanted: Callable[[], bool] | None = None,
     ) -> None:
         task = asyncio.current_task()
+        slot = False
         try:
             if previous is not None and not previous.done():
                 await asyncio.wait([previous])
             if previous is not None and previous.cancelled():
                 raise asyncio.CancelledError()  # the chain was cut (shutdown): do not overtake it
+            await self._running.acquire()
+            slot = True
+            if still_wanted is not None and not still_wanted():
+                return  # not started, not acked: read again by the partition's next owner
             await work()
             entry.done = True
         finally:
@@ -111,7 +118,8 @@ class InFlightWindow:
             self._tasks.discard(task)  # type: ignore[arg-type]
             self._task_partition.pop(task, None)  # type: ignore[arg-type]
             self.stats.running = len(self._tasks)
-            self._running.release()
+            if slot:
+                self._running.release()
             if entry.done:
                 await self._release_ready(partition)
 

@@ -90,7 +90,7 @@ class StageRunner:
         with tracing.consumer_span(msg.topic, msg.headers, attributes) as span:
             outcome = "ok"
             try:
-                record = self.codec.decode(msg.value, self.stage.input_type)  # type: ignore[arg-type]
+                record = await self._retry_transient(self._decoder(msg), span, "decode")
             except DecodeError as exc:
                 outcome = "deadletter"
                 outputs = self._dead_letter(msg, exc, span, None)
@@ -134,21 +134,32 @@ class StageRunner:
         headers = tracing.inject(
             [(k, v) for k, v in msg.headers if k.startswith("chatstream-") and k != "chatstream-replay-count"]
         )
-        payloads = []
+        sends = []
         for out in outputs:
-            try:
-                payloads.append((out, self.codec.encode(out.record)))
-            except Exception as exc:  # a record our own schema refuses is a bug: keep the input
-                payloads.append((out, None))
+            try:  # a registry outage is transient (wait); a record our schema refuses is a bug
+                data = await self._retry_transient(self._encoder(out), span, "encode")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
                 tracing.record_failure(span, exc, "encode failed")
                 log.exception("cannot encode %s for %s", type(out.record).__name__, out.topic)
-        sends = []
-        for out, data in payloads:
-            if data is None:
-                letter = dead_letter_for(msg, self.stage.name, RuntimeError("output could not be encoded"))
-                out, data = OutboundRecord(self.settings.topics.deadletter, msg.session_key, letter), self.codec.encode(letter)
+                letter = dead_letter_for(msg, self.stage.name, RuntimeError(f"output could not be encoded: {exc}"))
+                out = OutboundRecord(self.settings.topics.deadletter, msg.session_key, letter)
+                data = await self._retry_transient(self._encoder(out), span, "encode")
             sends.append(self._send(out.topic, out.key, data, headers, span))
         await asyncio.gather(*sends)
+
+    def _decoder(self, msg: InboundMessage):
+        async def decode() -> Any:
+            return self.codec.decode(msg.value, self.stage.input_type)  # type: ignore[arg-type]
+
+        return decode
+
+    def _encoder(self, out: OutboundRecord):
+        async def encode() -> bytes:
+            return self.codec.encode(out.record, topic=out.topic)
+
+        return encode
 
     async def _send(self, topic: str, key: str, data: bytes, headers: list, span: Span) -> None:
         await self._retry_transient(lambda: self.producer.send(topic, data, key=key, headers=headers), span, "produce")

@@ -7,6 +7,7 @@ project creates them all, the same way, and the worker explains any drift instea
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
@@ -62,7 +63,22 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, str]
                     result[name] = "exists"
                 else:
                     raise
+        _wait_visible(client, [s.topic for s in specs], settings.partitions, timeout_s)
     return result
+
+
+def _wait_visible(client: AdminClient, topics: list[str], partitions: int, timeout_s: float) -> None:
+    """A just-started broker can confirm a creation before its metadata lists the topic; a worker
+    started right after would then refuse to run. Wait (bounded) until every topic is listed."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        listed = client.list_topics(timeout=timeout_s).topics
+        missing = [t for t in topics if t not in listed or len(listed[t].partitions) != partitions]
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"topics created but not visible after {timeout_s:.0f} s: {', '.join(missing)}")
+        time.sleep(0.1)
 
 
 def check_topics(settings: Settings, timeout_s: float = 15.0) -> list[TopicProblem]:

@@ -36,6 +36,11 @@ ENV_FIELDS = (
     "weaviate_http_port",
     "weaviate_grpc_port",
     "collection",
+    "kafka_session_timeout_s",
+    "llm_deadline_s",
+    "llm_backoff_base_s",
+    "llm_retry_after_max_s",
+    "channels",
 )
 
 
@@ -44,7 +49,12 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     for name in ENV_FIELDS:
         value = getattr(settings, name)
-        env[f"CHATSTREAM_{name.upper()}"] = "" if value is None else str(value)
+        if isinstance(value, (list, dict)):
+            import json
+
+            env[f"CHATSTREAM_{name.upper()}"] = json.dumps(value)  # pydantic-settings reads JSON for these
+        else:
+            env[f"CHATSTREAM_{name.upper()}"] = "" if value is None else str(value)
     if settings.llm_api_key is not None:
         env["CHATSTREAM_LLM_API_KEY"] = settings.llm_api_key.get_secret_value()
     env.update(extra)

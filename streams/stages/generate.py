@@ -26,6 +26,9 @@ class GenerateStage(Stage):
 
         self.generator = build_generator(self.settings)
 
+    async def stop(self) -> None:
+        await self.generator.aclose()  # the providers' HTTP connection pools
+
     async def process(self, turn: ChatTurn, msg: InboundMessage, span: Span) -> list[OutboundRecord]:
         started = time.perf_counter()
         turn = await self.generator.generate(turn)

@@ -77,7 +77,7 @@ async def test_partitions_ack_independently() -> None:
 
 
 async def test_submit_blocks_when_full() -> None:
-    window = InFlightWindow(2, on_release=lambda t: None)
+    window = InFlightWindow(2, on_release=lambda t: None, max_unacked=2)
     gate = asyncio.Event()
     await window.submit(0, 0, "a", gate.wait, 0)
     await window.submit(0, 1, "b", gate.wait, 1)
@@ -118,13 +118,13 @@ async def test_work_read_before_a_rebalance_is_not_started_nor_acked() -> None:
 
     await window.submit(0, 0, "a", slow, 0)
     read_in = epoch[0]
-    blocked = asyncio.create_task(window.submit(0, 1, "b", quick, 1, still_wanted=lambda: epoch[0] == read_in))
+    await window.submit(0, 1, "b", quick, 1, still_wanted=lambda: epoch[0] == read_in)
     await asyncio.sleep(0.01)
-    epoch[0] += 1  # a rebalance began while the event waited for room
+    epoch[0] += 1  # a rebalance began while the event waited for a running slot
     gate.set()
-    assert await blocked is False
     assert await window.drain(1)
-    assert ran == [0] and acked == [0]
+    assert ran == [0] and acked == [0], "offset 1 was read before the rebalance: neither run nor acked"
+    window.forget_partitions({0})  # the partition moved; its next owner reads offset 1 again
     assert await window.submit(0, 2, "b", quick, 2, still_wanted=lambda: True) is True
     assert await window.drain(1)
     assert acked == [0, 2]
@@ -140,4 +140,22 @@ async def test_drain_partitions_waits_only_for_those_partitions() -> None:
     assert await window.drain_partitions({"p0"}, timeout_s=1) is True
     assert window.in_flight == 1, "p1's work is left alone"
     gate_b.set()
+    assert await window.drain(1)
+
+
+async def test_a_turn_waiting_for_its_session_holds_no_running_slot() -> None:
+    window = InFlightWindow(2, on_release=lambda t: None, max_unacked=16)
+    gate = asyncio.Event()
+    other_ran = asyncio.Event()
+
+    async def other() -> None:
+        other_ran.set()
+
+    await window.submit(0, 0, "busy", gate.wait, 0)
+    for off in (1, 2, 3):  # queued behind offset 0 of the same session
+        await window.submit(0, off, "busy", gate.wait, off)
+    await window.submit(1, 0, "free", other, (1, 0))
+    await asyncio.wait_for(other_ran.wait(), 1)  # would hang if waiting turns held the two slots
+    assert window.stats.running <= 5
+    gate.set()
     assert await window.drain(1)
