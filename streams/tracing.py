@@ -27,21 +27,39 @@ def setup_tracing(settings, service_name: str | None = None) -> None:
         return
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
     from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
     provider = TracerProvider(
         resource=Resource.create({"service.name": service_name or settings.service_name}),
         sampler=ParentBased(TraceIdRatioBased(settings.trace_sample_ratio)),
     )
-    if settings.otlp_endpoint:
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-        provider.add_span_processor(
-            BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otlp_endpoint, insecure=True), schedule_delay_millis=500)
-        )
     trace.set_tracer_provider(provider)
     _configured = True
+    if settings.otlp_endpoint:
+        ensure_otlp_export(settings.otlp_endpoint)
+
+
+_exporting_to: set[str] = set()
+
+
+def ensure_otlp_export(endpoint: str) -> None:
+    """Export this process's spans to ``endpoint`` (once), even if tracing was set up without it.
+
+    The global tracer provider can be installed only once per process; a process that hosts several
+    components (the test suite, say) may have installed it first without an exporter.
+    """
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    provider = trace.get_tracer_provider()
+    if endpoint in _exporting_to or not isinstance(provider, TracerProvider):
+        return
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    provider.add_span_processor(
+        BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True), schedule_delay_millis=500)
+    )
+    _exporting_to.add(endpoint)
 
 
 def shutdown_tracing() -> None:

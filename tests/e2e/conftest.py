@@ -79,7 +79,10 @@ def test_tracing():
     """The test process plays the channel: it starts each turn's trace, as a connector does."""
     from streams import tracing
 
-    tracing.setup_tracing(Settings(), "chatstream-tests")
+    settings = Settings()
+    tracing.setup_tracing(settings, "chatstream-tests")
+    assert settings.otlp_endpoint, "the e2e tests read traces back from the stack's Jaeger"
+    tracing.ensure_otlp_export(settings.otlp_endpoint)  # another suite may have set tracing up first
     yield
     tracing.shutdown_tracing()
 
