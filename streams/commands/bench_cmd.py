@@ -64,6 +64,7 @@ def free_port() -> int:
 
 
 async def drive(settings: Settings, turns: int, rate: float, sessions: int, timeout_s: float, workers: list) -> BenchResult:
+    from processors.records import now_ms
     from streams.client import ChatClient, new_request
 
     async with ChatClient(settings) as client:
@@ -80,6 +81,7 @@ async def drive(settings: Settings, turns: int, rate: float, sessions: int, time
                 delay = started + i * interval - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
+            request.sent_at = now_ms()  # latency counts from when the turn is offered, not built
             await client.send(request)
         waiting = [client.wait_reply(r.message_id, timeout_s) for r in requests]
         done = 0
