@@ -22,13 +22,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
-import time
-from collections.abc import Callable
 
 from opentelemetry import trace
 from opentelemetry.trace import Status as SpanStatus
 from opentelemetry.trace import StatusCode
 
+from processors.circuit import CircuitBreaker
 from processors.embeddings import Embedder
 from processors.records import ChatTurn
 from processors.vectorstore import VectorStore
@@ -92,37 +91,6 @@ def build_query(turn: ChatTurn) -> str:
     return f"{previous} {latest}"
 
 
-class _Breaker:
-    """Open after N consecutive failures; after ``reset_s`` one probe at a time may try again."""
-
-    def __init__(self, failures: int, reset_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.threshold = failures
-        self.reset_s = reset_s
-        self.clock = clock
-        self.failures = 0
-        self.opened_at: float | None = None
-        self.probing = False
-        self.last_error = ""
-
-    def allow(self) -> bool:
-        if self.opened_at is None:
-            return True
-        if self.probing or self.clock() - self.opened_at < self.reset_s:
-            return False
-        self.probing = True
-        return True
-
-    def success(self) -> None:
-        self.failures, self.opened_at, self.probing = 0, None, False
-
-    def failure(self, error: str) -> None:
-        self.failures += 1
-        self.last_error = error
-        if self.probing or self.failures >= self.threshold:
-            self.opened_at = self.clock()
-        self.probing = False
-
-
 class Retriever:
     """Finds the passages a turn's answer should be grounded in."""
 
@@ -148,13 +116,16 @@ class Retriever:
         self.timeout_s = timeout_s
         self._breaker_failures = breaker_failures
         self._breaker_reset_s = breaker_reset_s
-        self._breakers: dict[str, _Breaker] = {}
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._last_error: dict[str, str] = {}
 
-    def breaker(self, tenant: str) -> _Breaker:
+    def breaker(self, tenant: str) -> CircuitBreaker:
         """Per tenant, so one misconfigured knowledge base cannot switch retrieval off for the others."""
         found = self._breakers.get(tenant)
         if found is None:
-            found = self._breakers[tenant] = _Breaker(self._breaker_failures, self._breaker_reset_s)
+            found = self._breakers[tenant] = CircuitBreaker(
+                failure_threshold=self._breaker_failures, reset_s=self._breaker_reset_s
+            )
         return found
 
     async def retrieve(self, turn: ChatTurn) -> ChatTurn:
@@ -166,7 +137,7 @@ class Retriever:
             span.set_attribute("chatstream.retrieval.follow_up", query != " ".join(turn.request.text.split()))
             breaker = self.breaker(tenant)
             if not breaker.allow():
-                error = f"retrieval skipped while the knowledge base is failing ({breaker.last_error})"[:500]
+                error = f"retrieval skipped while the knowledge base is failing ({self._last_error.get(tenant, '')})"[:500]
                 span.set_attribute("chatstream.retrieval.ok", False)
                 span.set_attribute("chatstream.retrieval.breaker_open", True)
                 span.set_status(SpanStatus(StatusCode.ERROR, "breaker open"))
@@ -174,19 +145,20 @@ class Retriever:
             try:
                 passages = await asyncio.wait_for(self._search(query, tenant), self.timeout_s)
             except asyncio.CancelledError:
-                breaker.probing = False
+                breaker.release()
                 raise
             except Exception as exc:  # noqa: BLE001 - any lookup failure degrades the turn, see module doc
                 if isinstance(exc, asyncio.TimeoutError):
                     error = f"retrieval timed out after {self.timeout_s:g}s"
                 else:
                     error = f"{type(exc).__name__}: {exc}"[:500]
-                breaker.failure(error)
+                self._last_error[tenant] = error
+                breaker.record_failure()
                 span.record_exception(exc)
                 span.set_status(SpanStatus(StatusCode.ERROR, error))
                 span.set_attribute("chatstream.retrieval.ok", False)
                 return dataclasses.replace(turn, passages=[], retrieval_ok=False, retrieval_error=error)
-            breaker.success()
+            breaker.record_success()
             span.set_attribute("chatstream.retrieval.ok", True)
             span.set_attribute("chatstream.retrieval.hits", len(passages))
             if passages:

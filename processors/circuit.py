@@ -1,0 +1,99 @@
+"""A circuit breaker shared by every integration that can fail for a while (LLM providers, the
+knowledge base): after N consecutive failures stop calling, after ``reset_s`` let one probe through,
+close again on its success. Failing fast is what keeps a slow dependency from filling the in-flight
+window with doomed calls.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+
+class CircuitState(str, enum.Enum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+class CircuitBreaker:
+    """Closed -> open after N consecutive failures -> half-open after ``reset_s`` -> closed on success."""
+
+    def __init__(
+        self, *, failure_threshold: int = 5, reset_s: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if failure_threshold < 1:
+            raise ValueError("failure_threshold must be at least 1")
+        if reset_s < 0:
+            raise ValueError("reset_s must not be negative")
+        self.failure_threshold = failure_threshold
+        self.reset_s = reset_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._state = CircuitState.CLOSED
+        self._failures = 0
+        self._opened_at = 0.0
+        self._probe_in_flight = False
+        self.times_opened = 0
+
+    @property
+    def state(self) -> CircuitState:
+        with self._lock:
+            self._maybe_half_open()
+            return self._state
+
+    @property
+    def consecutive_failures(self) -> int:
+        return self._failures
+
+    def retry_in(self) -> float:
+        """Seconds until an open circuit lets a probe through (0 when not open)."""
+        with self._lock:
+            if self._state is not CircuitState.OPEN:
+                return 0.0
+            return max(0.0, self._opened_at + self.reset_s - self._clock())
+
+    def allow(self) -> bool:
+        """May a call go out now? In half-open state only one probe at a time is allowed."""
+        with self._lock:
+            self._maybe_half_open()
+            if self._state is CircuitState.CLOSED:
+                return True
+            if self._state is CircuitState.HALF_OPEN and not self._probe_in_flight:
+                self._probe_in_flight = True
+                return True
+            return False
+
+    def record_success(self) -> None:
+        with self._lock:
+            if self._state is not CircuitState.CLOSED:
+                log.info("circuit closed again after a successful call")
+            self._state = CircuitState.CLOSED
+            self._failures = 0
+            self._probe_in_flight = False
+
+    def record_failure(self) -> None:
+        with self._lock:
+            self._failures += 1
+            if self._state is CircuitState.HALF_OPEN or self._failures >= self.failure_threshold:
+                if self._state is not CircuitState.OPEN:
+                    self.times_opened += 1
+                    log.warning("circuit opened after %d consecutive failures", self._failures)
+                self._state = CircuitState.OPEN
+                self._opened_at = self._clock()
+            self._probe_in_flight = False
+
+    def release(self) -> None:
+        """A call that was allowed ended without a verdict (cancelled); let another probe try."""
+        with self._lock:
+            self._probe_in_flight = False
+
+    def _maybe_half_open(self) -> None:
+        if self._state is CircuitState.OPEN and self._clock() - self._opened_at >= self.reset_s:
+            self._state = CircuitState.HALF_OPEN
+            self._probe_in_flight = False
