@@ -10,12 +10,11 @@ import asyncio
 import datetime as dt
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, TopicPartition
-
 from processors.records import DeadLetter
 from streams.cli import CommandError
 from streams.codec import DecodeError, make_codec
 from streams.config import Settings
+from streams.topic_reader import TopicMissing, read_topic
 
 
 def register(sub) -> None:
@@ -47,37 +46,15 @@ class Letter:
 
 def read_letters(settings: Settings, timeout_s: float = 10.0) -> list[Letter]:
     codec = make_codec(settings)
-    topic = settings.topics.deadletter
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "chatstream-dlq-reader", "enable.auto.commit": False})
     letters: list[Letter] = []
     try:
-        meta = consumer.list_topics(topic, timeout=timeout_s)
-        if topic not in meta.topics or meta.topics[topic].error is not None:
-            raise CommandError(f"topic {topic} does not exist: run `chatstream topics create`")
-        ends: dict[int, int] = {}
-        assignment = []
-        for p in meta.topics[topic].partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
-            if high > low:
-                ends[p] = high
-                assignment.append(TopicPartition(topic, p, low))
-        if not assignment:
-            return []
-        consumer.assign(assignment)
-        while ends:
-            msg = consumer.poll(timeout_s)
-            if msg is None:
-                break
-            if msg.error():
-                continue
+        for msg in read_topic(settings, settings.topics.deadletter, timeout_s=timeout_s):
             try:
                 letters.append(Letter(msg.partition(), msg.offset(), codec.decode(msg.value(), DeadLetter)))
             except DecodeError:
-                pass
-            if msg.offset() + 1 >= ends.get(msg.partition(), 0):
-                ends.pop(msg.partition(), None)
-    finally:
-        consumer.close()
+                continue
+    except TopicMissing as exc:
+        raise CommandError(str(exc)) from exc
     letters.sort(key=lambda l: l.record.failed_at)
     return letters
 

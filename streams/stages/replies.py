@@ -16,56 +16,28 @@ import asyncio
 import logging
 import random
 
-from confluent_kafka import Consumer, TopicPartition
-
 from processors.records import ChatResponse
 from processors.session import SessionStore
 from streams.codec import Codec, DecodeError
 from streams.config import Settings
+from streams.topic_reader import read_topic
 
 log = logging.getLogger(__name__)
 
 
 def _read_tail(settings: Settings, codec: Codec, per_partition: int) -> list[str]:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": f"{settings.consumer_group}-reply-recovery",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }
-    )
-    try:
-        topic = settings.topics.outbound
-        meta = consumer.list_topics(topic, timeout=10)
-        partitions = list(meta.topics[topic].partitions)
-        assignments, remaining = [], set()
-        for p in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            if high > low:
-                assignments.append(TopicPartition(topic, p, max(low, high - per_partition)))
-                remaining.add(p)
-        if not assignments:
-            return []
-        consumer.assign(assignments)
-        ids: list[str] = []
-        while remaining:
-            msg = consumer.poll(5.0)
-            if msg is None:
-                log.warning("reply recovery: no data for partitions %s within 5 s", sorted(remaining))
-                break
-            if msg.error():
-                if msg.error().code() == -191:  # _PARTITION_EOF
-                    remaining.discard(msg.partition())
-                    continue
-                raise RuntimeError(f"reply recovery: {msg.error()}")
-            try:
-                ids.append(codec.decode(msg.value(), ChatResponse).message_id)
-            except DecodeError:
-                continue
-        return ids
-    finally:
-        consumer.close()
+    """message_ids of the last ``per_partition`` replies of every outbound partition.
+
+    A partition that does not deliver raises ``TimeoutError`` (transient: the caller retries): a
+    partial read would leave replies unmarked, and that is the window this module closes.
+    """
+    ids: list[str] = []
+    for msg in read_topic(settings, settings.topics.outbound, tail=per_partition, timeout_s=10.0):
+        try:
+            ids.append(codec.decode(msg.value(), ChatResponse).message_id)
+        except DecodeError:
+            continue
+    return ids
 
 
 async def recover_markers(settings: Settings, codec: Codec, sessions: SessionStore, per_partition: int = 5000) -> int:

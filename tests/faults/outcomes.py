@@ -115,37 +115,15 @@ def report(fault: str, user_saw: str, result: Outcome, recover_s: float | None) 
 
 def where_is(settings, message_ids: list[str], timeout_s: float = 10.0) -> dict[str, dict[str, int]]:
     """For a failure message: in which topics each turn's id appears (raw bytes), and how often."""
-    from confluent_kafka import Consumer, TopicPartition
+    from streams.topic_reader import read_topic
 
     wanted = {m.encode(): m for m in message_ids}
     found: dict[str, dict[str, int]] = {m: {} for m in message_ids}
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"where-{uuid.uuid4()}", "enable.auto.commit": False})
-    try:
-        for topic in settings.topics.all():
-            meta = consumer.list_topics(topic, timeout=timeout_s)
-            ends = {}
-            parts = []
-            for p in meta.topics[topic].partitions:
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
-                if high > low:
-                    ends[p] = high
-                    parts.append(TopicPartition(topic, p, low))
-            if not parts:
-                continue
-            consumer.assign(parts)
-            deadline = time.monotonic() + timeout_s
-            while ends and time.monotonic() < deadline:
-                msg = consumer.poll(0.5)
-                if msg is None or msg.error():
-                    continue
-                value = msg.value() or b""
-                for raw, mid in wanted.items():
-                    if raw in value:
-                        short = topic.rsplit(".", 1)[-1] if "chat." not in topic else topic.split("chat.", 1)[1]
-                        found[mid][short] = found[mid].get(short, 0) + 1
-                if msg.offset() + 1 >= ends.get(msg.partition(), 0):
-                    ends.pop(msg.partition(), None)
-            consumer.unassign()
-    finally:
-        consumer.close()
+    for topic in settings.topics.all():
+        short = topic.split("chat.", 1)[1] if "chat." in topic else topic.rsplit(".", 1)[-1]
+        for msg in read_topic(settings, topic, timeout_s=timeout_s):
+            value = msg.value() or b""
+            for raw, mid in wanted.items():
+                if raw in value:
+                    found[mid][short] = found[mid].get(short, 0) + 1
     return found
