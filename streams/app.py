@@ -17,7 +17,7 @@ from typing import Any
 
 import faust
 
-from streams import tracing
+from streams import metrics, tracing
 from streams.codec import Codec, make_codec
 from streams.config import Settings
 from streams.inflight import InFlightWindow
@@ -128,6 +128,7 @@ class Runtime:
             for stage in self.stages:
                 await stage.start(self.codec)
             self._is_started = True
+            metrics.register_inflight_gauge(self.windows)
             log.info("stages started: %s", ", ".join(s.name for s in self.stages))
 
     async def close(self) -> None:
@@ -227,7 +228,7 @@ def create_app(settings: Settings, stage_names: list[str] | tuple[str, ...]) -> 
         web_enabled=False,
         datadir=str(settings.home / "faust"),
         consumer_auto_offset_reset="earliest",
-        stream_buffer_maxsize=max(256, settings.max_in_flight * 4),
+        stream_buffer_maxsize=settings.stream_buffer_maxsize,
         broker_commit_every=500,
         broker_commit_interval=1.0,
         broker_max_poll_records=500,

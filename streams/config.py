@@ -108,6 +108,13 @@ class Settings(BaseSettings):
     max_in_flight: int = 64
     stage_timeout_s: float = 60.0
     shutdown_grace_s: float = 20.0
+    stream_buffer_maxsize: int = Field(
+        default=4096,
+        description=(
+            "Events Faust prefetches per stage. One consumer feeds every stage of a worker, so a small "
+            "buffer lets a busy stage stall the others; the in-flight window still bounds the work."
+        ),
+    )
     kafka_session_timeout_s: float = Field(
         default=10.0,
         description="Consumer-group session timeout: how soon a killed worker's partitions move to the survivors.",

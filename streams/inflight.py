@@ -52,11 +52,17 @@ class InFlightWindow:
         self._tails: dict[Hashable, asyncio.Task] = {}
         self._tasks: set[asyncio.Task] = set()
         self._task_partition: dict[asyncio.Task, Hashable] = {}
+        self._running_now = 0
         self.stats = WindowStats()
 
     @property
     def in_flight(self) -> int:
+        """Admitted and not finished (running, or waiting for a slot or for its session)."""
         return len(self._tasks)
+
+    @property
+    def running_count(self) -> int:
+        return self._running_now
 
     async def submit(
         self,
@@ -108,6 +114,7 @@ class InFlightWindow:
                 raise asyncio.CancelledError()  # the chain was cut (shutdown): do not overtake it
             await self._running.acquire()
             slot = True
+            self._running_now += 1
             if still_wanted is not None and not still_wanted():
                 return  # not started, not acked: read again by the partition's next owner
             await work()
@@ -119,6 +126,7 @@ class InFlightWindow:
             self._task_partition.pop(task, None)  # type: ignore[arg-type]
             self.stats.running = len(self._tasks)
             if slot:
+                self._running_now -= 1
                 self._running.release()
             if entry.done:
                 await self._release_ready(partition)

@@ -110,3 +110,17 @@ def register_lag_gauge(settings) -> None:
         return [Observation(value, {"topic": topic}) for topic, value in lag.items()]
 
     _meter.create_observable_gauge("chatstream.consumer.lag", callbacks=[observe], description="Records not yet processed")
+
+
+def register_inflight_gauge(windows: dict) -> None:
+    """Turns running and waiting for their ack, per stage: shows which stage is the bottleneck."""
+    from opentelemetry.metrics import CallbackOptions, Observation
+
+    def observe(options: CallbackOptions):
+        out = []
+        for stage, window in list(windows.items()):
+            out.append(Observation(window.running_count, {"stage": stage, "state": "running"}))
+            out.append(Observation(window.in_flight, {"stage": stage, "state": "admitted"}))
+        return out
+
+    _meter.create_observable_gauge("chatstream.inflight", callbacks=[observe], description="Turns in a stage's window")

@@ -76,13 +76,20 @@ async def drive(settings: Settings, turns: int, rate: float, sessions: int, time
         started = time.monotonic()
         interval = 1.0 / rate if rate > 0 else 0.0
         peak_rss = 0.0
+        sends = []
         for i, request in enumerate(requests):
             if interval:
                 delay = started + i * interval - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
             request.sent_at = now_ms()  # latency counts from when the turn is offered, not built
-            await client.send(request)
+            # not awaited one by one: a channel fleet offers turns concurrently, and a sequential
+            # produce-and-wait loop would measure the load generator instead of the pipeline.
+            # Tasks start in creation order, so each session's turns are produced in order.
+            sends.append(asyncio.create_task(client.send(request)))
+            if len(sends) % 500 == 0:
+                await asyncio.sleep(0)
+        await asyncio.gather(*sends)
         waiting = [client.wait_reply(r.message_id, timeout_s) for r in requests]
         done = 0
         for coro in asyncio.as_completed(waiting):
