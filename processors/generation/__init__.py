@@ -14,7 +14,8 @@ from processors.generation.provider import (
     ProviderError,
     RetryableError,
 )
-from processors.generation.resilience import CircuitBreaker, CircuitState, ResilientProvider, RetryPolicy
+from processors.circuit import CircuitBreaker, CircuitState
+from processors.generation.resilience import ResilientProvider, RetryPolicy
 
 __all__ = [
     "AllProvidersFailedError",

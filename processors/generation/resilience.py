@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from processors.circuit import CircuitBreaker, CircuitState  # noqa: F401 (re-exported)
 from processors.generation.provider import (
     CircuitOpenError,
     Completion,
@@ -32,7 +33,6 @@ from processors.generation.provider import (
     ProviderError,
     RetryableError,
 )
-from processors.circuit import CircuitBreaker, CircuitState  # noqa: F401 (re-exported)
 from processors.records import Passage
 
 log = logging.getLogger(__name__)
