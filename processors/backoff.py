@@ -41,12 +41,15 @@ async def retry_transient(
     deadline_s: float = 60.0,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     clock: Callable[[], float] = time.monotonic,
+    on_retry: Callable[[int, BaseException, float], None] | None = None,
 ) -> T:
     """Await ``fn()`` until it succeeds, retrying errors that ``is_transient`` accepts.
 
     A non-transient error propagates at once (that is a bug or bad input, not an outage). After
-    ``deadline_s`` of transient failures ``RetryDeadlineExceeded`` is raised from the last error.
-    ``sleep`` and ``clock`` are injectable so tests need not wait.
+    ``deadline_s`` of transient failures ``RetryDeadlineExceeded`` is raised from the last error;
+    ``math.inf`` waits for as long as the outage lasts. ``on_retry(attempt, error, delay)`` replaces
+    the default warning log (callers add span events and metrics there). ``sleep`` and ``clock`` are
+    injectable so tests need not wait.
     """
     if base_s <= 0 or max_s <= 0 or deadline_s < 0:
         raise ValueError("base_s and max_s must be > 0 and deadline_s >= 0")
@@ -64,10 +67,13 @@ async def retry_transient(
                 raise RetryDeadlineExceeded(
                     f"still failing after {elapsed:.1f}s and {attempt + 1} attempts: {exc!r}"
                 ) from exc
-            delay = min(remaining, random.uniform(0.0, min(max_s, base_s * (2**attempt))))
-            if attempt == 0 or attempt % 10 == 0:
-                log.warning("transient failure (attempt %d), retrying: %r", attempt + 1, exc)
+            # the exponent is capped: an outage of unbounded length must not overflow the float
+            delay = min(remaining, random.uniform(0.0, min(max_s, base_s * (2 ** min(attempt, 30)))))
             attempt += 1
+            if on_retry is not None:
+                on_retry(attempt, exc, delay)
+            elif attempt == 1 or attempt % 10 == 1:
+                log.warning("transient failure (attempt %d), retrying: %r", attempt, exc)
             await sleep(delay)
 
 

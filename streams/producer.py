@@ -23,6 +23,8 @@ Headers = Sequence[tuple[str, bytes | None]]
 class ProduceError(RuntimeError):
     """Kafka refused or could not take a record within its delivery timeout."""
 
+    transient = True  # streams.errors.is_transient: the broker may be back on the next attempt
+
 
 def producer_config(bootstrap: str, **overrides: Any) -> dict[str, Any]:
     config: dict[str, Any] = {

@@ -15,20 +15,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
+import math
 import time
 from abc import ABC, abstractmethod
 from typing import Any
 
 from opentelemetry.trace import Span
 
+from processors.backoff import retry_transient
 from streams import metrics, tracing
 from streams.codec import Codec, DecodeError
 from streams.config import Settings
 from streams.deadletter import RejectedInput, dead_letter_for
 from streams.errors import is_transient
 from streams.message import InboundMessage, OutboundRecord
-from streams.producer import AsyncProducer, ProduceError
+from streams.producer import AsyncProducer
 
 log = logging.getLogger(__name__)
 
@@ -166,21 +167,15 @@ class StageRunner:
 
     async def _retry_transient(self, fn, span: Span, what: str) -> Any:
         """Retry transient failures forever with capped backoff: waiting is better than losing."""
-        attempt = 0
-        while True:
-            try:
-                return await fn()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if not (isinstance(exc, ProduceError) or is_transient(exc)):
-                    raise
-                attempt += 1
-                delay = min(5.0, 0.1 * 2 ** min(attempt, 6)) * (0.5 + random.random() / 2)
-                span.add_event(
-                    "retry", {"chatstream.step": what, "error.type": type(exc).__name__, "retry.attempt": attempt}
-                )
-                metrics.transient_retry(self.stage.name, what)
-                if attempt in (1, 5) or attempt % 20 == 0:
-                    log.warning("%s/%s transient failure (attempt %d): %s", self.stage.name, what, attempt, exc)
-                await asyncio.sleep(delay)
+
+        def on_retry(attempt: int, exc: BaseException, delay: float) -> None:
+            span.add_event(
+                "retry", {"chatstream.step": what, "error.type": type(exc).__name__, "retry.attempt": attempt}
+            )
+            metrics.transient_retry(self.stage.name, what)
+            if attempt in (1, 5) or attempt % 20 == 0:
+                log.warning("%s/%s transient failure (attempt %d): %s", self.stage.name, what, attempt, exc)
+
+        return await retry_transient(
+            fn, is_transient=is_transient, base_s=0.1, max_s=5.0, deadline_s=math.inf, on_retry=on_retry
+        )

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
+import math
 
+from processors.backoff import retry_transient
 from processors.records import ChatResponse
 from processors.session import SessionStore
 from streams.codec import Codec, DecodeError
@@ -75,18 +76,16 @@ class MarkerRecovery:
         self._task = asyncio.ensure_future(self._recover_with_retries())
 
     async def _recover_with_retries(self) -> None:
-        attempt = 0
-        while True:
-            try:
-                await recover_markers(self.settings, self.codec, self.sessions)
-                break
-            except asyncio.CancelledError:
-                raise  # a newer recovery replaced this one; it opens the gate
-            except Exception as exc:
-                attempt += 1
-                if attempt in (1, 5) or attempt % 20 == 0:
-                    log.warning("reply recovery failed (attempt %d), retrying: %s", attempt, exc)
-                await asyncio.sleep(min(5.0, 0.2 * 2 ** min(attempt, 5)) * (0.5 + random.random() / 2))
+        def on_retry(attempt: int, exc: BaseException, delay: float) -> None:
+            if attempt in (1, 5) or attempt % 20 == 0:
+                log.warning("reply recovery failed (attempt %d), retrying: %s", attempt, exc)
+
+        # any failure (Redis, Kafka, a slow partition) is worth another try; a newer recovery
+        # cancels this one and opens the gate itself
+        await retry_transient(
+            lambda: recover_markers(self.settings, self.codec, self.sessions),
+            is_transient=lambda exc: True, base_s=0.2, max_s=5.0, deadline_s=math.inf, on_retry=on_retry,
+        )
         self._done.set()
 
     async def ready(self) -> None:

@@ -76,3 +76,16 @@ async def test_rejects_bad_arguments():
 
     with pytest.raises(ValueError):
         await retry_transient(fn, is_transient=lambda e: True, base_s=0)
+
+
+async def test_waits_out_an_outage_of_any_length_and_reports_each_retry():
+    import math
+
+    t = FakeTime()
+    fn, calls = failing(1200, ConnectionError("down"))  # past 2**1024: the exponent must be capped
+    seen: list[tuple[int, float]] = []
+    result = await retry_transient(fn, is_transient=lambda e: True, base_s=0.1, max_s=0.5, deadline_s=math.inf,
+                                   sleep=t.sleep, clock=t.clock, on_retry=lambda n, exc, d: seen.append((n, d)))
+    assert result == "ok" and calls["n"] == 1201
+    assert [n for n, _ in seen] == list(range(1, 1201))
+    assert all(0.0 <= d <= 0.5 for _, d in seen) and [d for _, d in seen] == t.sleeps
