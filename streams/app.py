@@ -22,7 +22,7 @@ from streams.codec import Codec, make_codec
 from streams.config import Settings
 from streams.inflight import InFlightWindow
 from streams.message import InboundMessage
-from streams.producer import AsyncProducer
+from streams.producer import PIPELINE_MAX_REQUEST, AsyncProducer
 from streams.stage import Stage, StageRunner
 from streams.stages import build_stages, clients
 
@@ -124,7 +124,7 @@ class Runtime:
         async with self._started:
             if self._is_started:
                 return
-            self.producer = AsyncProducer(self.settings.kafka_bootstrap, **{"message.max.bytes": 8 * 1024 * 1024})
+            self.producer = AsyncProducer(self.settings.kafka_bootstrap, **PIPELINE_MAX_REQUEST)
             for stage in self.stages:
                 await stage.start(self.codec)
             self._is_started = True

@@ -20,7 +20,7 @@ from processors.records import ChatEscalation, ChatRequest, ChatResponse, now_ms
 from streams import tracing
 from streams.codec import Codec, DecodeError, make_codec
 from streams.config import Settings
-from streams.producer import AsyncProducer
+from streams.producer import PIPELINE_MAX_REQUEST, AsyncProducer
 
 
 def new_request(text: str, session_id: str, *, user_id: str = "cli-user", channel: str = "cli", **kw: Any) -> ChatRequest:
@@ -92,7 +92,7 @@ class ChatClient:
     def __init__(self, settings: Settings, codec: Codec | None = None) -> None:
         self.settings = settings
         self.codec = codec or make_codec(settings)
-        self.producer = AsyncProducer(settings.kafka_bootstrap, **{"message.max.bytes": 8 * 1024 * 1024})
+        self.producer = AsyncProducer(settings.kafka_bootstrap, **PIPELINE_MAX_REQUEST)
         self.replies: dict[str, list[ChatResponse]] = {}
         self.reply_order: list[ChatResponse] = []
         self.escalations: list[ChatEscalation] = []

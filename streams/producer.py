@@ -19,6 +19,10 @@ log = logging.getLogger(__name__)
 
 Headers = Sequence[tuple[str, bytes | None]]
 
+# Producers of the pipeline write dead letters, which carry a whole original record (chat.inbound
+# takes up to 2 MiB) plus its context; the topics themselves set the real limits (streams/topics.py).
+PIPELINE_MAX_REQUEST = {"message.max.bytes": 8 * 1024 * 1024}
+
 
 class ProduceError(RuntimeError):
     """Kafka refused or could not take a record within its delivery timeout."""

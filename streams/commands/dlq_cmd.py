@@ -100,9 +100,9 @@ def cmd_replay(args, settings: Settings) -> int:
 
 
 async def _replay(settings: Settings, letters: list[Letter]) -> None:
-    from streams.producer import AsyncProducer
+    from streams.producer import PIPELINE_MAX_REQUEST, AsyncProducer
 
-    producer = AsyncProducer(settings.kafka_bootstrap, **{"message.max.bytes": 8 * 1024 * 1024})
+    producer = AsyncProducer(settings.kafka_bootstrap, **PIPELINE_MAX_REQUEST)
     try:
         for l in letters:
             r = l.record
