@@ -7,13 +7,9 @@ import time
 from opentelemetry.trace import Span
 
 from processors.records import ChatRequest, ChatResponse, Status
-from processors.session import SessionStore
-from streams import metrics
-from streams.codec import Codec
 from streams.deadletter import RejectedInput
 from streams.message import InboundMessage, OutboundRecord
-from streams.stage import Stage
-from streams.stages import clients, replies
+from streams.stages.replies import ReplyingStage
 
 
 def admission_problem(request: ChatRequest, msg: InboundMessage, channels: list[str], max_chars: int) -> str | None:
@@ -41,32 +37,20 @@ def admission_problem(request: ChatRequest, msg: InboundMessage, channels: list[
     return None
 
 
-class EnrichStage(Stage):
+class EnrichStage(ReplyingStage):
+    """Writes replies too: rejections and rate limits never reach the later stages."""
+
     name = "enrich"
     input_type = ChatRequest
-
-    sessions: SessionStore
 
     @property
     def source(self) -> str:
         return self.topics.inbound
 
-    async def start(self, codec: Codec) -> None:
-        self.sessions = clients.session_store(self.settings)
-        self.markers = replies.MarkerRecovery(self.settings, codec, self.sessions)
-        await self.markers.recover()
-
-    def on_partitions_assigned(self, newly_assigned: set[tuple[str, int]]) -> None:
-        # same reason as in validate: enrich writes replies too (rejections, rate limits)
-        if any(topic == self.source for topic, _ in newly_assigned):
-            self.markers.recover_in_background()
-
     async def process(self, request: ChatRequest, msg: InboundMessage, span: Span) -> list[OutboundRecord]:
         started = time.perf_counter()
         problem = admission_problem(request, msg, self.settings.channels, self.settings.max_text_chars)
-        await self.markers.ready()
-        if await self.sessions.is_replied(request.message_id):
-            span.add_event("duplicate message_id dropped")
+        if await self.already_replied(request.message_id, span):
             return []
         if problem is not None:
             span.add_event("rejected", {"reason": problem})
@@ -87,6 +71,4 @@ class EnrichStage(Stage):
     async def after_emit(self, request: ChatRequest, outputs: list[OutboundRecord]) -> None:
         for out in outputs:
             if out.topic == self.topics.outbound:
-                response: ChatResponse = out.record
-                await self.sessions.mark_replied([request.message_id])
-                metrics.reply_produced(response.status.value, response.latency_ms, "", 0, 0)
+                await self.mark_replied(out.record)

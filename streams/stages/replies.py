@@ -4,10 +4,12 @@ Order of events for a reply: produce it (acks=all), then mark ``message_id`` as 
 then ack the input. A crash between produce and mark would let a reprocessed input reply twice; the
 window is closed by ``recover_markers``, which reads the tail of ``chat.outbound`` and marks every
 reply already there: at start-up before any stage consumes, and again whenever this worker takes
-over partitions of the validate stage (a surviving worker inherits a dead one's turns; the dead
-one's last replies are on Kafka by then, since its partitions move only after its session expired). Repeats that arrive later (a channel retry,
-an upstream stage reprocessing after a crash) are dropped by ``is_replied`` checks. Turns of one
-session are serialised, so two copies of one message_id are never in flight at once.
+over partitions of a replying stage (a surviving worker inherits a dead one's turns; the dead
+one's last replies are on Kafka by then, since its partitions move only after its session expired).
+Repeats that arrive later (a channel retry, an upstream stage reprocessing after a crash) are
+dropped by ``is_replied`` checks. Turns of one session are serialised, so two copies of one
+message_id are never in flight at once. ``ReplyingStage`` gives the stages that write replies
+(enrich: rejections and rate limits; validate: answers) this protocol once.
 """
 
 from __future__ import annotations
@@ -17,10 +19,15 @@ import logging
 import math
 
 from processors.backoff import retry_transient
+from opentelemetry.trace import Span
+
 from processors.records import ChatResponse
 from processors.session import SessionStore
+from streams import metrics
 from streams.codec import Codec, DecodeError
 from streams.config import Settings
+from streams.stage import Stage
+from streams.stages import clients
 from streams.topic_reader import read_topic
 
 log = logging.getLogger(__name__)
@@ -90,3 +97,35 @@ class MarkerRecovery:
 
     async def ready(self) -> None:
         await self._done.wait()
+
+
+class ReplyingStage(Stage):
+    """A stage that writes ``chat.outbound``: recovers markers, drops repeats, marks what it sent."""
+
+    sessions: SessionStore
+    markers: MarkerRecovery
+
+    async def start(self, codec: Codec) -> None:
+        self.sessions = clients.session_store(self.settings)
+        self.markers = MarkerRecovery(self.settings, codec, self.sessions)
+        await self.markers.recover()
+
+    def on_partitions_assigned(self, newly_assigned: set[tuple[str, int]]) -> None:
+        # A worker that died between producing a reply and marking it left an unmarked reply on
+        # chat.outbound; its partitions come here only once it is gone, so reading the tail now
+        # sees every reply it produced. Turns wait for that read before their is_replied check.
+        if any(topic == self.source for topic, _ in newly_assigned):
+            self.markers.recover_in_background()
+
+    async def already_replied(self, message_id: str, span: Span) -> bool:
+        await self.markers.ready()
+        if await self.sessions.is_replied(message_id):
+            span.add_event("duplicate message_id dropped")
+            return True
+        return False
+
+    async def mark_replied(self, response: ChatResponse) -> None:
+        await self.sessions.mark_replied([response.message_id])
+        metrics.reply_produced(
+            response.status.value, response.latency_ms, response.model, response.prompt_tokens, response.completion_tokens
+        )

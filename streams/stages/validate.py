@@ -6,15 +6,14 @@ import time
 
 from opentelemetry.trace import Span, Status as SpanStatus, StatusCode
 
-from processors.records import ChatResponse, ChatTurn, Status
+from processors.records import ChatTurn, Status
 from streams import metrics
 from streams.codec import Codec
 from streams.message import InboundMessage, OutboundRecord
-from streams.stage import Stage
-from streams.stages import clients, replies
+from streams.stages.replies import ReplyingStage
 
 
-class ValidateStage(Stage):
+class ValidateStage(ReplyingStage):
     name = "validate"
     input_type = ChatTurn
 
@@ -25,24 +24,12 @@ class ValidateStage(Stage):
     async def start(self, codec: Codec) -> None:
         from processors.validation import Validator
 
-        self.sessions = clients.session_store(self.settings)
         self.validator = Validator.from_settings(self.settings)
-        self.codec = codec
-        self.markers = replies.MarkerRecovery(self.settings, codec, self.sessions)
-        await self.markers.recover()
-
-    def on_partitions_assigned(self, newly_assigned: set[tuple[str, int]]) -> None:
-        # A worker that died between producing a reply and marking it left an unmarked reply on
-        # chat.outbound; its partitions come here only once it is gone, so reading the tail now
-        # sees every reply it produced. Turns wait for that read before their is_replied check.
-        if any(topic == self.source for topic, _ in newly_assigned):
-            self.markers.recover_in_background()
+        await super().start(codec)
 
     async def process(self, turn: ChatTurn, msg: InboundMessage, span: Span) -> list[OutboundRecord]:
         started = time.perf_counter()
-        await self.markers.ready()
-        if await self.sessions.is_replied(turn.request.message_id):
-            span.add_event("duplicate message_id dropped")
+        if await self.already_replied(turn.request.message_id, span):
             return []
         verdict = self.validator.validate(turn)
         response = verdict.response
@@ -65,10 +52,5 @@ class ValidateStage(Stage):
     async def after_emit(self, turn: ChatTurn, outputs: list[OutboundRecord]) -> None:
         for out in outputs:
             if out.topic == self.topics.outbound:
-                response: ChatResponse = out.record
-                await self.sessions.mark_replied([response.message_id])
-                await self.sessions.record_reply(turn.request, response)
-                metrics.reply_produced(
-                    response.status.value, response.latency_ms, response.model,
-                    response.prompt_tokens, response.completion_tokens,
-                )
+                await self.mark_replied(out.record)
+                await self.sessions.record_reply(turn.request, out.record)
