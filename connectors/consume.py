@@ -16,7 +16,9 @@ from typing import Any, Awaitable, Callable
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from processors.backoff import retry_transient
-from processors.records import DeadLetter, KafkaHeader
+from processors.records import DeadLetter
+from streams.deadletter import dead_letter_for as pipeline_dead_letter
+from streams.message import InboundMessage
 from streams.producer import ProduceError
 
 log = logging.getLogger("chatstream.connectors")
@@ -107,18 +109,8 @@ async def run_loop(
 
 
 def dead_letter_for(msg: Any, stage: str, exc: BaseException, message_id: str | None = None) -> DeadLetter:
-    return DeadLetter(
-        key=msg.key(),
-        value=msg.value(),
-        topic=msg.topic(),
-        partition=msg.partition(),
-        offset=msg.offset(),
-        stage=stage,
-        error_class=type(exc).__name__,
-        error_message=str(exc)[:2000],
-        headers=[KafkaHeader(k, v) for k, v in (msg.headers() or [])],
-        message_id=message_id,
-    )
+    """The pipeline's dead letter (streams.deadletter) for a confluent-kafka message."""
+    return pipeline_dead_letter(InboundMessage.from_confluent(msg), stage, exc, message_id)
 
 
 async def send_dead_letter(producer: Any, codec: Any, settings: Any, letter: DeadLetter) -> None:

@@ -20,6 +20,18 @@ class InboundMessage:
     headers: list[tuple[str, bytes | None]] = field(default_factory=list)
     timestamp_ms: int = 0
 
+    @classmethod
+    def from_confluent(cls, msg: Any) -> "InboundMessage":
+        """The view of a confluent-kafka message (the connectors consume with confluent-kafka)."""
+        return cls(
+            topic=msg.topic(),
+            partition=msg.partition(),
+            offset=msg.offset(),
+            key=msg.key(),
+            value=msg.value(),
+            headers=list(msg.headers() or []),
+        )
+
     @property
     def session_key(self) -> str:
         return (self.key or b"").decode("utf-8", "replace")
