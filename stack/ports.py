@@ -27,6 +27,14 @@ class Port:
         return f"CHATSTREAM_{self.setting.upper()}"
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now (the kernel picks it), for test and dev servers."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
 def port_in_use(host: str, port: int) -> bool:
     """True when something listens on ``host:port`` (or on the wildcard address for that port).
 

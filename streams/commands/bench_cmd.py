@@ -7,8 +7,6 @@ Runs in its own topic namespace with its own worker and a scripted LLM of known 
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -53,14 +51,6 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
     return ordered[index]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def drive(settings: Settings, turns: int, rate: float, sessions: int, timeout_s: float, workers: list) -> BenchResult:
@@ -143,57 +133,36 @@ def report(result: BenchResult, llm_latency_ms: float, in_flight: int) -> str:
 
 
 def run(args, settings: Settings) -> int:
+    from streams.dev.llm_process import LLMServerProcess
     from streams.dev.worker_process import WorkerProcess
     from streams.topics import create_topics
 
     run_id = uuid.uuid4().hex[:8]
-    port = free_port()
-    llm = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "dev", "llm-server", "--port", str(port), "--latency-ms", str(args.llm_latency_ms)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    overrides = dict(
-        topic_prefix=f"bench-{run_id}.",
-        consumer_group=f"bench-{run_id}",
-        llm_base_url=f"http://127.0.0.1:{port}/v1",
-        llm_api_key=SecretStr("bench"),
-        rate_limit_per_minute=1e9,
-        rate_limit_burst=1_000_000,
-    )
-    if args.in_flight:
-        overrides["max_in_flight"] = args.in_flight
-    bench_settings = settings.derive(**overrides)
-    create_topics(bench_settings)
     sessions = args.sessions or max(1, args.turns // 10)
-    workers = [WorkerProcess(bench_settings) for _ in range(args.workers)]
-    try:
-        _wait_http(port)
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.wait_started(120)
-        print(f"bench {run_id}: {args.turns} turns over {sessions} sessions, rate {args.rate or 'max'}/s, "
-              f"LLM latency {args.llm_latency_ms:.0f} ms, worker pids {' '.join(str(w.pid) for w in workers)}")
-        result = asyncio.run(drive(bench_settings, args.turns, args.rate, sessions, args.timeout, workers))
-        print(report(result, args.llm_latency_ms, bench_settings.max_in_flight * args.workers))
-    finally:
-        for worker in workers:
-            worker.terminate(60)
-        llm.terminate()
-        llm.wait(10)
-    return 0 if result.replies == args.turns and result.duplicates == 0 else 1
-
-
-def _wait_http(port: int, timeout_s: float = 20.0) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    with LLMServerProcess(args.llm_latency_ms) as llm:
+        overrides = dict(
+            topic_prefix=f"bench-{run_id}.",
+            consumer_group=f"bench-{run_id}",
+            llm_base_url=llm.base_url,
+            llm_api_key=SecretStr("bench"),
+            rate_limit_per_minute=1e9,
+            rate_limit_burst=1_000_000,
+        )
+        if args.in_flight:
+            overrides["max_in_flight"] = args.in_flight
+        bench_settings = settings.derive(**overrides)
+        create_topics(bench_settings)
+        workers = [WorkerProcess(bench_settings) for _ in range(args.workers)]
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"scripted LLM server did not come up on port {port}")
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.wait_started(120)
+            print(f"bench {run_id}: {args.turns} turns over {sessions} sessions, rate {args.rate or 'max'}/s, "
+                  f"LLM latency {args.llm_latency_ms:.0f} ms, worker pids {' '.join(str(w.pid) for w in workers)}")
+            result = asyncio.run(drive(bench_settings, args.turns, args.rate, sessions, args.timeout, workers))
+            print(report(result, args.llm_latency_ms, bench_settings.max_in_flight * args.workers))
+        finally:
+            for worker in workers:
+                worker.terminate(60)
+    return 0 if result.replies == args.turns and result.duplicates == 0 else 1

@@ -59,18 +59,13 @@ def run(args, settings: Settings) -> int:
 
     llm_proc = None
     if not settings.llm_base_url and settings.llm_api_key is None:
-        from streams.commands.bench_cmd import _wait_http, free_port
         from pydantic import SecretStr
 
-        port = free_port()
-        llm_proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "dev", "llm-server", "--port", str(port), "--latency-ms", str(args.llm_latency_ms)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        _wait_http(port)
-        settings = settings.derive(llm_base_url=f"http://127.0.0.1:{port}/v1", llm_api_key=SecretStr("demo"), llm_model="scripted-llm")
-        print(f"== no LLM configured: scripted OpenAI-compatible server on 127.0.0.1:{port} ({args.llm_latency_ms:.0f} ms)")
+        from streams.dev.llm_process import LLMServerProcess
+
+        llm_proc = LLMServerProcess(args.llm_latency_ms).start()
+        settings = settings.derive(llm_base_url=llm_proc.base_url, llm_api_key=SecretStr("demo"), llm_model="scripted-llm")
+        print(f"== no LLM configured: scripted OpenAI-compatible server on {llm_proc.base_url} ({args.llm_latency_ms:.0f} ms)")
 
     worker = WorkerProcess(settings)
     print(f"== worker (pid follows), log {worker.log_path}")
@@ -83,8 +78,7 @@ def run(args, settings: Settings) -> int:
         print("== stopping the worker (SIGTERM: in-flight turns finish first)")
         worker.terminate(60)
         if llm_proc is not None:
-            llm_proc.terminate()
-            llm_proc.wait(10)
+            llm_proc.stop()
     print("done. Inspect a turn with `chatstream trace <message_id>`; stop the stack with `chatstream stack down`.")
     return 0
 

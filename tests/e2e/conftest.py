@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from stack.ports import free_port
 from streams.client import ChatClient
 from streams.config import Settings
 from streams.dev.llm_server import ScriptedLLMServer
@@ -66,12 +67,6 @@ def settings(llm, knowledge_base) -> Settings:
     return pipeline_settings(llm)
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import subprocess
 import uuid
 
@@ -16,6 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from processors.backoff import is_transient_redis_error, retry_transient
 from processors.records import ChatRequest, ChatResponse, Status, now_ms
+from stack.ports import free_port
 import processors.session as session_module
 from processors.session import SessionStore
 
@@ -244,17 +244,13 @@ async def test_spans_wrap_round_trips_without_message_text(store, monkeypatch):
             assert all(secret_text not in str(v) for v in s.attributes.values())
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def test_enrich_waits_for_redis_to_come_back(tmp_path):
     """A Redis outage makes the caller wait with backoff, then the turn goes through."""
     server = shutil.which("redis-server")
     assert server, "redis-server must be installed for the stack tests"
-    port = _free_port()
+    port = free_port()
     client = aioredis.Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=0.2)
     s = make_store(client, "outage:")
     r = request("are you there?")

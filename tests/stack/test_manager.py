@@ -7,6 +7,7 @@ import socket
 import pytest
 
 from stack.manager import SERVICE_NAMES, Stack
+from stack.ports import free_port
 from stack.service import StackError
 from stack.tools import Tool
 
@@ -111,10 +112,6 @@ def test_unknown_service_name(stack_settings, make_service) -> None:
         stack.up(["nope"])
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_changed_ports_while_running_are_refused(stack_settings, make_service) -> None:

@@ -15,7 +15,6 @@ descriptor (``dependency:copy``) fail, while fetching the one file works.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import tarfile
 import time
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stack.build import Build, Builder, run_build
+from stack.ports import free_port
 from stack.service import StackError, tail_file
 from stack.tools import JAVA, MAVEN, find, java_major
 
@@ -75,10 +75,6 @@ def ensure_installed(cache_dir: Path, out=print) -> Path:
     return target
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _answers(url: str) -> bool:

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 
 import pytest
 
+from stack.ports import free_port
 from streams.cli import main
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_missing_path_is_a_clear_error(tmp_path, capsys):
@@ -29,8 +25,8 @@ def test_bad_tenant_is_a_clear_error(tmp_path, capsys):
 
 def test_weaviate_down_says_what_to_do(tmp_path, capsys, monkeypatch):
     (tmp_path / "a.md").write_text("# A\n\nalpha")
-    monkeypatch.setenv("CHATSTREAM_WEAVIATE_HTTP_PORT", str(_free_port()))
-    monkeypatch.setenv("CHATSTREAM_WEAVIATE_GRPC_PORT", str(_free_port()))
+    monkeypatch.setenv("CHATSTREAM_WEAVIATE_HTTP_PORT", str(free_port()))
+    monkeypatch.setenv("CHATSTREAM_WEAVIATE_GRPC_PORT", str(free_port()))
     assert main(["ingest", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "unreachable" in err and "chatstream stack up" in err
