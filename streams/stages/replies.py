@@ -59,16 +59,28 @@ async def recover_markers(settings: Settings, codec: Codec, sessions: SessionSto
 
 
 class MarkerRecovery:
-    """``recover_markers`` on demand, with a gate turns wait on while a recovery runs."""
+    """``recover_markers`` on demand, with a gate turns wait on while a recovery runs.
+
+    One per worker process (``shared_recovery``): enrich and validate read the same outbound tail into
+    the same Redis, so they share the start-up read and the reads after a rebalance.
+    """
 
     def __init__(self, settings: Settings, codec: Codec, sessions: SessionStore) -> None:
         self.settings = settings
         self.codec = codec
         self.sessions = sessions
         self._done = asyncio.Event()
+        self._initial: asyncio.Future | None = None
         self._task: asyncio.Task | None = None
+        self._task_reading = False
 
-    async def recover(self) -> int:
+    async def ensure_recovered(self) -> int:
+        """The start-up recovery, run once however many stages ask for it."""
+        if self._initial is None:
+            self._initial = asyncio.ensure_future(self._recover_once())
+        return await asyncio.shield(self._initial)
+
+    async def _recover_once(self) -> int:
         self._done.clear()
         try:
             return await recover_markers(self.settings, self.codec, self.sessions)
@@ -76,13 +88,22 @@ class MarkerRecovery:
             self._done.set()
 
     def recover_in_background(self) -> None:
-        """Start a recovery now (Redis or Kafka trouble is retried); ``ready`` waits for it."""
+        """Start a recovery now (Redis or Kafka trouble is retried); ``ready`` waits for it.
+
+        Requests made before a scheduled recovery began reading share it (both stages ask after the
+        same rebalance); a request during a read restarts it so the read includes what came since.
+        """
         if self._task is not None and not self._task.done():
+            if not self._task_reading:
+                return
             self._task.cancel()
         self._done.clear()
+        self._task_reading = False
         self._task = asyncio.ensure_future(self._recover_with_retries())
 
     async def _recover_with_retries(self) -> None:
+        self._task_reading = True
+
         def on_retry(attempt: int, exc: BaseException, delay: float) -> None:
             if attempt in (1, 5) or attempt % 20 == 0:
                 log.warning("reply recovery failed (attempt %d), retrying: %s", attempt, exc)
@@ -99,6 +120,16 @@ class MarkerRecovery:
         await self._done.wait()
 
 
+_shared: dict[tuple[str, str], MarkerRecovery] = {}
+
+
+def shared_recovery(settings: Settings, codec: Codec, sessions: SessionStore) -> MarkerRecovery:
+    key = (settings.topics.outbound, settings.redis_url)
+    if key not in _shared:
+        _shared[key] = MarkerRecovery(settings, codec, sessions)
+    return _shared[key]
+
+
 class ReplyingStage(Stage):
     """A stage that writes ``chat.outbound``: recovers markers, drops repeats, marks what it sent."""
 
@@ -107,8 +138,8 @@ class ReplyingStage(Stage):
 
     async def start(self, codec: Codec) -> None:
         self.sessions = clients.session_store(self.settings)
-        self.markers = MarkerRecovery(self.settings, codec, self.sessions)
-        await self.markers.recover()
+        self.markers = shared_recovery(self.settings, codec, self.sessions)
+        await self.markers.ensure_recovered()
 
     def on_partitions_assigned(self, newly_assigned: set[tuple[str, int]]) -> None:
         # A worker that died between producing a reply and marking it left an unmarked reply on
