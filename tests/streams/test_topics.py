@@ -1,0 +1,41 @@
+"""Every topic created up front with one partition count; drift explained before a worker starts."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from streams.cli import main
+from streams.config import Settings
+from streams.topics import admin, check_topics, create_topics
+
+pytestmark = pytest.mark.stack
+
+
+def namespace(**overrides) -> Settings:
+    return Settings().derive(topic_prefix=f"topics-{uuid.uuid4().hex[:8]}.", **overrides)
+
+
+def test_create_is_idempotent_and_check_passes() -> None:
+    settings = namespace()
+    first = create_topics(settings)
+    assert set(first) == set(settings.topics.all()) and set(first.values()) == {"created"}
+    assert set(create_topics(settings).values()) == {"exists"}
+    assert check_topics(settings) == []
+    configs = admin(settings).list_topics(timeout=10).topics
+    assert all(len(configs[t].partitions) == settings.partitions for t in settings.topics.all())
+
+
+def test_missing_and_mismatched_topics_are_explained_and_the_worker_refuses(monkeypatch, capsys) -> None:
+    settings = namespace()
+    assert {p.topic for p in check_topics(settings)} == set(settings.topics.all())
+    assert all("chatstream topics create" in p.problem for p in check_topics(settings))
+    create_topics(settings.derive(partitions=3))
+    problems = check_topics(settings)
+    assert len(problems) == 8 and all("has 3 partitions, settings say 6" in p.problem for p in problems)
+    monkeypatch.setenv("CHATSTREAM_TOPIC_PREFIX", settings.topic_prefix)
+    assert main(["topics", "check"]) == 1
+    assert "has 3 partitions" in capsys.readouterr().out
+    assert main(["worker"]) == 2, "the worker refuses to start on wrong topics"
+    assert "topics are not right" in capsys.readouterr().err
