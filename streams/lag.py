@@ -6,14 +6,14 @@ from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from streams.config import Settings
+from streams.pipeline import stage_sources
 
-STAGE_SOURCES = ("inbound", "enriched", "retrieved", "generated")
 
 
 def consumer_lag(settings: Settings, timeout_s: float = 5.0) -> dict[str, int]:
     """Sum over partitions of (end offset - committed offset) for each stage's source topic."""
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    topics = [getattr(settings.topics, short) for short in STAGE_SOURCES]
+    topics = stage_sources(settings)
     meta = admin.list_topics(timeout=timeout_s)
     partitions = [
         TopicPartition(t, p) for t in topics if t in meta.topics for p in meta.topics[t].partitions

@@ -29,13 +29,14 @@ from streams.config import Settings
 from streams.deadletter import RejectedInput, dead_letter_for
 from streams.errors import is_transient
 from streams.message import InboundMessage, OutboundRecord
+from streams.pipeline import source_topic
 from streams.producer import AsyncProducer
 
 log = logging.getLogger(__name__)
 
 
 class Stage(ABC):
-    """A topic-to-topic step; subclasses adapt one processor and know nothing of Faust."""
+    """A topic-to-topic step; subclasses adapt one processor and know nothing of Kafka."""
 
     name: str
     input_type: type
@@ -45,8 +46,9 @@ class Stage(ABC):
         self.topics = settings.topics
 
     @property
-    @abstractmethod
-    def source(self) -> str: ...
+    def source(self) -> str:
+        """The topic this stage reads, from the pipeline table (``streams.pipeline``)."""
+        return source_topic(self.settings, self.name)
 
     async def start(self, codec: Codec) -> None:
         """Open clients; called once before the first record."""

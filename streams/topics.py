@@ -14,6 +14,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.config import Settings
+from streams.pipeline import TOPICS
 
 # Dead letters keep the original bytes (up to the inbound limit) plus context.
 MAX_MESSAGE_BYTES = {"inbound": 2 * 1024 * 1024, "deadletter": 4 * 1024 * 1024}
@@ -28,7 +29,7 @@ class TopicProblem:
 def topic_specs(settings: Settings) -> list[NewTopic]:
     t = settings.topics
     specs = []
-    for short in ("inbound", "enriched", "retrieved", "generated", "outbound", "escalations", "deadletter", "feedback"):
+    for short in TOPICS:
         config = {"retention.ms": str(settings.retention_ms)}
         if short in MAX_MESSAGE_BYTES:
             config["max.message.bytes"] = str(MAX_MESSAGE_BYTES[short])

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
+
 from streams.cli import CommandError
 from streams.config import Settings
-from streams.stages import STAGE_NAMES
+from streams.pipeline import STAGE_NAMES, describe
 
 
 def register(sub) -> None:
-    parser = sub.add_parser("worker", help="run the pipeline stages (all four by default)")
+    parser = sub.add_parser(
+        "worker",
+        help="run the pipeline stages (all four by default)",
+        description="Run pipeline stages. The pipeline (streams/pipeline.py):\n\n" + describe(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
         "--stage", action="append", choices=STAGE_NAMES, help="run only this stage (repeatable); stages scale separately"
     )

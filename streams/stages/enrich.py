@@ -43,10 +43,6 @@ class EnrichStage(ReplyingStage):
     name = "enrich"
     input_type = ChatRequest
 
-    @property
-    def source(self) -> str:
-        return self.topics.inbound
-
     async def process(self, request: ChatRequest, msg: InboundMessage, span: Span) -> list[OutboundRecord]:
         started = time.perf_counter()
         problem = admission_problem(request, msg, self.settings.channels, self.settings.max_text_chars)

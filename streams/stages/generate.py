@@ -17,10 +17,6 @@ class GenerateStage(Stage):
     name = "generate"
     input_type = ChatTurn
 
-    @property
-    def source(self) -> str:
-        return self.topics.retrieved
-
     async def start(self, codec: Codec) -> None:
         from processors.generation.generator import build_generator
 

@@ -17,10 +17,6 @@ class RetrieveStage(Stage):
     name = "retrieve"
     input_type = ChatTurn
 
-    @property
-    def source(self) -> str:
-        return self.topics.enriched
-
     async def start(self, codec: Codec) -> None:
         from processors.embeddings import build_embedder
         from processors.retrieval import build_retriever

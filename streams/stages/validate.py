@@ -17,10 +17,6 @@ class ValidateStage(ReplyingStage):
     name = "validate"
     input_type = ChatTurn
 
-    @property
-    def source(self) -> str:
-        return self.topics.generated
-
     async def start(self, codec: Codec) -> None:
         from processors.validation import Validator
 
