@@ -1,7 +1,7 @@
 """The Kafka-agnostic view of one consumed record and of one record to produce.
 
-Stages see these instead of faust events or confluent messages, so the same stage code runs under
-the Faust worker, a replay and the benchmarks.
+Stages see these instead of confluent messages, so the same stage code runs under the worker, a
+replay and the benchmarks.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ class InboundMessage:
 
     @classmethod
     def from_confluent(cls, msg: Any) -> "InboundMessage":
-        """The view of a confluent-kafka message (the connectors consume with confluent-kafka)."""
+        """The view of a confluent-kafka message."""
         return cls(
             topic=msg.topic(),
             partition=msg.partition(),
@@ -30,6 +30,7 @@ class InboundMessage:
             key=msg.key(),
             value=msg.value(),
             headers=list(msg.headers() or []),
+            timestamp_ms=_timestamp_ms(msg),
         )
 
     @property
@@ -42,3 +43,11 @@ class OutboundRecord:
     topic: str
     key: str
     record: Any  # a processors.records dataclass
+
+
+def _timestamp_ms(msg: Any) -> int:
+    stamp = getattr(msg, "timestamp", None)
+    if stamp is None:
+        return 0
+    _, ms = stamp()
+    return max(0, ms or 0)

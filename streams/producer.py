@@ -3,7 +3,8 @@
 Every record a stage, the gateway or a tool writes goes through here: acks=all and idempotence, so a
 broker restart neither loses nor duplicates what was acknowledged, and ``send`` returns only once
 Kafka has the record. That is what lets a stage ack its input after its output is safe.
-librdkafka does the batching; one poll thread turns delivery reports into asyncio results.
+librdkafka does the batching; one poll thread turns delivery reports into asyncio results. Its
+configuration comes from ``streams.runtime.clients`` (the one place that configures Kafka clients).
 """
 
 from __future__ import annotations
@@ -15,37 +16,19 @@ from typing import Any, Sequence
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from streams.runtime.clients import PIPELINE_MAX_REQUEST, producer_config
+
 log = logging.getLogger(__name__)
 
 Headers = Sequence[tuple[str, bytes | None]]
 
-# Producers of the pipeline write dead letters, which carry a whole original record (chat.inbound
-# takes up to 2 MiB) plus its context; the topics themselves set the real limits (streams/topics.py).
-PIPELINE_MAX_REQUEST = {"message.max.bytes": 8 * 1024 * 1024}
+__all__ = ["AsyncProducer", "ProduceError", "PIPELINE_MAX_REQUEST", "producer_config"]
 
 
 class ProduceError(RuntimeError):
     """Kafka refused or could not take a record within its delivery timeout."""
 
     transient = True  # streams.errors.is_transient: the broker may be back on the next attempt
-
-
-def producer_config(bootstrap: str, **overrides: Any) -> dict[str, Any]:
-    config: dict[str, Any] = {
-        "bootstrap.servers": bootstrap,
-        "acks": "all",
-        "enable.idempotence": True,
-        "linger.ms": 2,
-        "batch.num.messages": 10000,
-        # no compression: every consumer (aiokafka under Faust too) must then bring a codec library
-        "compression.type": "none",
-        "message.timeout.ms": 120000,
-        "queue.buffering.max.messages": 200000,
-        "socket.keepalive.enable": True,
-        "reconnect.backoff.max.ms": 2000,
-    }
-    config.update(overrides)
-    return config
 
 
 class AsyncProducer:

@@ -24,7 +24,7 @@ def register(sub) -> None:
 
 
 def run(args, settings: Settings) -> int:
-    from streams.app import run_worker
+    from streams.runtime.worker import run_worker
     from streams.metrics import setup_metrics
     from streams.topics import check_topics
 

@@ -1,0 +1,101 @@
+"""The one place that configures and builds Kafka clients for the whole project.
+
+Producers: acks=all and idempotence, so what Kafka acknowledged is neither lost nor duplicated by a
+broker restart. Group consumers: no auto-commit and no auto offset store (the runtime commits explicit
+offsets of finished work only), read_committed. Tails: group-less readers that assign partitions
+themselves and never commit. Admin: topic creation/checks and lag.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from confluent_kafka import Consumer
+from confluent_kafka.admin import AdminClient
+
+if TYPE_CHECKING:
+    from streams.producer import AsyncProducer
+
+log = logging.getLogger(__name__)
+
+# Producers of the pipeline write dead letters, which carry a whole original record (chat.inbound
+# takes up to 2 MiB) plus its context; the topics themselves set the real limits (streams/topics.py).
+PIPELINE_MAX_REQUEST = {"message.max.bytes": 8 * 1024 * 1024}
+
+
+def producer_config(bootstrap: str, **overrides: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "acks": "all",
+        "enable.idempotence": True,
+        "linger.ms": 2,
+        "batch.num.messages": 10000,
+        # no compression: every consumer must then bring a codec library
+        "compression.type": "none",
+        "message.timeout.ms": 120000,
+        "queue.buffering.max.messages": 200000,
+        "socket.keepalive.enable": True,
+        "reconnect.backoff.max.ms": 2000,
+    }
+    config.update(overrides)
+    return config
+
+
+def make_producer(settings: Any, **overrides: Any) -> "AsyncProducer":
+    from streams.producer import AsyncProducer
+
+    return AsyncProducer(settings.kafka_bootstrap, **overrides)
+
+
+def _log_commit(err: Any, partitions: Any) -> None:
+    if err is not None:  # e.g. the partition was revoked meanwhile: its next owner re-reads, markers dedup
+        log.warning("offset commit failed (records will be read again): %s", err)
+
+
+def consumer_config(settings: Any, group: str, **overrides: Any) -> dict[str, Any]:
+    """A group consumer whose offsets move only when the runtime commits finished work."""
+    session_ms = int(getattr(settings, "kafka_session_timeout_s", 30.0) * 1000)
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "group.id": group,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+        # a worker killed with -9 sends no LeaveGroup: its partitions wait out the session timeout
+        "session.timeout.ms": session_ms,
+        "heartbeat.interval.ms": max(500, min(3000, session_ms // 4)),
+        # the runtime keeps consuming (paused partitions) while a window is full, so this only
+        # bounds a revocation's drain, which shutdown_grace_s bounds far below it
+        "max.poll.interval.ms": 300000,
+        "reconnect.backoff.max.ms": 2000,
+        "on_commit": _log_commit,
+    }
+    config.update(overrides)
+    return config
+
+
+def make_consumer(settings: Any, group: str, **overrides: Any) -> Consumer:
+    return Consumer(consumer_config(settings, group, **overrides))
+
+
+def make_tail_consumer(settings: Any, purpose: str, **overrides: Any) -> Consumer:
+    """A reader that assigns partitions itself and commits nothing (the group id is never joined)."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "group.id": f"chatstream-{purpose}-{uuid.uuid4().hex[:12]}",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "enable.partition.eof": False,
+        "reconnect.backoff.max.ms": 2000,
+    }
+    config.update(overrides)
+    return Consumer(config)
+
+
+def make_admin(settings: Any, **overrides: Any) -> AdminClient:
+    config: dict[str, Any] = {"bootstrap.servers": settings.kafka_bootstrap, "socket.timeout.ms": 10000}
+    config.update(overrides)
+    return AdminClient(config)

@@ -1,0 +1,267 @@
+"""One consumer, many lanes: batched reads in a thread, back-pressure, ordered commits, rebalances.
+
+Why our own layer and not Faust: Faust's public API gives neither a drain-before-commit on SIGTERM
+nor on revocation (the old worker overrode its private ``_schedule_shutdown``), it consumes with a
+second Kafka client library (aiokafka), and the edges need group-less tails. This is a small layer
+over confluent-kafka's public API only:
+
+* ``Consumer.consume`` runs in one dedicated thread and returns up to ``batch_size`` records; the
+  loop hands each to the lane of its topic without blocking (``Lane.offer``);
+* a lane whose backlog is full has its partitions paused (``Consumer.pause``) and resumed once it
+  drained to half; the thread keeps calling ``consume``, so ``max.poll.interval.ms`` never expires
+  and a busy stage never stalls the others;
+* finished work is committed as explicit offsets (``Consumer.commit(offsets=...)``): asynchronously
+  every ``commit_interval_s``, synchronously at revocation and at stop;
+* ``on_revoke`` runs inside ``consume`` on the consume thread: it asks the event loop (free while it
+  awaits that thread) to stop the revoked partitions' unstarted work, wait up to ``grace_s`` for
+  their running turns, and hand back their offsets, which it commits before returning, i.e. before
+  the partitions move to another worker;
+* ``on_assign`` tells the lanes (and the owner, e.g. the stages' reply-marker recovery).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import time
+from typing import Any, Callable
+
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+from streams.runtime.lane import TP, Lane
+
+log = logging.getLogger(__name__)
+
+
+class ConsumerRuntime:
+    def __init__(
+        self,
+        consumer: Any,
+        lanes: list[Lane],
+        *,
+        grace_s: float,
+        batch_size: int = 500,
+        batch_wait_s: float = 0.005,
+        idle_wait_s: float = 0.2,
+        commit_interval_s: float = 1.0,
+        on_assigned: Callable[[set[TP]], None] | None = None,
+        tick: Callable[[], Any] | None = None,
+        tick_interval_s: float = 1.0,
+    ) -> None:
+        self.consumer = consumer
+        self.lanes = lanes
+        self.grace_s = grace_s
+        self.batch_size = batch_size
+        self.batch_wait_s = batch_wait_s
+        self.idle_wait_s = idle_wait_s
+        self.commit_interval_s = commit_interval_s
+        self.on_assigned = on_assigned
+        self.tick = tick
+        self.tick_interval_s = tick_interval_s
+        self._by_topic: dict[str, Lane] = {}
+        for lane in lanes:
+            for topic in lane.topics:
+                if topic in self._by_topic:
+                    raise ValueError(f"topic {topic} is read by two lanes ({self._by_topic[topic].name}, {lane.name})")
+                self._by_topic[topic] = lane
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # one thread owns consume/close (and with them the rebalance callbacks)
+        self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kafka-consume")
+        self._stop = asyncio.Event()
+        self._committed: dict[TP, int] = {}
+        self.assignment: set[TP] = set()
+        self._last_assigned: set[TP] = set()
+        self.paused: set[TP] = set()
+        self.records = 0
+
+    # --- lifecycle -----------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Stop pulling; ``run`` then drains, commits and closes. Safe to call more than once."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def subscribe(self) -> None:
+        self.consumer.subscribe(list(self._by_topic), on_assign=self._on_assign, on_revoke=self._on_revoke)
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        """Group-less: read exactly these partitions from their given offsets (tails)."""
+        self.consumer.assign(partitions)
+        keys = {(p.topic, p.partition) for p in partitions}
+        for lane in self.lanes:
+            lane.assigned(keys)
+        self.assignment = keys
+
+    async def run(self, *, subscribe: bool = True) -> None:
+        """Consume until ``request_stop``; then finish in-flight work (up to ``grace_s``), commit, close."""
+        self._loop = asyncio.get_running_loop()
+        for lane in self.lanes:
+            lane.start()
+        if subscribe:
+            self.subscribe()
+        last_commit = last_tick = time.monotonic()
+        wait = self.idle_wait_s
+        try:
+            while not self._stop.is_set():
+                # a short wait while records flow (a batch, not a stall); a longer one when idle
+                messages = await self._in_thread(self.consumer.consume, self.batch_size, wait)
+                wait = self.batch_wait_s if messages else self.idle_wait_s
+                for msg in messages:
+                    self._dispatch(msg)
+                self._apply_backpressure()
+                now = time.monotonic()
+                if self.tick is not None and now - last_tick >= self.tick_interval_s:
+                    last_tick = now
+                    await self.tick()
+                if now - last_commit >= self.commit_interval_s:
+                    last_commit = now
+                    self.commit(asynchronous=True)
+        finally:
+            await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        began = time.monotonic()
+        running = sum(lane.window.in_flight for lane in self.lanes)
+        self._pause(self.assignment - self.paused)
+        for lane in self.lanes:
+            await lane.stop_feeding()
+        if running:
+            log.info("stopping: finishing %d in-flight turns (up to %.0f s)", running, self.grace_s)
+        results = await asyncio.gather(*(lane.drain(self.grace_s) for lane in self.lanes))
+        if not all(results):
+            log.warning("stopping: in-flight turns did not finish within %.0f s; they will be redone", self.grace_s)
+        if self.tick is not None:
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("last tick before stopping failed")
+        self.commit(asynchronous=False)
+        await self._in_thread(self.consumer.close)
+        self._thread.shutdown(wait=False)
+        log.info("consumer closed in %.2f s (%d turns were in flight)", time.monotonic() - began, running)
+
+    async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        assert self._loop is not None
+        return await self._loop.run_in_executor(self._thread, fn, *args)
+
+    # --- records -------------------------------------------------------------------------------
+    def _dispatch(self, msg: Any) -> None:
+        err = msg.error()
+        if err is not None:
+            if err.code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer error: %s", err)
+            return
+        lane = self._by_topic.get(msg.topic())
+        if lane is None or not lane.owns((msg.topic(), msg.partition())):
+            return  # a record fetched before its partition was revoked: its next owner reads it
+        self.records += 1
+        lane.offer(msg)
+
+    def _apply_backpressure(self) -> None:
+        for lane in self.lanes:
+            mine = {tp for tp in self.assignment if tp[0] in lane.topics}
+            if lane.full and not lane.paused:
+                lane.paused = True
+                self._pause(mine - self.paused)
+            elif lane.paused and lane.drained_enough:
+                lane.paused = False
+                self._resume(mine & self.paused)
+
+    def _pause(self, partitions: set[TP]) -> None:
+        if not partitions:
+            return
+        try:
+            self.consumer.pause([TopicPartition(t, p) for t, p in partitions])
+            self.paused |= partitions
+        except KafkaException as exc:  # e.g. revoked meanwhile
+            log.debug("pause failed: %s", exc)
+
+    def _resume(self, partitions: set[TP]) -> None:
+        if not partitions:
+            return
+        try:
+            self.consumer.resume([TopicPartition(t, p) for t, p in partitions])
+        except KafkaException as exc:
+            log.debug("resume failed: %s", exc)
+        self.paused -= partitions
+
+    # --- commits -------------------------------------------------------------------------------
+    def committable(self, only: set[TP] | None = None) -> dict[TP, int]:
+        offsets: dict[TP, int] = {}
+        for lane in self.lanes:
+            offsets.update(lane.committable())
+        if only is not None:
+            offsets = {tp: o for tp, o in offsets.items() if tp in only}
+        return offsets
+
+    def commit(self, offsets: dict[TP, int] | None = None, *, asynchronous: bool) -> None:
+        """Commit finished work's offsets (those not committed yet)."""
+        wanted = self.committable() if offsets is None else offsets
+        changed = {tp: o for tp, o in wanted.items() if self._committed.get(tp) != o}
+        if not changed:
+            return
+        try:
+            self.consumer.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in changed.items()], asynchronous=asynchronous
+            )
+            self._committed.update(changed)
+        except KafkaException as exc:  # e.g. no group (a tail) or revoked meanwhile: re-read, markers dedup
+            log.warning("offset commit failed (records will be read again): %s", exc)
+
+    # --- rebalances (called on the consume thread, inside consume) ------------------------------
+    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        keys = {(p.topic, p.partition) for p in partitions}
+        log.info("assigned %s", _names(keys))
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._assigned, keys)
+
+    def _assigned(self, keys: set[TP]) -> None:
+        # compared with the previous assignment, not the current one: an eager rebalance revokes
+        # everything first, and getting back a partition nobody else had meanwhile is no take-over
+        newly = keys - self._last_assigned
+        self._last_assigned = set(keys)
+        self.assignment = set(keys)
+        self.paused -= keys  # a fresh assignment is not paused; back-pressure re-applies
+        for lane in self.lanes:
+            lane.paused = False
+            lane.assigned(keys)
+        if self.on_assigned is not None and newly:
+            self.on_assigned(newly)
+
+    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        keys = {(p.topic, p.partition) for p in partitions}
+        if not keys or self._loop is None:
+            return
+        began = time.monotonic()
+        future = asyncio.run_coroutine_threadsafe(self._revoke(keys), self._loop)
+        try:
+            offsets, running = future.result(self.grace_s + 30)
+        except Exception:
+            log.exception("draining revoked partitions failed; their uncommitted turns will be redone")
+            return
+        if offsets:
+            try:  # on this thread, before returning: before the partitions move
+                consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False)
+                self._loop.call_soon_threadsafe(self._committed.update, offsets)
+            except KafkaException as exc:
+                log.warning("commit at revocation failed (records will be read again): %s", exc)
+        log.info("revoked %s with %d turns in flight; drained and committed in %.2f s",
+                 _names(keys), running, time.monotonic() - began)
+
+    async def _revoke(self, keys: set[TP]) -> tuple[dict[TP, int], int]:
+        running = sum(lane.window.in_flight for lane in self.lanes)
+        grace = 1.0 if self.stopping else self.grace_s  # at stop the grace was spent already
+        results = await asyncio.gather(*(lane.revoke(keys, grace) for lane in self.lanes))
+        offsets: dict[TP, int] = {}
+        for part in results:
+            offsets.update(part)
+        self.assignment -= keys
+        self.paused -= keys
+        return offsets, running
+
+
+def _names(keys: set[TP]) -> str:
+    return ", ".join(f"{t}[{p}]" for t, p in sorted(keys)) or "nothing"

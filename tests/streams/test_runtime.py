@@ -1,0 +1,193 @@
+"""The consumer runtime without Kafka: a fake consumer that serves rebalance callbacks inside
+``consume`` on the consume thread, as librdkafka does."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from streams.runtime.consumer import ConsumerRuntime
+from streams.runtime.lane import Lane, by_partition, by_session
+from tests.streams.fake_kafka import FakeConsumer
+
+A, B = "t.a", "t.b"
+
+
+async def until(condition, timeout_s: float = 5.0) -> None:
+    """Wait for a condition the runtime reaches by itself (a readiness check, not a fixed sleep)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.005)
+
+
+class Recorder:
+    """A handler that records what it ran, can be held, and counts concurrency per session."""
+
+    def __init__(self) -> None:
+        self.done: list[tuple[str, int, int]] = []
+        self.started: list[tuple[str, int, int]] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.per_key_running: dict[Any, int] = {}
+        self.overlap = False
+
+    async def __call__(self, msg: Any) -> None:
+        key = (msg.topic(), msg.key())
+        self.started.append((msg.topic(), msg.partition(), msg.offset()))
+        self.per_key_running[key] = self.per_key_running.get(key, 0) + 1
+        self.overlap |= self.per_key_running[key] > 1
+        await self.gate.wait()
+        await asyncio.sleep(0)
+        self.per_key_running[key] -= 1
+        self.done.append((msg.topic(), msg.partition(), msg.offset()))
+
+
+def runtime_for(consumer: FakeConsumer, *lanes: Lane, **kw: Any) -> ConsumerRuntime:
+    kw.setdefault("grace_s", 5.0)
+    kw.setdefault("commit_interval_s", 0.05)
+    return ConsumerRuntime(consumer, list(lanes), idle_wait_s=0.01, **kw)
+
+
+async def test_records_run_in_session_order_and_finished_offsets_are_committed() -> None:
+    consumer = FakeConsumer()
+    handler = Recorder()
+    lane = Lane("a", [A], handler, max_in_flight=8, chain_key=by_session)
+    runtime = runtime_for(consumer, lane)
+    for p in (0, 1):
+        for s in range(4):
+            consumer.produce(A, p, f"s{p}{s}".encode(), n=5)
+    consumer.rebalance(set(), {(A, 0), (A, 1)})
+    task = asyncio.create_task(runtime.run())
+    await until(lambda: len(handler.done) == 40)
+    await until(lambda: consumer.committed() == {(A, 0): 20, (A, 1): 20})
+    runtime.request_stop()
+    await task
+    assert not handler.overlap, "two turns of one session ran at once"
+    for p in (0, 1):
+        offsets = [o for t, pp, o in handler.done if pp == p]
+        # per session the offsets ascend (sessions interleave)
+        assert sorted(offsets) == list(range(20))
+    assert consumer.closed
+    assert any(asynchronous for _, asynchronous in consumer.commits), "periodic commits are asynchronous"
+    assert not consumer.commits[-1][1] or consumer.committed() == {(A, 0): 20, (A, 1): 20}
+    assert consumer.consume_threads == {"kafka-consume_0"}, "one thread consumes"
+
+
+async def test_commit_never_passes_a_turn_still_running() -> None:
+    consumer = FakeConsumer()
+    slow = asyncio.Event()
+
+    async def handle(msg: Any) -> None:
+        if msg.offset() == 2:
+            await slow.wait()
+
+    lane = Lane("a", [A], handle, max_in_flight=8, chain_key=by_partition_free)
+    runtime = runtime_for(consumer, lane)
+    consumer.produce(A, 0, None, n=6)
+    consumer.rebalance(set(), {(A, 0)})
+    task = asyncio.create_task(runtime.run())
+    await until(lambda: consumer.committed().get((A, 0)) == 2)
+    await asyncio.sleep(0.15)  # several commit intervals pass: offsets 3..5 finished, 2 did not
+    assert consumer.committed() == {(A, 0): 2}
+    slow.set()
+    await until(lambda: consumer.committed().get((A, 0)) == 6)
+    runtime.request_stop()
+    await task
+
+
+def by_partition_free(msg: Any) -> Any:
+    return msg.offset()  # every record its own chain: they run concurrently
+
+
+async def test_a_full_lane_pauses_only_its_own_partitions() -> None:
+    consumer = FakeConsumer()
+    blocked = Recorder()
+    blocked.gate.clear()
+    flowing = Recorder()
+    slow_lane = Lane("slow", [A], blocked, max_in_flight=2, max_backlog=4, chain_key=by_partition_free)
+    fast_lane = Lane("fast", [B], flowing, max_in_flight=8)
+    runtime = runtime_for(consumer, slow_lane, fast_lane, batch_size=3)
+    consumer.produce(A, 0, None, n=100)
+    consumer.rebalance(set(), {(A, 0), (B, 0)})
+    task = asyncio.create_task(runtime.run())
+    await until(lambda: (A, 0) in consumer.paused)
+    consumer.produce(B, 0, b"k", n=30)
+    await until(lambda: len(flowing.done) == 30)
+    assert (B, 0) not in consumer.paused and all((B, 0) not in call for call in consumer.pause_calls)
+    # bounded: the window (2 running, 8 unacked) plus the backlog, not the 100 produced
+    assert len(blocked.started) == 2 and slow_lane.window.in_flight + len(slow_lane.backlog) <= 8 + 4 + 3
+    blocked.gate.set()
+    await until(lambda: len(blocked.done) == 100)
+    assert (A, 0) not in consumer.paused, "resumed once the backlog drained"
+    await until(lambda: consumer.committed().get((A, 0)) == 100)
+    runtime.request_stop()
+    await task
+
+
+async def test_revocation_drains_running_turns_and_commits_before_returning() -> None:
+    consumer = FakeConsumer()
+    handler = Recorder()
+    handler.gate.clear()
+    lane = Lane("a", [A], handler, max_in_flight=4, chain_key=by_session)
+    assigned: list[set] = []
+    runtime = runtime_for(consumer, lane, on_assigned=assigned.append)
+    consumer.produce(A, 0, b"s1", n=3)  # one session: one turn runs, two wait for it
+    consumer.produce(A, 1, b"s2", n=1)
+    consumer.rebalance(set(), {(A, 0), (A, 1)})
+    task = asyncio.create_task(runtime.run())
+    await until(lambda: len(handler.started) == 2)
+    consumer.rebalance({(A, 0), (A, 1)}, {(A, 1)})
+    await asyncio.sleep(0.05)
+    assert not consumer.revoke_returned.is_set(), "revocation waits for the running turns"
+    handler.gate.set()
+    await until(consumer.revoke_returned.is_set)
+    # committed synchronously inside on_revoke: the running turns' offsets, not the unstarted ones'
+    sync = [offsets for offsets, asynchronous in consumer.commits if not asynchronous]
+    assert sync and sync[0] == {(A, 0): 1, (A, 1): 1}
+    assert (A, 0, 1) not in handler.started and (A, 0, 2) not in handler.started, "unstarted turns of a revoked partition must not start"
+    assert assigned == [{(A, 0), (A, 1)}], "re-assigning a partition just revoked is not a take-over"
+    consumer.produce(A, 1, b"s2", n=1)
+    await until(lambda: (A, 1, 1) in handler.done)
+    runtime.request_stop()
+    await task
+    assert consumer.committed()[(A, 1)] == 2
+
+
+async def test_stop_finishes_in_flight_turns_commits_and_closes() -> None:
+    consumer = FakeConsumer()
+    handler = Recorder()
+    handler.gate.clear()
+    lane = Lane("a", [A], handler, max_in_flight=16)
+    runtime = runtime_for(consumer, lane, commit_interval_s=60)
+    for s in range(10):
+        consumer.produce(A, 0, f"s{s}".encode(), n=1)
+    consumer.rebalance(set(), {(A, 0)})
+    task = asyncio.create_task(runtime.run())
+    await until(lambda: len(handler.started) == 10)
+    runtime.request_stop()
+    await asyncio.sleep(0.05)
+    assert not task.done(), "stop waits for the turns in flight"
+    handler.gate.set()
+    await asyncio.wait_for(task, 5)
+    assert len(handler.done) == 10
+    assert consumer.committed() == {(A, 0): 10} and consumer.closed
+    assert consumer.commits[0] == ({(A, 0): 10}, False), "the commit at stop is synchronous"
+
+
+async def test_stop_after_the_grace_period_leaves_unfinished_turns_uncommitted() -> None:
+    consumer = FakeConsumer()
+
+    async def stuck(msg: Any) -> None:
+        if msg.offset() == 1:
+            await asyncio.Event().wait()
+
+    lane = Lane("a", [A], stuck, max_in_flight=4, chain_key=by_partition_free)
+    runtime = runtime_for(consumer, lane, grace_s=0.2, commit_interval_s=60)
+    consumer.produce(A, 0, None, n=3)
+    consumer.rebalance(set(), {(A, 0)})
+    task = asyncio.create_task(runtime.run())
+    await until(lambda: lane.window.in_flight == 1 and lane.acked.get((A, 0)) == 1)
+    runtime.request_stop()
+    await asyncio.wait_for(task, 5)
+    assert consumer.committed() == {(A, 0): 1}, "offset 1 never finished: it is redone after a restart"
