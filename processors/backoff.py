@@ -12,20 +12,58 @@ becomes visible (the runner decides whether to restart the stage or keep waiting
 
 Full jitter (a random sleep in ``[0, min(max, base * 2**attempt)]``) keeps many waiting tasks from
 hammering a recovering server in lockstep.
+
+This is the project's one retry vocabulary: ``retry_transient`` (tenacity underneath) and one
+classifier, ``is_transient``. Stages raise; the stage runtime (``streams.stage.StageRunner``) retries.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import redis.exceptions as redis_errors
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_random_exponential
+
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
+
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    ConnectionError,
+    TimeoutError,
+    asyncio.TimeoutError,
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.BusyLoadingError,
+    redis_errors.TryAgainError,
+    redis_errors.ReadOnlyError,
+)
+
+
+def is_transient(exc: BaseException, *, auth_errors: bool = True) -> bool:
+    """A server down, slow, restarting or still loading: worth waiting out, never a dead letter.
+
+    Exceptions may mark themselves with ``transient = True`` (Kafka produce failures, a schema
+    registry that cannot be reached). ``auth_errors=False`` treats a refused password as permanent
+    (redis-py's ``AuthenticationError`` is a ``ConnectionError``): for callers with a deadline
+    that should fail fast on a misconfiguration rather than wait it out.
+    """
+    if not auth_errors and isinstance(exc, redis_errors.AuthenticationError):
+        return False
+    if isinstance(exc, _TRANSIENT):
+        return True
+    if isinstance(exc, OSError):
+        return True  # refused/reset/unreachable sockets
+    return bool(getattr(exc, "transient", False))
+
+
+def is_transient_redis_error(exc: BaseException) -> bool:
+    """Connection-level Redis trouble (down, restarting, timing out, still loading its data)."""
+    return is_transient(exc, auth_errors=False)
 
 
 class RetryDeadlineExceeded(Exception):
@@ -35,7 +73,7 @@ class RetryDeadlineExceeded(Exception):
 async def retry_transient(
     fn: Callable[[], Awaitable[T]],
     *,
-    is_transient: Callable[[BaseException], bool],
+    is_transient: Callable[[BaseException], bool] = is_transient,
     base_s: float = 0.05,
     max_s: float = 2.0,
     deadline_s: float = 60.0,
@@ -54,34 +92,41 @@ async def retry_transient(
     if base_s <= 0 or max_s <= 0 or deadline_s < 0:
         raise ValueError("base_s and max_s must be > 0 and deadline_s >= 0")
     started = clock()
-    attempt = 0
-    while True:
-        try:
-            return await fn()
-        except Exception as exc:  # noqa: BLE001 - classified just below
-            if not is_transient(exc):
-                raise
-            elapsed = clock() - started
-            remaining = deadline_s - elapsed
-            if remaining <= 0:
-                raise RetryDeadlineExceeded(
-                    f"still failing after {elapsed:.1f}s and {attempt + 1} attempts: {exc!r}"
-                ) from exc
-            # the exponent is capped: an outage of unbounded length must not overflow the float
-            delay = min(remaining, random.uniform(0.0, min(max_s, base_s * (2 ** min(attempt, 30)))))
-            attempt += 1
-            if on_retry is not None:
-                on_retry(attempt, exc, delay)
-            elif attempt == 1 or attempt % 10 == 1:
-                log.warning("transient failure (attempt %d), retrying: %r", attempt, exc)
-            await sleep(delay)
+    jitter = wait_random_exponential(multiplier=base_s, max=max_s)
 
+    def remaining() -> float:
+        return deadline_s - (clock() - started)
 
-def is_transient_redis_error(exc: BaseException) -> bool:
-    """Connection-level Redis trouble (down, restarting, timing out, still loading its data)."""
-    import redis.exceptions as rexc
+    def wait(state: RetryCallState) -> float:
+        # full jitter, never past the deadline
+        return max(0.0, min(remaining(), jitter(state)))
 
-    return isinstance(
-        exc,
-        (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError, ConnectionError, TimeoutError, OSError),
-    ) and not isinstance(exc, rexc.AuthenticationError)
+    def stop(state: RetryCallState) -> bool:
+        return remaining() <= 0
+
+    def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        delay = state.next_action.sleep if state.next_action else 0.0
+        if on_retry is not None:
+            on_retry(state.attempt_number, exc, delay)
+        elif state.attempt_number == 1 or state.attempt_number % 10 == 1:
+            log.warning("transient failure (attempt %d), retrying: %r", state.attempt_number, exc)
+
+    def give_up(state: RetryCallState) -> T:
+        exc = state.outcome.exception() if state.outcome else None
+        raise RetryDeadlineExceeded(
+            f"still failing after {clock() - started:.1f}s and {state.attempt_number} attempts: {exc!r}"
+        ) from exc
+
+    retrying = AsyncRetrying(
+        retry=retry_if_exception(is_transient),
+        wait=wait,
+        stop=stop,
+        sleep=sleep,
+        before_sleep=before_sleep,
+        retry_error_callback=give_up,
+    )
+    async def attempt() -> T:  # tenacity awaits only coroutine functions; ``fn`` may be a lambda
+        return await fn()
+
+    return await retrying(attempt)
