@@ -12,11 +12,10 @@ from typing import Protocol, runtime_checkable
 
 from opentelemetry import trace
 
+from processors.embedding_errors import EmbeddingError
+from processors.secrets import plain_secret as secret
+
 tracer = trace.get_tracer("chatstream.embeddings")
-
-
-class EmbeddingError(RuntimeError):
-    """The embedder cannot run (missing model files, provider failure)."""
 
 
 @runtime_checkable
@@ -152,8 +151,6 @@ class CachedEmbedder:
 
 def build_embedder(settings) -> Embedder:  # type: ignore[no-untyped-def]
     """The embedder chosen by ``CHATSTREAM_EMBEDDING_PROVIDER`` (``local`` or ``openai``)."""
-    from streams.config import secret
-
     if settings.embedding_provider == "openai":
         api_key = secret(settings.embedding_api_key) or secret(settings.llm_api_key)
         base_url = settings.embedding_base_url or settings.llm_base_url

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from opentelemetry import trace
 
-from processors.embeddings import EmbeddingError
+from processors.embedding_errors import EmbeddingError
 
 tracer = trace.get_tracer("chatstream.embeddings")
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stack.service import StackError, tail_file
+from stack.common import StackError, tail_file
 from stack.tools import COMPOSE_HINT, Tool
 
 

@@ -7,7 +7,7 @@ import logging
 
 from stack.manager import SERVICE_NAMES, Stack
 from stack.service import StackError, tail_file
-from streams.cli import CommandError
+from streams.commands import CommandError
 from streams.config import Settings
 
 NAMES_HELP = f"services ({', '.join(SERVICE_NAMES)}); default: all"

@@ -19,6 +19,7 @@ from pathlib import Path
 from string import Template
 from typing import TYPE_CHECKING, ClassVar
 
+from stack.common import StackError, tail_file
 from stack.ports import Port, port_in_use, who_listens
 from stack.tools import COMPOSE_HINT, Tool
 from streams.config import Settings
@@ -30,10 +31,6 @@ TEMPLATES = Path(__file__).parent / "templates"
 LOG_ROTATE_BYTES = 50 * 1024 * 1024
 
 
-class StackError(Exception):
-    """Something the operator must fix; the message says what and how."""
-
-
 class NotReady(Exception):
     """A readiness probe's answer: not yet (the message says what failed)."""
 
@@ -41,19 +38,6 @@ class NotReady(Exception):
 def render(template: str, **values: object) -> str:
     """A config file from ``stack/templates/``; every ``$name`` must be given (no silent blanks)."""
     return Template((TEMPLATES / template).read_text()).substitute({k: str(v) for k, v in values.items()})
-
-
-def tail_file(path: Path, lines: int = 40) -> str:
-    """Last ``lines`` lines of a (possibly large) log without reading all of it."""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - 256 * 1024))
-            data = fh.read().decode("utf-8", errors="replace")
-    except FileNotFoundError:
-        return f"(no log yet at {path})"
-    return "\n".join(data.splitlines()[-lines:])
 
 
 def process_start_time(pid: int) -> int | None:

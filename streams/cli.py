@@ -12,7 +12,10 @@ import importlib
 import logging
 import sys
 
+from streams.commands import CommandError
 from streams.config import Settings
+
+__all__ = ["CommandError", "build_parser", "main"]
 
 # module path -> it defines register(subparsers) and its handlers take (args, settings)
 COMMAND_MODULES = (
@@ -38,12 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name and name.startswith(exc.name):
-                continue  # command group not built yet
-            raise
+        # a command module that cannot be imported is a broken install: say so, never skip it
+        module = importlib.import_module(name)
         module.register(sub)
     return parser
 
@@ -65,10 +64,6 @@ def main(argv: list[str] | None = None) -> int:
     except CommandError as exc:
         print(f"chatstream: {exc}", file=sys.stderr)
         return 2
-
-
-class CommandError(Exception):
-    """An error the operator can fix; printed without a traceback."""
 
 
 if __name__ == "__main__":

@@ -124,9 +124,9 @@ async def _aclose(provider: object) -> None:
         await provider.aclose()  # type: ignore[attr-defined]
 
 
-def build_generator(settings) -> Generator:  # settings: streams.config.Settings (not imported: no cycle)
+def build_generator(settings) -> Generator:  # settings: streams.config.Settings (duck-typed: processors never import streams)
     """The generator the settings describe: an OpenAI-compatible chain if an LLM is configured."""
-    from streams.config import secret
+    from processors.secrets import plain_secret as secret
 
     fallback = ExtractiveProvider()
     api_key = secret(settings.llm_api_key)
