@@ -1,9 +1,11 @@
-"""Consuming loops shared by deliver and the sinks: batches, per-partition order, commit after work.
+"""What deliver and the sinks share: their consumer group on the one runtime, and dead letters.
 
-Each batch is handled completely before its offsets are committed (synchronously) and before the
-next poll, so a rebalance never happens while a record is half done and a committed offset never
-passes a record whose effect (a Slack post, a ticket) has not happened yet. A crash in between means
-the batch is read again; the handlers make that harmless (delivered markers, idempotency keys).
+Each edge is a ``Lane`` of ``streams.runtime``: records of one partition are handled one after the
+other (partitions concurrently), and an offset is committed only once every record before it is
+done, so a committed offset never passes a record whose effect (a Slack post, a ticket) has not
+happened yet. A crash in between means those records are read again; the handlers make that
+harmless (delivered markers, idempotency keys). Revocation finishes the revoked partitions' records
+(up to ``shutdown_grace_s``) and commits before they move; SIGTERM does the same for all.
 """
 
 from __future__ import annotations
@@ -13,37 +15,24 @@ import logging
 from collections import OrderedDict
 from typing import Any, Awaitable, Callable
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
-
 from processors.backoff import retry_transient
 from processors.records import DeadLetter
 from streams.deadletter import dead_letter_for as pipeline_dead_letter
 from streams.message import InboundMessage
 from streams.producer import ProduceError
+from streams.runtime.clients import make_consumer
+from streams.runtime.consumer import ConsumerRuntime, run_until
+from streams.runtime.lane import Lane
 
 log = logging.getLogger("chatstream.connectors")
 
 Commits = dict[tuple[str, int], int]  # (topic, partition) -> next offset to read
 
-
-def make_consumer(settings: Any, group: str, **overrides: Any) -> Consumer:
-    config: dict[str, Any] = {
-        "bootstrap.servers": settings.kafka_bootstrap,
-        "group.id": group,
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
-        "isolation.level": "read_committed",
-        "session.timeout.ms": 30000,
-        "max.poll.interval.ms": 600000,
-        "reconnect.backoff.max.ms": 2000,
-    }
-    config.update(overrides)
-    return Consumer(config)
+__all__ = ["Commits", "dead_letter_for", "in_partition_order", "make_consumer", "run_edge", "send_dead_letter"]
 
 
 async def in_partition_order(messages: list[Any], handle: Callable[[Any], Awaitable[None]]) -> Commits:
-    """Handle records of one partition one after the other, partitions concurrently."""
+    """Handle a list of records as the runtime would: one partition in order, partitions concurrently."""
     by_partition: OrderedDict[tuple[str, int], list[Any]] = OrderedDict()
     for msg in messages:
         by_partition.setdefault((msg.topic(), msg.partition()), []).append(msg)
@@ -56,56 +45,18 @@ async def in_partition_order(messages: list[Any], handle: Callable[[Any], Awaita
     return {tp: msgs[-1].offset() + 1 for tp, msgs in by_partition.items()}
 
 
-async def run_loop(
-    consumer: Consumer,
-    topics: list[str],
-    handle_batch: Callable[[list[Any]], Awaitable[Commits]],
+async def run_edge(
+    consumer: Any,
+    lane: Lane,
     stop: asyncio.Event,
     *,
-    batch_size: int = 100,
-    poll_s: float = 0.5,
-    on_revoke: Callable[[list[TopicPartition]], None] | None = None,
-    on_assign: Callable[[list[TopicPartition]], None] | None = None,
-    idle: Callable[[], Awaitable[Commits]] | None = None,
+    grace_s: float = 20.0,
+    tick: Callable[[], Any] | None = None,
+    tick_interval_s: float = 1.0,
 ) -> None:
-    """Poll, handle, commit; until ``stop`` is set. ``idle`` runs after every poll (timers)."""
-
-    def _assign(c: Any, parts: list[TopicPartition]) -> None:
-        log.info("assigned %s", ", ".join(f"{p.topic}[{p.partition}]" for p in parts))
-        if on_assign:
-            on_assign(parts)
-
-    def _revoke(c: Any, parts: list[TopicPartition]) -> None:
-        log.info("revoked %s", ", ".join(f"{p.topic}[{p.partition}]" for p in parts))
-        if on_revoke:
-            on_revoke(parts)
-
-    consumer.subscribe(topics, on_assign=_assign, on_revoke=_revoke)
-    committed: Commits = {}
-    try:
-        while not stop.is_set():
-            messages = await asyncio.to_thread(consumer.consume, batch_size, poll_s)
-            good = []
-            for msg in messages:
-                if msg.error():
-                    log.warning("consumer error: %s", msg.error())
-                else:
-                    good.append(msg)
-            commits: Commits = {}
-            if good:
-                commits.update(await handle_batch(good))
-            if idle is not None:
-                commits.update(await idle())
-            commits = {tp: o for tp, o in commits.items() if committed.get(tp) != o}
-            if commits:
-                offsets = [TopicPartition(t, p, o) for (t, p), o in commits.items()]
-                try:
-                    await asyncio.to_thread(consumer.commit, offsets=offsets, asynchronous=False)
-                    committed.update(commits)
-                except KafkaException as exc:  # e.g. revoked meanwhile: the new owner re-reads, markers dedup
-                    log.warning("commit failed (records will be read again): %s", exc)
-    finally:
-        await asyncio.to_thread(consumer.close)
+    """Consume ``lane``'s topics in ``consumer``'s group until ``stop`` is set; then drain and commit."""
+    runtime = ConsumerRuntime(consumer, [lane], grace_s=grace_s, tick=tick, tick_interval_s=tick_interval_s)
+    await run_until(runtime, stop)
 
 
 def dead_letter_for(msg: Any, stage: str, exc: BaseException, message_id: str | None = None) -> DeadLetter:

@@ -4,7 +4,8 @@ Per record: decode; skip web (the gateway's SSE tail serves browsers) and channe
 skip if ``delivered:{message_id}`` exists; wait for the channel's rate limit; send, retrying
 transient failures with full-jitter backoff that honours Retry-After; on success ``SET NX`` the
 marker. Permanent failures (4xx other than 429, bad addressing) and replies still failing after
-``deliver_max_attempts`` go to chat.deadletter. Offsets are committed after the batch is done.
+``deliver_max_attempts`` go to chat.deadletter. It runs on the consumer runtime (``lane``): offsets
+are committed once every reply before them is done.
 
 Remaining window: a crash after the channel accepted a reply and before the marker is written sends
 that reply again on restart. Slack, WhatsApp and the Bot Framework have no idempotency key on these
@@ -27,6 +28,7 @@ from connectors.gateway.limits import AsyncRateLimiter
 from processors.backoff import is_transient_redis_error, retry_transient
 from processors.records import ChatResponse
 from streams.codec import Codec, DecodeError
+from streams.runtime.lane import Lane, by_partition
 from streams.tracing import consumer_span, record_failure
 
 log = logging.getLogger("chatstream.deliver")
@@ -148,6 +150,11 @@ class Deliverer:
     async def handle_batch(self, messages: list[Any]) -> dict[tuple[str, int], int]:
         return await in_partition_order(messages, self.handle)
 
+    def lane(self) -> Lane:
+        """chat.outbound on the consumer runtime: per partition in order, acks in offset order."""
+        return Lane("deliver", [self.settings.topics.outbound], self.handle,
+                    max_in_flight=self.settings.max_in_flight, chain_key=by_partition)
+
 
 def build_clients(settings: Any, http: Any) -> dict[str, ChannelClient]:
     """The channel clients whose credentials are set; the others are logged as disabled."""
@@ -170,21 +177,21 @@ async def run(settings: Any, stop: asyncio.Event | None = None) -> None:
     import httpx
     import redis.asyncio as aioredis
 
-    from connectors.consume import make_consumer, run_loop
+    from connectors.consume import make_consumer, run_edge
     from streams.codec import make_codec
-    from streams.producer import AsyncProducer
+    from streams.runtime.clients import make_producer
     from streams.tracing import setup_tracing, shutdown_tracing
 
     setup_tracing(settings, "chatstream-deliver")
     stop = stop or asyncio.Event()
     codec = make_codec(settings)
-    producer = AsyncProducer(settings.kafka_bootstrap)
+    producer = make_producer(settings)
     redis = aioredis.from_url(settings.redis_url)
     async with httpx.AsyncClient(timeout=settings.deliver_timeout_s) as http:
         deliverer = Deliverer(settings, build_clients(settings, http), redis, producer, codec)
         consumer = make_consumer(settings, settings.deliver_group)
         try:
-            await run_loop(consumer, [settings.topics.outbound], deliverer.handle_batch, stop)
+            await run_edge(consumer, deliverer.lane(), stop, grace_s=settings.shutdown_grace_s)
         finally:
             log.info("deliver stopping: %s", deliverer.counts)
             await producer.close(10)

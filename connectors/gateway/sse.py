@@ -13,7 +13,6 @@ import json
 import logging
 import threading
 import time
-import uuid
 from collections import defaultdict, deque
 from typing import Any, AsyncIterator
 
@@ -108,7 +107,11 @@ class Hub:
 
 
 class OutboundTail:
-    """Background consumer of chat.outbound feeding a ``Hub`` with the replies of web sessions."""
+    """Background reader of chat.outbound feeding a ``Hub`` with the replies of web sessions.
+
+    A group-less tail on the consumer runtime (``streams.runtime``): every partition assigned from
+    ``gateway_sse_lookback_s`` ago, records of one partition in order, nothing committed.
+    """
 
     def __init__(self, settings: Any, codec: Codec, hub: Hub, channels: tuple[str, ...] = ("web",)) -> None:
         self.settings = settings
@@ -116,20 +119,22 @@ class OutboundTail:
         self.hub = hub
         self.channels = channels
         self.ready = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._finished = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task | None = None
+        self._stop: asyncio.Event | None = None
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start on ``loop`` (the gateway's); call from that loop."""
         self._loop = loop
-        self._thread = threading.Thread(target=self._run, name="gateway-sse-tail", daemon=True)
-        self._thread.start()
+        self._stop = asyncio.Event()
+        self._task = loop.create_task(self._run(), name="gateway-sse-tail")
 
     async def wait_ready(self, timeout_s: float = 30.0) -> bool:
         return await asyncio.to_thread(self.ready.wait, timeout_s)
 
-    def _assign(self, consumer: Any) -> None:
-        """Assign every partition of chat.outbound from a few seconds ago (no group join needed).
+    def _start_offsets(self, consumer: Any) -> list[Any]:
+        """Every partition of chat.outbound from a few seconds ago (no group join needed).
 
         Starting slightly in the past instead of at the end means the tail is positioned the moment
         ``ready`` is set, and replies produced just before (or during a gateway restart) still reach
@@ -148,52 +153,53 @@ class OutboundTail:
         for tp in start:
             if tp.offset < 0:  # nothing that recent: start at the end
                 tp.offset = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)[1]
-        consumer.assign(start)
-        log.info("SSE tail reading %d partitions of %s", len(start), topic)
+        return start
 
-    def _run(self) -> None:
-        from confluent_kafka import Consumer, KafkaException
-
-        consumer = Consumer(
-            {
-                "bootstrap.servers": self.settings.kafka_bootstrap,
-                "group.id": f"{self.settings.consumer_group}-gateway-sse-{uuid.uuid4().hex[:12]}",
-                "enable.auto.commit": False,
-                "enable.partition.eof": False,
-                "reconnect.backoff.max.ms": 2000,
-            }
-        )
+    async def publish(self, msg: Any) -> None:
         try:
-            while not self._stop.is_set() and not self.ready.is_set():
-                try:
-                    self._assign(consumer)
-                    self.ready.set()
-                except (KafkaException, RuntimeError) as exc:
-                    log.warning("SSE tail cannot start yet (%s); retrying", exc)
-                    self._stop.wait(2)
+            resp = self.codec.decode(msg.value(), ChatResponse)
+        except DecodeError as exc:  # the pipeline dead-letters bad records; a browser tail only skips them
+            log.warning("SSE tail skipped an undecodable record at %s/%d: %s", msg.partition(), msg.offset(), exc)
+            return
+        if resp.channel in self.channels:
+            self.hub.publish(resp)
+
+    async def _run(self) -> None:
+        from confluent_kafka import KafkaException
+
+        from streams.runtime.clients import make_tail_consumer
+        from streams.runtime.consumer import ConsumerRuntime, run_until
+        from streams.runtime.lane import Lane, by_partition
+
+        assert self._stop is not None
+        consumer = make_tail_consumer(self.settings, f"{self.settings.consumer_group}-gateway-sse")
+        lane = Lane("gateway.sse", [self.settings.topics.outbound], self.publish,
+                    max_in_flight=self.settings.max_in_flight, chain_key=by_partition)
+        runtime = ConsumerRuntime(consumer, [lane], grace_s=1.0, commits=False)
+        try:
             while not self._stop.is_set():
                 try:
-                    msg = consumer.poll(0.2)
-                except KafkaException as exc:
-                    log.warning("SSE tail poll failed: %s", exc)
-                    time.sleep(1)
-                    continue
-                if msg is None:
-                    continue
-                if msg.error():
-                    log.debug("SSE tail: %s", msg.error())
-                    continue
-                try:
-                    resp = self.codec.decode(msg.value(), ChatResponse)
-                except DecodeError as exc:
-                    log.warning("SSE tail skipped an undecodable record at %s/%d: %s", msg.partition(), msg.offset(), exc)
-                    continue
-                if resp.channel in self.channels and self._loop is not None:
-                    self._loop.call_soon_threadsafe(self.hub.publish, resp)
+                    start = await asyncio.to_thread(self._start_offsets, consumer)
+                    break
+                except (KafkaException, RuntimeError) as exc:
+                    log.warning("SSE tail cannot start yet (%s); retrying", exc)
+                    try:
+                        await asyncio.wait_for(self._stop.wait(), 2)
+                    except asyncio.TimeoutError:
+                        pass
+            else:
+                await asyncio.to_thread(consumer.close)
+                return
+            runtime.assign(start)
+            log.info("SSE tail reading %d partitions of %s", len(start), self.settings.topics.outbound)
+            self.ready.set()
+            await run_until(runtime, self._stop, subscribe=False)
         finally:
-            consumer.close()
+            self._finished.set()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
+        """Stop the tail (from any thread) and wait up to 5 s for it to close."""
+        if self._loop is None or self._stop is None:
+            return
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._finished.wait(5)

@@ -18,6 +18,7 @@ from connectors.sinks.webhook import Webhook
 from processors.backoff import is_transient_redis_error, retry_transient
 from processors.records import ChatEscalation
 from streams.codec import Codec, DecodeError
+from streams.runtime.lane import Lane, by_partition
 from streams.tracing import consumer_span, record_failure
 
 log = logging.getLogger("chatstream.sinks.escalations")
@@ -117,27 +118,32 @@ class EscalationSink:
     async def handle_batch(self, messages: list[Any]) -> dict[tuple[str, int], int]:
         return await in_partition_order(messages, self.handle)
 
+    def lane(self) -> Lane:
+        """chat.escalations on the consumer runtime: per partition in order, acks in offset order."""
+        return Lane("sink.escalations", [self.settings.topics.escalations], self.handle,
+                    max_in_flight=self.settings.max_in_flight, chain_key=by_partition)
+
 
 async def run(settings: Any, url: str, preset: str = "generic", stop: asyncio.Event | None = None,
               group: str | None = None) -> None:
     import httpx
     import redis.asyncio as aioredis
 
-    from connectors.consume import make_consumer, run_loop
+    from connectors.consume import make_consumer, run_edge
     from streams.codec import make_codec
-    from streams.producer import AsyncProducer
+    from streams.runtime.clients import make_producer
     from streams.tracing import setup_tracing, shutdown_tracing
 
     setup_tracing(settings, "chatstream-sink-escalations")
     stop = stop or asyncio.Event()
     codec = make_codec(settings)
-    producer = AsyncProducer(settings.kafka_bootstrap)
+    producer = make_producer(settings)
     redis = aioredis.from_url(settings.redis_url)
     async with httpx.AsyncClient(timeout=settings.sink_timeout_s) as http:
         sink = EscalationSink(settings, Webhook(settings, url, http), redis, producer, codec, preset)
         consumer = make_consumer(settings, group or f"{settings.consumer_group}-sink-escalations")
         try:
-            await run_loop(consumer, [settings.topics.escalations], sink.handle_batch, stop)
+            await run_edge(consumer, sink.lane(), stop, grace_s=settings.shutdown_grace_s)
         finally:
             log.info("escalation sink stopping: %s", sink.counts)
             await producer.close(10)

@@ -21,11 +21,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from confluent_kafka import TopicPartition
+
 from connectors.consume import Commits, dead_letter_for, send_dead_letter
 from connectors.delivery.http import DeliveryError
 from connectors.sinks.webhook import Webhook
 from processors.records import ChatRequest, ChatResponse
 from streams.codec import Codec, DecodeError
+from streams.runtime.lane import Lane, by_partition
 
 log = logging.getLogger("chatstream.sinks.transcripts")
 
@@ -101,6 +104,7 @@ class TranscriptSink:
         self.sessions: dict[str, Session] = {}
         self.consumed: Commits = {}  # (topic, partition) -> next offset after what was read
         self.counts: dict[str, int] = {}
+        self._lock = asyncio.Lock()
 
     def _count(self, outcome: str, n: int = 1) -> None:
         self.counts[outcome] = self.counts.get(outcome, 0) + n
@@ -164,6 +168,25 @@ class TranscriptSink:
                 oldest_open[tp] = min(oldest_open.get(tp, msg.offset()), msg.offset())
         return {tp: oldest_open.get(tp, nxt) for tp, nxt in self.consumed.items()}
 
+    def lane(self) -> Lane:
+        """chat.inbound + chat.outbound on the consumer runtime; commits stop at open sessions.
+
+        Reading a record and pushing idle sessions never interleave (``flush_locked`` is the
+        runtime's tick, under the same lock), as in a loop that does one, then the other.
+        """
+        return Lane("sink.transcripts", [self.settings.topics.inbound, self.settings.topics.outbound],
+                    self.add_locked, max_in_flight=self.settings.max_in_flight, chain_key=by_partition,
+                    committable=self.safe_offsets,
+                    on_revoked=lambda gone: self.revoke([TopicPartition(t, p) for t, p in gone]))
+
+    async def add_locked(self, msg: Any) -> None:
+        async with self._lock:
+            await self.add(msg)
+
+    async def flush_locked(self) -> None:
+        async with self._lock:
+            await self.flush_idle()
+
     def revoke(self, partitions: list[Any]) -> None:
         """Forget what belongs to partitions another instance takes over; it re-reads them."""
         gone = {(p.topic, p.partition) for p in partitions}
@@ -177,27 +200,20 @@ class TranscriptSink:
 async def run(settings: Any, url: str, stop: asyncio.Event | None = None, group: str | None = None) -> None:
     import httpx
 
-    from connectors.consume import make_consumer, run_loop
+    from connectors.consume import make_consumer, run_edge
     from streams.codec import make_codec
-    from streams.producer import AsyncProducer
+    from streams.runtime.clients import make_producer
 
     stop = stop or asyncio.Event()
     codec = make_codec(settings)
-    producer = AsyncProducer(settings.kafka_bootstrap)
+    producer = make_producer(settings)
     async with httpx.AsyncClient(timeout=settings.sink_timeout_s) as http:
         sink = TranscriptSink(settings, Webhook(settings, url, http), producer, codec)
         consumer = make_consumer(
             settings, group or f"{settings.consumer_group}-sink-transcripts", **{"partition.assignment.strategy": "range"}
         )
         try:
-            await run_loop(
-                consumer,
-                [settings.topics.inbound, settings.topics.outbound],
-                sink.handle_batch,
-                stop,
-                on_revoke=sink.revoke,
-                idle=sink.flush_idle,
-            )
+            await run_edge(consumer, sink.lane(), stop, grace_s=settings.shutdown_grace_s, tick=sink.flush_locked)
         finally:
             log.info("transcript sink stopping (open sessions stay uncommitted and are re-read): %s", sink.counts)
             await producer.close(10)

@@ -48,6 +48,7 @@ class ConsumerRuntime:
         on_assigned: Callable[[set[TP]], None] | None = None,
         tick: Callable[[], Any] | None = None,
         tick_interval_s: float = 1.0,
+        commits: bool = True,
     ) -> None:
         self.consumer = consumer
         self.lanes = lanes
@@ -59,6 +60,7 @@ class ConsumerRuntime:
         self.on_assigned = on_assigned
         self.tick = tick
         self.tick_interval_s = tick_interval_s
+        self.commits = commits  # False for group-less tails: nothing to commit, no group to commit to
         self._by_topic: dict[str, Lane] = {}
         for lane in lanes:
             for topic in lane.topics:
@@ -199,6 +201,8 @@ class ConsumerRuntime:
 
     def commit(self, offsets: dict[TP, int] | None = None, *, asynchronous: bool) -> None:
         """Commit finished work's offsets (those not committed yet)."""
+        if not self.commits:
+            return
         wanted = self.committable() if offsets is None else offsets
         changed = {tp: o for tp, o in wanted.items() if self._committed.get(tp) != o}
         if not changed:
@@ -264,4 +268,18 @@ class ConsumerRuntime:
 
 
 def _names(keys: set[TP]) -> str:
-    return ", ".join(f"{t}[{p}]" for t, p in sorted(keys)) or "nothing"
+    """``topic[0,1,2] other[3]``: compact, and what tests and operators grep for."""
+    by_topic: dict[str, list[int]] = {}
+    for topic, partition in sorted(keys):
+        by_topic.setdefault(topic, []).append(partition)
+    return " ".join(f"{t}[{','.join(map(str, ps))}]" for t, ps in by_topic.items()) or "nothing"
+
+
+async def run_until(runtime: ConsumerRuntime, stop: asyncio.Event, *, subscribe: bool = True) -> None:
+    """Run ``runtime`` until ``stop`` is set (the edges' entry points and tests use an event)."""
+    waiter = asyncio.ensure_future(stop.wait())
+    waiter.add_done_callback(lambda _: runtime.request_stop())
+    try:
+        await runtime.run(subscribe=subscribe)
+    finally:
+        waiter.cancel()

@@ -148,9 +148,11 @@ class Lane:
 
     def committable(self) -> dict[TP, int]:
         """Next offsets that may be committed: finished work (or the lane's own policy)."""
-        if self._committable is not None:
-            return {tp: o for tp, o in self._committable().items() if tp in self._owned or tp in self._draining}
-        return dict(self.acked)
+        if self._committable is None:
+            return dict(self.acked)
+        # the lane's own policy (e.g. a sink holding open sessions), never past unfinished work
+        policy = self._committable()
+        return {tp: min(o, policy[tp]) for tp, o in self.acked.items() if tp in policy}
 
     # --- stop --------------------------------------------------------------------------------
     async def stop_feeding(self) -> None:

@@ -14,7 +14,7 @@ from stack_helpers import produce, read_all, stack_settings, wait_for
 from starlette.testclient import TestClient
 from test_gateway_slack import SECRET, event, signed
 
-from connectors.consume import make_consumer, run_loop
+from connectors.consume import make_consumer, run_edge
 from connectors.delivery.deliver import Deliverer, build_clients, delivered_key
 from connectors.gateway.app import create_app
 from connectors.sinks.escalations import EscalationSink, ticketed_key
@@ -89,7 +89,7 @@ async def test_deliver_posts_to_slack_once_honouring_retry_after(recorder_factor
     async with httpx.AsyncClient(timeout=5) as http:
         deliverer = Deliverer(s, build_clients(s, http), redis, producer, codec)
         consumer = make_consumer(s, s.deliver_group)
-        task = asyncio.create_task(run_loop(consumer, [s.topics.outbound], deliverer.handle_batch, stop))
+        task = asyncio.create_task(run_edge(consumer, deliverer.lane(), stop))
         try:
             await wait_for(lambda: deliverer.counts.get("delivered", 0) + deliverer.counts.get("duplicate", 0) >= 2,
                            40, "both copies handled")
@@ -125,8 +125,7 @@ async def test_deliver_dead_letters_a_permanent_failure(recorder_factory):
     stop = asyncio.Event()
     async with httpx.AsyncClient(timeout=5) as http:
         deliverer = Deliverer(s, build_clients(s, http), redis, producer, codec)
-        task = asyncio.create_task(run_loop(make_consumer(s, s.deliver_group), [s.topics.outbound],
-                                            deliverer.handle_batch, stop))
+        task = asyncio.create_task(run_edge(make_consumer(s, s.deliver_group), deliverer.lane(), stop))
         try:
             await wait_for(lambda: deliverer.counts.get("dead_lettered", 0) >= 1, 30, "dead letter")
         finally:
@@ -162,8 +161,7 @@ async def test_escalation_sink_creates_one_ticket_even_when_produced_twice(recor
     stop = asyncio.Event()
     async with httpx.AsyncClient(timeout=5) as http:
         sink = EscalationSink(s, Webhook(s, tickets.url + "/api/v2/tickets", http), redis, producer, codec, "zendesk")
-        task = asyncio.create_task(run_loop(make_consumer(s, f"esc-{uuid.uuid4().hex[:6]}"), [s.topics.escalations],
-                                            sink.handle_batch, stop))
+        task = asyncio.create_task(run_edge(make_consumer(s, f"esc-{uuid.uuid4().hex[:6]}"), sink.lane(), stop))
         try:
             await wait_for(lambda: sum(sink.counts.values()) >= 2, 30, "both escalations handled")
         finally:
@@ -208,8 +206,7 @@ async def test_slack_question_in_answer_posted_back_to_the_same_thread(recorder_
             assert client.post("/slack/events", content=body, headers=headers).status_code == 200
         async with httpx.AsyncClient(timeout=5) as http:
             deliverer = Deliverer(s, build_clients(s, http), redis, producer, make_codec(s))
-            task = asyncio.create_task(run_loop(make_consumer(s, s.deliver_group), [s.topics.outbound],
-                                                deliverer.handle_batch, stop))
+            task = asyncio.create_task(run_edge(make_consumer(s, s.deliver_group), deliverer.lane(), stop))
             try:
                 await wait_for(lambda: deliverer.counts.get("delivered", 0) >= 1, 40, "the reply delivered")
             finally:
@@ -244,7 +241,7 @@ async def test_two_escalation_sink_instances_share_the_work_one_ticket_each(reco
     stop = asyncio.Event()
     async with httpx.AsyncClient(timeout=5) as http:
         sinks = [EscalationSink(s, Webhook(s, tickets.url, http), redis, producer, codec) for _ in range(2)]
-        tasks = [asyncio.create_task(run_loop(make_consumer(s, group), [s.topics.escalations], sink.handle_batch, stop))
+        tasks = [asyncio.create_task(run_edge(make_consumer(s, group), sink.lane(), stop))
                  for sink in sinks]
         try:
             await wait_for(lambda: sum(sum(k.counts.values()) for k in sinks) >= 12, 60, "all escalations handled")
@@ -277,8 +274,7 @@ async def test_transcript_sink_pushes_an_idle_session_and_commits(recorder_facto
     async with httpx.AsyncClient(timeout=5) as http:
         sink = TranscriptSink(s, Webhook(s, crm.url, http), producer, codec)
         consumer = make_consumer(s, group, **{"partition.assignment.strategy": "range"})
-        task = asyncio.create_task(run_loop(consumer, [s.topics.inbound, s.topics.outbound], sink.handle_batch, stop,
-                                            on_revoke=sink.revoke, idle=sink.flush_idle))
+        task = asyncio.create_task(run_edge(consumer, sink.lane(), stop, tick=sink.flush_locked))
         try:
             await wait_for(lambda: sink.counts.get("pushed", 0) >= 1, 40, "transcript pushed")
             await asyncio.sleep(1.0)  # one more loop round commits the offsets

@@ -46,9 +46,10 @@ async def test_kill_9_with_200_turns_in_flight(fault_stack, llm, workers, client
 
 
 async def wait_assigned(worker, topic: str, timeout_s: float = 60) -> None:
-    """Until the worker's log shows partitions of ``topic`` assigned to it (Faust prints the table)."""
+    """Until the worker's log shows partitions of ``topic`` assigned to it (the runtime logs
+    ``assigned <topic>[0,1,2] ...`` on every assignment)."""
     deadline = time.monotonic() + timeout_s
-    assigned = re.compile(re.escape(topic) + r"\s*\|\s*\{")  # a row of the "newly assigned" table
+    assigned = re.compile(r"assigned .*" + re.escape(topic) + r"\[\d")
     while not assigned.search(worker.log_path.read_text(errors="replace")):
         assert worker.alive(), worker.tail()
         if time.monotonic() > deadline:
