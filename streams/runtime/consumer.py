@@ -5,8 +5,9 @@ nor on revocation (the old worker overrode its private ``_schedule_shutdown``), 
 second Kafka client library (aiokafka), and the edges need group-less tails. This is a small layer
 over confluent-kafka's public API only:
 
-* ``Consumer.consume`` runs in one dedicated thread and returns up to ``batch_size`` records; the
-  loop hands each to the lane of its topic without blocking (``Lane.offer``);
+* ``Consumer.consume`` runs in one dedicated thread and returns up to ``batch_size`` records that
+  are already fetched (waiting only when there are none); the loop hands each to the lane of its
+  topic without blocking (``Lane.offer``);
 * a lane whose backlog is full has its partitions paused (``Consumer.pause``) and resumed once it
   drained to half; the thread keeps calling ``consume``, so ``max.poll.interval.ms`` never expires
   and a busy stage never stalls the others;
@@ -42,7 +43,6 @@ class ConsumerRuntime:
         *,
         grace_s: float,
         batch_size: int = 500,
-        batch_wait_s: float = 0.005,
         idle_wait_s: float = 0.2,
         commit_interval_s: float = 1.0,
         on_assigned: Callable[[set[TP]], None] | None = None,
@@ -54,7 +54,6 @@ class ConsumerRuntime:
         self.lanes = lanes
         self.grace_s = grace_s
         self.batch_size = batch_size
-        self.batch_wait_s = batch_wait_s
         self.idle_wait_s = idle_wait_s
         self.commit_interval_s = commit_interval_s
         self.on_assigned = on_assigned
@@ -105,12 +104,9 @@ class ConsumerRuntime:
         if subscribe:
             self.subscribe()
         last_commit = last_tick = time.monotonic()
-        wait = self.idle_wait_s
         try:
             while not self._stop.is_set():
-                # a short wait while records flow (a batch, not a stall); a longer one when idle
-                messages = await self._in_thread(self.consumer.consume, self.batch_size, wait)
-                wait = self.batch_wait_s if messages else self.idle_wait_s
+                messages = await self._in_thread(self._fetch)
                 for msg in messages:
                     self._dispatch(msg)
                 self._apply_backpressure()
@@ -123,6 +119,22 @@ class ConsumerRuntime:
                     self.commit(asynchronous=True)
         finally:
             await self._shutdown()
+
+    def _fetch(self) -> list[Any]:
+        """Up to ``batch_size`` records without waiting for a batch to fill.
+
+        librdkafka's batch consume waits its whole timeout unless the batch fills, which would
+        add that timeout to every hop of a lightly loaded pipeline. So: take what is already
+        fetched; if nothing is, block until one record arrives (or ``idle_wait_s``), then take
+        what came with it. Under load batches form by themselves while the loop is busy.
+        """
+        messages = self.consumer.consume(self.batch_size, 0)
+        if messages:
+            return messages
+        messages = self.consumer.consume(1, self.idle_wait_s)
+        if messages and self.batch_size > 1:
+            messages.extend(self.consumer.consume(self.batch_size - 1, 0))
+        return messages
 
     async def _shutdown(self) -> None:
         began = time.monotonic()
