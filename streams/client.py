@@ -13,7 +13,7 @@ import time
 import uuid
 from typing import Any, Callable
 
-from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+from confluent_kafka import OFFSET_END, TopicPartition
 from opentelemetry.trace import SpanKind
 
 from processors.records import ChatEscalation, ChatRequest, ChatResponse, now_ms
@@ -21,6 +21,7 @@ from streams import tracing
 from streams.codec import Codec, DecodeError, make_codec
 from streams.config import Settings
 from streams.producer import PIPELINE_MAX_REQUEST, AsyncProducer
+from streams.runtime.clients import make_tail_consumer
 
 
 def new_request(text: str, session_id: str, *, user_id: str = "cli-user", channel: str = "cli", **kw: Any) -> ChatRequest:
@@ -40,14 +41,7 @@ class TopicTail:
     """Reads a topic from its end (as of ``start``) in a thread and hands decoded records to a callback."""
 
     def __init__(self, settings: Settings, topic: str, decode: Callable[[bytes], Any], on_record: Callable[[Any, Any], None]) -> None:
-        self._consumer = Consumer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap,
-                "group.id": f"chatstream-tail-{uuid.uuid4()}",
-                "enable.auto.commit": False,
-                "auto.offset.reset": "latest",
-            }
-        )
+        self._consumer = make_tail_consumer(settings, "tail", **{"auto.offset.reset": "latest"})
         self._topic = topic
         self._decode = decode
         self._on_record = on_record

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from streams.config import Settings
 from streams.pipeline import stage_sources
+from streams.runtime.clients import make_admin, make_tail_consumer
 
 
 
 def consumer_lag(settings: Settings, timeout_s: float = 5.0) -> dict[str, int]:
     """Sum over partitions of (end offset - committed offset) for each stage's source topic."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = make_admin(settings)
     topics = stage_sources(settings)
     meta = admin.list_topics(timeout=timeout_s)
     partitions = [
@@ -22,9 +22,7 @@ def consumer_lag(settings: Settings, timeout_s: float = 5.0) -> dict[str, int]:
         return {}
     request = [ConsumerGroupTopicPartitions(settings.consumer_group, partitions)]
     committed = admin.list_consumer_group_offsets(request)[settings.consumer_group].result(timeout_s)
-    from confluent_kafka import Consumer
-
-    probe = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"{settings.consumer_group}-lag-probe"})
+    probe = make_tail_consumer(settings, "lag-probe")
     try:
         lag: dict[str, int] = {t: 0 for t in topics if t in meta.topics}
         for tp in committed.topic_partitions:

@@ -7,12 +7,12 @@ the high watermark (or end-of-partition, which also covers control records), clo
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import KafkaError, Message, TopicPartition
 
 from streams.config import Settings
+from streams.runtime.clients import make_tail_consumer
 
 
 class TopicMissing(LookupError):
@@ -24,14 +24,7 @@ def read_topic(settings: Settings, topic: str, *, tail: int | None = None, timeo
 
     Raises ``TimeoutError`` when a partition that has data does not deliver it within ``timeout_s``.
     """
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": f"chatstream-reader-{uuid.uuid4()}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }
-    )
+    consumer = make_tail_consumer(settings, "reader", **{"enable.partition.eof": True})
     try:
         meta = consumer.list_topics(topic, timeout=timeout_s)
         if topic not in meta.topics or meta.topics[topic].error is not None:

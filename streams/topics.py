@@ -1,8 +1,9 @@
 """Every topic created up front with one partition count, and checked before a worker starts.
 
-Faust refuses a table whose changelog has another partition count than its source
-(``PartitionsMismatch``) and, with broker auto-creation off, never creates topics right; so the
-project creates them all, the same way, and the worker explains any drift instead of failing later.
+Per-session order needs every topic of a session's path to have the same partition count, and with
+broker auto-creation off nothing creates topics right by itself; so the project creates them all
+(the list is ``streams.pipeline.TOPICS``), the same way, and the worker explains any drift instead of
+failing later.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.config import Settings
 from streams.pipeline import TOPICS
+from streams.runtime.clients import make_admin
 
 # Dead letters keep the original bytes (up to the inbound limit) plus context.
 MAX_MESSAGE_BYTES = {"inbound": 2 * 1024 * 1024, "deadletter": 4 * 1024 * 1024}
@@ -45,7 +47,7 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
 
 
 def admin(settings: Settings) -> AdminClient:
-    return AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "socket.timeout.ms": 10000})
+    return make_admin(settings)
 
 
 def create_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, str]:
@@ -95,7 +97,7 @@ def check_topics(settings: Settings, timeout_s: float = 15.0) -> list[TopicProbl
                 TopicProblem(
                     spec.topic,
                     f"has {len(topic.partitions)} partitions, settings say {settings.partitions}: every topic "
-                    "must have the same count (per-session order and Faust co-partitioning depend on it)",
+                    "must have the same count (per-session order depends on it)",
                 )
             )
     return problems
