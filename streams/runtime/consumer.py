@@ -73,6 +73,7 @@ class ConsumerRuntime:
         self._committed: dict[TP, int] = {}
         self.assignment: set[TP] = set()
         self._last_assigned: set[TP] = set()
+        self._revoked_in_fetch: set[TP] = set()  # touched only on the consume thread
         self.paused: set[TP] = set()
         self.records = 0
 
@@ -128,12 +129,17 @@ class ConsumerRuntime:
         fetched; if nothing is, block until one record arrives (or ``idle_wait_s``), then take
         what came with it. Under load batches form by themselves while the loop is busy.
         """
+        self._revoked_in_fetch = set()
         messages = self.consumer.consume(self.batch_size, 0)
-        if messages:
-            return messages
-        messages = self.consumer.consume(1, self.idle_wait_s)
-        if messages and self.batch_size > 1:
-            messages.extend(self.consumer.consume(self.batch_size - 1, 0))
+        if not messages:
+            messages = self.consumer.consume(1, self.idle_wait_s)
+            if messages and self.batch_size > 1:
+                messages.extend(self.consumer.consume(self.batch_size - 1, 0))
+        if self._revoked_in_fetch:
+            # fetched before a revocation served inside this very call: the partition's next owner
+            # (maybe this consumer again) reads them from the offset just committed
+            gone = self._revoked_in_fetch
+            messages = [m for m in messages if m.error() is not None or (m.topic(), m.partition()) not in gone]
         return messages
 
     async def _shutdown(self) -> None:
@@ -249,6 +255,7 @@ class ConsumerRuntime:
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         keys = {(p.topic, p.partition) for p in partitions}
+        self._revoked_in_fetch |= keys
         if not keys or self._loop is None:
             return
         began = time.monotonic()

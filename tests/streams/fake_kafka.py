@@ -40,6 +40,8 @@ class FakeConsumer:
         self.on_assign: Callable | None = None
         self.on_revoke: Callable | None = None
         self.closed = False
+        self.rebalance_after_fetch = False
+        self.all: dict[tuple[str, int], list[Msg]] = collections.defaultdict(list)
         self.consume_threads: set[str] = set()
 
     # --- test controls ---------------------------------------------------------------------------
@@ -51,6 +53,7 @@ class FakeConsumer:
                 msg = Msg(topic, partition, self.next_offset[tp], key)
                 self.next_offset[tp] += 1
                 self.queued[tp].append(msg)
+                self.all[tp].append(msg)
                 out.append(msg)
         return out
 
@@ -74,6 +77,18 @@ class FakeConsumer:
 
     def consume(self, num_messages: int, timeout: float) -> list[Msg]:
         self.consume_threads.add(threading.current_thread().name)
+        if self.rebalance_after_fetch and self.pending_rebalances:
+            # librdkafka may hand out records it fetched before a rebalance op it serves in the same call
+            out = self._take(num_messages)
+            self._serve_rebalances()
+            return out
+        self._serve_rebalances()
+        out = self._take(num_messages)
+        if not out:
+            time.sleep(min(timeout, 0.01))
+        return out
+
+    def _serve_rebalances(self) -> None:
         while self.pending_rebalances:
             revoke, assign = self.pending_rebalances.popleft()
             if revoke:
@@ -84,14 +99,18 @@ class FakeConsumer:
             if assign:
                 self.assignment |= assign
                 self.on_assign(self, [TopicPartition(t, p) for t, p in sorted(assign)])
+                with self.lock:  # a new assignment reads from the committed offset
+                    for tp in assign:
+                        start = self.committed().get(tp, 0)
+                        self.queued[tp] = collections.deque(m for m in self.all[tp] if m.offset() >= start)
+
+    def _take(self, num_messages: int) -> list[Msg]:
         out: list[Msg] = []
         with self.lock:
             for tp in sorted(self.assignment - self.paused):
                 queue = self.queued[tp]
                 while queue and len(out) < num_messages:
                     out.append(queue.popleft())
-        if not out:
-            time.sleep(min(timeout, 0.01))
         return out
 
     def pause(self, partitions: list[TopicPartition]) -> None:

@@ -191,3 +191,25 @@ async def test_stop_after_the_grace_period_leaves_unfinished_turns_uncommitted()
     runtime.request_stop()
     await asyncio.wait_for(task, 5)
     assert consumer.committed() == {(A, 0): 1}, "offset 1 never finished: it is redone after a restart"
+
+
+async def test_records_fetched_before_a_revocation_in_the_same_call_are_not_run_twice() -> None:
+    consumer = FakeConsumer()
+    handler = Recorder()
+    handler.gate.clear()
+    lane = Lane("a", [A], handler, max_in_flight=1, chain_key=by_session)
+    runtime = runtime_for(consumer, lane)
+    consumer.produce(A, 0, b"s", n=2)
+    consumer.rebalance(set(), {(A, 0)})
+    task = asyncio.create_task(runtime.run())
+    await until(lambda: len(handler.started) == 1)
+    consumer.produce(A, 0, b"s", n=2)  # offsets 2, 3: fetched in the call that serves the rebalance
+    consumer.rebalance_after_fetch = True
+    consumer.rebalance({(A, 0)}, {(A, 0)})
+    await asyncio.sleep(0.05)
+    handler.gate.set()
+    await until(lambda: len(handler.done) >= 4)
+    await until(lambda: consumer.committed().get((A, 0)) == 4)
+    runtime.request_stop()
+    await task
+    assert sorted(handler.done) == [(A, 0, o) for o in range(4)], "each record exactly once"
