@@ -17,18 +17,23 @@ from typing import Any, Awaitable, Callable
 
 from processors.backoff import retry_transient
 from processors.records import DeadLetter
+from streams.codec import DecodeError
 from streams.deadletter import dead_letter_for as pipeline_dead_letter
 from streams.message import InboundMessage
 from streams.producer import ProduceError
 from streams.runtime.clients import make_consumer
 from streams.runtime.consumer import ConsumerRuntime, run_until
 from streams.runtime.lane import Lane
+from streams.tracing import consumer_span, process_attributes, record_failure
 
 log = logging.getLogger("chatstream.connectors")
 
 Commits = dict[tuple[str, int], int]  # (topic, partition) -> next offset to read
 
-__all__ = ["Commits", "dead_letter_for", "in_partition_order", "make_consumer", "run_edge", "send_dead_letter"]
+__all__ = [
+    "Commits", "dead_letter_for", "decode_or_dead_letter", "in_partition_order", "make_consumer", "process_span",
+    "run_edge", "send_dead_letter",
+]
 
 
 async def in_partition_order(messages: list[Any], handle: Callable[[Any], Awaitable[None]]) -> Commits:
@@ -57,6 +62,25 @@ async def run_edge(
     """Consume ``lane``'s topics in ``consumer``'s group until ``stop`` is set; then drain and commit."""
     runtime = ConsumerRuntime(consumer, [lane], grace_s=grace_s, tick=tick, tick_interval_s=tick_interval_s)
     await run_until(runtime, stop)
+
+
+def process_span(msg: Any, edge: str):
+    """The ``<topic> process`` span of one record at an edge, parented by its producer's context."""
+    return consumer_span(msg.topic(), msg.headers() or [],
+                         process_attributes(msg.topic(), msg.partition(), msg.offset(), edge))
+
+
+async def decode_or_dead_letter(
+    msg: Any, record_type: type, edge: str, *, codec: Any, producer: Any, settings: Any, span: Any = None
+) -> Any | None:
+    """The decoded record, or ``None`` once its bytes went to the dead-letter topic with the reason."""
+    try:
+        return codec.decode(msg.value(), record_type)
+    except DecodeError as exc:
+        if span is not None:
+            record_failure(span, exc)
+        await send_dead_letter(producer, codec, settings, dead_letter_for(msg, edge, exc))
+        return None
 
 
 def dead_letter_for(msg: Any, stage: str, exc: BaseException, message_id: str | None = None) -> DeadLetter:

@@ -81,15 +81,7 @@ class StageRunner:
     async def handle(self, msg: InboundMessage) -> None:
         """Handle one record to completion; raises only when cancelled."""
         started = time.perf_counter()
-        attributes: dict[str, object] = {
-            "messaging.system": "kafka",
-            "messaging.operation.type": "process",
-            "messaging.destination.name": msg.topic,
-            "messaging.destination.partition.id": str(msg.partition),
-            "messaging.kafka.offset": msg.offset,
-            "messaging.consumer.group.name": self.group,
-            "chatstream.stage": self.stage.name,
-        }
+        attributes = tracing.process_attributes(msg.topic, msg.partition, msg.offset, self.stage.name, self.group)
         with tracing.consumer_span(msg.topic, msg.headers, attributes) as span:
             outcome = "ok"
             try:

@@ -111,6 +111,23 @@ def consumer_span(
         yield span
 
 
+def process_attributes(
+    topic: str, partition: int, offset: int, handler: str, group: str | None = None
+) -> dict[str, object]:
+    """The attributes of every ``<topic> process`` span, stage or edge alike."""
+    attributes: dict[str, object] = {
+        "messaging.system": "kafka",
+        "messaging.operation.type": "process",
+        "messaging.destination.name": topic,
+        "messaging.destination.partition.id": str(partition),
+        "messaging.kafka.offset": offset,
+        "chatstream.stage": handler,
+    }
+    if group:
+        attributes["messaging.consumer.group.name"] = group
+    return attributes
+
+
 def record_failure(span: Span, exc: BaseException, description: str | None = None) -> None:
     span.record_exception(exc)
     span.set_status(Status(StatusCode.ERROR, description or f"{type(exc).__name__}: {exc}"))

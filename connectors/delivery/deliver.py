@@ -21,15 +21,21 @@ import logging
 import random
 from typing import Any, Awaitable, Callable, Protocol
 
-from connectors.consume import dead_letter_for, in_partition_order, send_dead_letter
+from connectors.consume import (
+    dead_letter_for,
+    decode_or_dead_letter,
+    in_partition_order,
+    process_span,
+    send_dead_letter,
+)
 from connectors.delivery.http import DeliveryError, Permanent, Transient
 from connectors.feedback import slack_reply_key
 from connectors.gateway.limits import AsyncRateLimiter
 from processors.backoff import is_transient_redis_error, retry_transient
 from processors.records import ChatResponse
-from streams.codec import Codec, DecodeError
+from streams.codec import Codec
 from streams.runtime.lane import Lane, by_partition
-from streams.tracing import consumer_span, record_failure
+from streams.tracing import record_failure
 
 log = logging.getLogger("chatstream.deliver")
 
@@ -104,15 +110,10 @@ class Deliverer:
 
     async def handle(self, msg: Any) -> str:
         """Deliver one chat.outbound record; returns the outcome (for counting and tests)."""
-        headers = msg.headers() or []
-        with consumer_span(msg.topic(), headers, {"messaging.system": "kafka", "messaging.operation": "process",
-                                                 "messaging.kafka.partition": msg.partition(),
-                                                 "messaging.kafka.offset": msg.offset()}) as span:
-            try:
-                resp = self.codec.decode(msg.value(), ChatResponse)
-            except DecodeError as exc:
-                record_failure(span, exc)
-                await send_dead_letter(self.producer, self.codec, self.settings, dead_letter_for(msg, "deliver", exc))
+        with process_span(msg, "deliver") as span:
+            resp = await decode_or_dead_letter(msg, ChatResponse, "deliver", codec=self.codec, producer=self.producer,
+                                               settings=self.settings, span=span)
+            if resp is None:
                 return self._done("dead_lettered")
             span.set_attribute("messaging.message.id", resp.message_id)
             span.set_attribute("chat.channel", resp.channel)

@@ -12,14 +12,20 @@ import datetime as dt
 import logging
 from typing import Any, Callable
 
-from connectors.consume import dead_letter_for, in_partition_order, send_dead_letter
+from connectors.consume import (
+    dead_letter_for,
+    decode_or_dead_letter,
+    in_partition_order,
+    process_span,
+    send_dead_letter,
+)
 from connectors.delivery.http import DeliveryError
 from connectors.sinks.webhook import Webhook
 from processors.backoff import is_transient_redis_error, retry_transient
 from processors.records import ChatEscalation
-from streams.codec import Codec, DecodeError
+from streams.codec import Codec
 from streams.runtime.lane import Lane, by_partition
-from streams.tracing import consumer_span, record_failure
+from streams.tracing import record_failure
 
 log = logging.getLogger("chatstream.sinks.escalations")
 
@@ -92,13 +98,10 @@ class EscalationSink:
         return outcome
 
     async def handle(self, msg: Any) -> str:
-        with consumer_span(msg.topic(), msg.headers() or [], {"messaging.system": "kafka",
-                                                             "messaging.operation": "process"}) as span:
-            try:
-                esc = self.codec.decode(msg.value(), ChatEscalation)
-            except DecodeError as exc:
-                record_failure(span, exc)
-                await send_dead_letter(self.producer, self.codec, self.settings, dead_letter_for(msg, "sink.escalations", exc))
+        with process_span(msg, "sink.escalations") as span:
+            esc = await decode_or_dead_letter(msg, ChatEscalation, "sink.escalations", codec=self.codec,
+                                              producer=self.producer, settings=self.settings, span=span)
+            if esc is None:
                 return self._done("dead_lettered")
             span.set_attribute("messaging.message.id", esc.message_id)
             key = ticketed_key(esc.message_id)

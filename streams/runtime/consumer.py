@@ -75,7 +75,6 @@ class ConsumerRuntime:
         self._last_assigned: set[TP] = set()
         self._revoked_in_fetch: set[TP] = set()  # touched only on the consume thread
         self.paused: set[TP] = set()
-        self.records = 0
 
     # --- lifecycle -----------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -177,7 +176,6 @@ class ConsumerRuntime:
         lane = self._by_topic.get(msg.topic())
         if lane is None or not lane.owns((msg.topic(), msg.partition())):
             return  # a record fetched before its partition was revoked: its next owner reads it
-        self.records += 1
         lane.offer(msg)
 
     def _apply_backpressure(self) -> None:
