@@ -1,1 +1,1 @@
-"""Stage logic as plain async code with injected clients; knows nothing of Faust or Kafka."""
+"""Stage logic as plain async code with injected clients; knows nothing of Kafka (never imports streams)."""

@@ -1,1 +1,1 @@
-"""Wires processors to Kafka topics: Faust app, topics, codecs, telemetry and the CLI."""
+"""Wires processors to Kafka topics: the pipeline table, the consumer runtime, codecs, telemetry and the CLI."""
