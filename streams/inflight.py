@@ -72,16 +72,20 @@ class InFlightWindow:
         work: Callable[[], Awaitable[None]],
         token: Any,
         still_wanted: Callable[[], bool] | None = None,
+        admit: Callable[[], bool] | None = None,
     ) -> bool:
         """Schedule ``work``; blocks only while the window holds too many unacked entries.
 
         ``still_wanted`` is asked when the work could start (its session's previous turn done and a
         running slot free): an event read before a rebalance or a shutdown began must not start (it
         is neither run nor acked; whoever owns its partition next reads it again from the committed
-        offset, and ``forget_partitions`` drops its bookkeeping). Returns whether it was scheduled.
+        offset, and ``forget_partitions`` drops its bookkeeping). ``admit`` (default: ``still_wanted``)
+        is asked once the window has room, before the work is admitted at all. Returns whether it
+        was scheduled.
         """
         await self._unacked.acquire()
-        if still_wanted is not None and not still_wanted():
+        check = admit if admit is not None else still_wanted
+        if check is not None and not check():
             self._unacked.release()
             return False
         entry = _Entry(offset, token)

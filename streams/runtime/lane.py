@@ -64,7 +64,7 @@ class Lane:
         # partition -> generation; a record offered under another generation is stale (revoked since)
         self._owned: dict[TP, int] = {}
         self._generation = 0
-        self._draining: set[TP] = set()
+        self._closing: set[TP] = set()  # being revoked: admitted work finishes, nothing new is admitted
         self.stopping = False
 
     # --- ownership ---------------------------------------------------------------------------
@@ -81,23 +81,27 @@ class Lane:
         return {tp for tp in partitions if tp[0] in self.topics}
 
     async def revoke(self, partitions: set[TP], grace_s: float) -> dict[TP, int]:
-        """Stop the revoked partitions' unstarted work, wait (bounded) for their running turns, and
-        return the offsets to commit before they move; then forget them."""
+        """Admit nothing more of the revoked partitions, let their admitted turns finish (bounded by
+        ``grace_s``), and return the offsets to commit before they move; then forget them.
+
+        Admitted turns finish rather than being skipped: a skipped turn would hold the commit back
+        and make every finished turn behind it in the partition run again on the next owner.
+        Records still in the backlog were never started; the next owner reads them.
+        """
         mine = self.mine(partitions)
         if not mine:
             return {}
-        for tp in mine:
-            self._owned.pop(tp, None)  # unstarted records of these partitions will not start
-        self._draining |= mine  # their finishing turns still count until the commit
+        self._closing |= mine
         self.backlog = collections.deque(m for m in self.backlog if (m.topic(), m.partition()) not in mine)
         finished = await self.window.drain_partitions(mine, grace_s)
         if not finished:
             log.warning("%s: turns of revoked partitions did not finish within %.0f s", self.name, grace_s)
         offsets = {tp: o for tp, o in self.committable().items() if tp in mine}
-        self.window.forget_partitions(mine)
-        self._draining -= mine
         for tp in mine:
+            self._owned.pop(tp, None)  # what is still waiting (past the grace) will not start
             self.acked.pop(tp, None)
+        self._closing -= mine
+        self.window.forget_partitions(mine)
         if self._on_revoked is not None:
             self._on_revoked(mine)
         return offsets
@@ -135,15 +139,19 @@ class Lane:
                 chain_key=self.chain_key(msg),
                 work=partial(self.handle, msg),
                 token=(tp, msg.offset()),
-                still_wanted=partial(self._still_wanted, tp, generation),
+                still_wanted=partial(self._still_owned, tp, generation),
+                admit=partial(self._admits, tp, generation),
             )
 
-    def _still_wanted(self, tp: TP, generation: int) -> bool:
-        return not self.stopping and self._owned.get(tp) == generation
+    def _still_owned(self, tp: TP, generation: int) -> bool:
+        return self._owned.get(tp) == generation
+
+    def _admits(self, tp: TP, generation: int) -> bool:
+        return not self.stopping and tp not in self._closing and self._owned.get(tp) == generation
 
     def _released(self, token: tuple[TP, int]) -> None:
         tp, offset = token
-        if tp in self._owned or tp in self._draining:
+        if tp in self._owned:
             self.acked[tp] = offset + 1
 
     def committable(self) -> dict[TP, int]:
@@ -156,7 +164,7 @@ class Lane:
 
     # --- stop --------------------------------------------------------------------------------
     async def stop_feeding(self) -> None:
-        """Nothing more starts; what runs may finish (``drain``)."""
+        """Nothing more is admitted; what was admitted may finish (``drain``)."""
         self.stopping = True
         self.backlog.clear()
         if self._feeder is not None:

@@ -142,16 +142,40 @@ async def test_revocation_drains_running_turns_and_commits_before_returning() ->
     assert not consumer.revoke_returned.is_set(), "revocation waits for the running turns"
     handler.gate.set()
     await until(consumer.revoke_returned.is_set)
-    # committed synchronously inside on_revoke: the running turns' offsets, not the unstarted ones'
+    # committed synchronously inside on_revoke, covering every admitted turn: the session's two
+    # waiting turns ran to the end too, so nothing finished is redone by the next owner
     sync = [offsets for offsets, asynchronous in consumer.commits if not asynchronous]
-    assert sync and sync[0] == {(A, 0): 1, (A, 1): 1}
-    assert (A, 0, 1) not in handler.started and (A, 0, 2) not in handler.started, "unstarted turns of a revoked partition must not start"
+    assert sync and sync[0] == {(A, 0): 3, (A, 1): 1}
+    assert [d for d in handler.done if d[1] == 0] == [(A, 0, 0), (A, 0, 1), (A, 0, 2)]
     assert assigned == [{(A, 0), (A, 1)}], "re-assigning a partition just revoked is not a take-over"
     consumer.produce(A, 1, b"s2", n=1)
     await until(lambda: (A, 1, 1) in handler.done)
     runtime.request_stop()
     await task
     assert consumer.committed()[(A, 1)] == 2
+    assert len(handler.done) == len(set(handler.done)) == 5, "each record once"
+
+
+async def test_revocation_leaves_the_backlog_to_the_next_owner() -> None:
+    consumer = FakeConsumer()
+    handler = Recorder()
+    handler.gate.clear()
+    lane = Lane("a", [A], handler, max_in_flight=1, max_backlog=50, chain_key=by_partition_free)
+    lane.window = type(lane.window)(1, on_release=lane._released, max_unacked=2)  # room for 2 admitted only
+    runtime = runtime_for(consumer, lane)
+    consumer.produce(A, 0, None, n=6)
+    consumer.rebalance(set(), {(A, 0)})
+    task = asyncio.create_task(runtime.run())
+    await until(lambda: len(handler.started) == 1 and len(lane.backlog) >= 3)
+    consumer.rebalance({(A, 0)}, set())
+    await asyncio.sleep(0.05)
+    handler.gate.set()
+    await until(consumer.revoke_returned.is_set)
+    sync = [offsets for offsets, asynchronous in consumer.commits if not asynchronous]
+    assert sync[0] == {(A, 0): 2}, "the two admitted turns finished and were committed"
+    assert [o for _, _, o in handler.done] == [0, 1], "the backlog was not started: the next owner reads it"
+    runtime.request_stop()
+    await task
 
 
 async def test_stop_finishes_in_flight_turns_commits_and_closes() -> None:

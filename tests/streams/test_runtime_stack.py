@@ -20,7 +20,7 @@ from streams.runtime.lane import Lane
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(180)]
 
 PARTITIONS = 4
-RECORDS = 48
+RECORDS = 120
 
 
 async def until(condition, timeout_s: float, what: str) -> None:
@@ -54,7 +54,7 @@ async def test_a_joining_consumer_gets_partitions_only_after_their_running_turns
         async def handle(msg: Any) -> None:
             running[who] += 1
             try:
-                await asyncio.sleep(0.4)  # a turn takes a while: the rebalance finds some running
+                await asyncio.sleep(0.25)  # a turn takes a while: the rebalance finds some running
                 handled.append((who, msg.partition(), msg.offset()))
             finally:
                 running[who] -= 1
