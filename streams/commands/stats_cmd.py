@@ -18,6 +18,7 @@ from rich.table import Table
 
 from streams.cli import CommandError
 from streams.config import Settings
+from streams.pipeline import STAGE_NAMES
 
 
 def register(sub) -> None:
@@ -61,7 +62,7 @@ def render(samples, previous, elapsed: float, lag: dict[str, int | str]) -> Grou
     stages = Table(title="stages")
     for col in ("stage", "records", "rate/s", "mean ms", "dead letters"):
         stages.add_column(col, justify="right" if col != "stage" else "left")
-    for stage in ("enrich", "retrieve", "generate", "validate"):
+    for stage in STAGE_NAMES:
         rate = (counts.get(stage, 0) - prev_counts.get(stage, 0)) / elapsed if previous and elapsed else 0.0
         mean = dur_sum.get(stage, 0) / dur_count[stage] * 1000 if dur_count.get(stage) else 0.0
         stages.add_row(stage, f"{counts.get(stage, 0):.0f}", f"{rate:.1f}", f"{mean:.1f}", f"{dead.get(stage, 0):.0f}")
