@@ -11,6 +11,10 @@ tenant) skips the store after ``breaker_failures`` consecutive failures: for ``b
 turns go on at once with ``retrieval_ok=False``, then one turn probes the store and a success closes
 the breaker.
 
+Answerability: the store measures each passage's absolute relevance (``processors.relevance``);
+when the best one is below ``min_relevance`` the turn is marked ``answerable=False``, and the later
+stages decline honestly instead of answering from unrelated passages.
+
 Query: the latest user text is searched on its own when it stands alone, so an old topic does not
 pull in stale passages. A short follow-up ("and how much does it cost?") names nothing to search for,
 so the previous user message (from the history, or else the newest user line of the rolling
@@ -30,6 +34,7 @@ from opentelemetry.trace import StatusCode
 from processors.circuit import CircuitBreaker
 from processors.embeddings import Embedder
 from processors.records import ChatTurn
+from processors.relevance import best_relevance, covers
 from processors.vectorstore import VectorStore
 
 tracer = trace.get_tracer("chatstream.retrieval")
@@ -104,6 +109,7 @@ class Retriever:
         timeout_s: float = 5.0,
         breaker_failures: int = 2,
         breaker_reset_s: float = 2.0,
+        min_relevance: float = 0.0,
     ) -> None:
         if top_k < 1 or not 0.0 <= alpha <= 1.0 or timeout_s <= 0:
             raise ValueError("top_k must be >= 1, alpha within [0, 1], timeout_s > 0")
@@ -116,6 +122,7 @@ class Retriever:
         self.timeout_s = timeout_s
         self._breaker_failures = breaker_failures
         self._breaker_reset_s = breaker_reset_s
+        self.min_relevance = min_relevance
         self._breakers: dict[str, CircuitBreaker] = {}
         self._last_error: dict[str, str] = {}
 
@@ -164,7 +171,15 @@ class Retriever:
             if passages:
                 span.set_attribute("chatstream.retrieval.top_doc", passages[0].doc_id)
                 span.set_attribute("chatstream.retrieval.top_score", passages[0].score)
-        return dataclasses.replace(turn, passages=passages, retrieval_ok=True, retrieval_error=None)
+            relevance = best_relevance(passages)
+            if relevance is not None:
+                span.set_attribute("chatstream.retrieval.relevance", relevance)
+            # passages stay on the turn even when not covered: evaluation reads what was found
+            answerable = covers(passages, self.min_relevance)
+            span.set_attribute("chatstream.retrieval.answerable", answerable)
+        return dataclasses.replace(
+            turn, passages=passages, retrieval_ok=True, retrieval_error=None, answerable=answerable
+        )
 
     async def _search(self, query: str, tenant: str):  # type: ignore[no-untyped-def]
         (vector,) = await self.embedder.embed([query])
@@ -181,4 +196,5 @@ def build_retriever(settings, store: VectorStore, embedder: Embedder) -> Retriev
         timeout_s=settings.retrieval_timeout_s,
         breaker_failures=settings.retrieval_breaker_failures,
         breaker_reset_s=settings.retrieval_breaker_reset_s,
+        min_relevance=settings.answerability_min_relevance,
     )

@@ -7,6 +7,7 @@ import time
 from opentelemetry.trace import Span
 
 from processors.records import ChatTurn
+from processors.relevance import best_relevance
 from streams import metrics
 from streams.codec import Codec
 from streams.message import InboundMessage, OutboundRecord
@@ -42,8 +43,10 @@ class RetrieveStage(Stage):
         turn = await self.retriever.retrieve(turn)
         span.set_attribute("chatstream.retrieval.ok", turn.retrieval_ok)
         span.set_attribute("chatstream.retrieval.passages", len(turn.passages))
-        if turn.passages:
-            metrics.retrieval_score(turn.passages[0].score)
+        relevance = best_relevance(turn.passages)  # absolute, unlike the per-query normalised score
+        if relevance is not None:
+            metrics.retrieval_score(relevance)
+        span.set_attribute("chatstream.retrieval.answerable", turn.answerable)
         if not turn.retrieval_ok:
             span.add_event("retrieval failed", {"error": turn.retrieval_error or ""})
         turn.stage_ms["retrieve"] = int((time.perf_counter() - started) * 1000)
