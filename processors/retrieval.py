@@ -34,7 +34,7 @@ from opentelemetry.trace import StatusCode
 from processors.circuit import CircuitBreaker
 from processors.embeddings import Embedder
 from processors.records import ChatTurn
-from processors.relevance import best_relevance, covers
+from processors.relevance import answer_score, covers
 from processors.vectorstore import VectorStore
 
 tracer = trace.get_tracer("chatstream.retrieval")
@@ -171,11 +171,11 @@ class Retriever:
             if passages:
                 span.set_attribute("chatstream.retrieval.top_doc", passages[0].doc_id)
                 span.set_attribute("chatstream.retrieval.top_score", passages[0].score)
-            relevance = best_relevance(passages)
+            relevance = answer_score(query, passages)
             if relevance is not None:
                 span.set_attribute("chatstream.retrieval.relevance", relevance)
             # passages stay on the turn even when not covered: evaluation reads what was found
-            answerable = covers(passages, self.min_relevance)
+            answerable = covers(passages, self.min_relevance, query)
             span.set_attribute("chatstream.retrieval.answerable", answerable)
         return dataclasses.replace(
             turn, passages=passages, retrieval_ok=True, retrieval_error=None, answerable=answerable

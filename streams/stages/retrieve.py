@@ -7,7 +7,8 @@ import time
 from opentelemetry.trace import Span
 
 from processors.records import ChatTurn
-from processors.relevance import best_relevance
+from processors.relevance import answer_score
+from processors.retrieval import build_query
 from streams import metrics
 from streams.codec import Codec
 from streams.message import InboundMessage, OutboundRecord
@@ -43,7 +44,7 @@ class RetrieveStage(Stage):
         turn = await self.retriever.retrieve(turn)
         span.set_attribute("chatstream.retrieval.ok", turn.retrieval_ok)
         span.set_attribute("chatstream.retrieval.passages", len(turn.passages))
-        relevance = best_relevance(turn.passages)  # absolute, unlike the per-query normalised score
+        relevance = answer_score(build_query(turn), turn.passages)  # absolute, unlike the normalised score
         if relevance is not None:
             metrics.retrieval_score(relevance)
         span.set_attribute("chatstream.retrieval.answerable", turn.answerable)
