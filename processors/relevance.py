@@ -2,17 +2,23 @@
 
 Weaviate's hybrid search fuses BM25 and vector scores with ``relativeScoreFusion``, which rescales
 both per query, so the best hit scores near 1.0 whether or not it answers the question (see the
-field notes). Ranking needs only relative scores; deciding "we do not know this" needs a signal that
-means the same thing for every query. The cosine similarity of the query embedding and the chunk
-embedding is such a signal: the store computes it from the vectors it already holds
-(``Passage.relevance``), and the retriever compares the best one with a threshold calibrated on the
-labelled set (``streams/demo/labels.jsonl``, ``chatstream eval calibrate``).
+field notes). Ranking needs only relative scores; deciding "we do not know this" needs signals that
+mean the same thing for every query:
 
-Cosine alone separates poorly on short user questions (MiniLM puts "is there time tracking on
-tasks" as close to the tasks article as "how many subtasks can a task have"), so the decision score
-adds a lexical term: the share of the query's content words that occur in the passage (an absolute
-BM25-like signal: no per-query normalisation). ``answer_score = relevance + LEXICAL_WEIGHT * coverage``;
-the weight and the threshold were chosen on the labelled set (see the issue-10 note for the table).
+- ``Passage.relevance``: the raw cosine similarity of the query embedding and the passage's closest
+  unit (its title or one of its sentences). Whole chunks dilute a short question's match ("is there
+  an iPhone app" against an 800-character chunk about the mobile app in general); a question usually
+  matches one sentence. The units are embedded with the retriever's embedder, whose exact-text cache
+  makes a help center's sentences cost nothing after their first use.
+- coverage: the share of the query's content words that occur in the retrieved passages, a raw
+  lexical signal (BM25-like, no per-query normalisation). Unanswerable questions near the help
+  center's topics ("is there time tracking on tasks") match semantically but name a thing it never
+  mentions.
+
+``answer_score = best relevance + LEXICAL_WEIGHT * coverage``; a turn below the threshold
+(``Settings.answerability_min_relevance``) is not covered. Weight and threshold were chosen on the
+labelled set (``streams/demo/labels.jsonl``, ``chatstream eval calibrate``; the table is in the issue-10
+note).
 """
 
 from __future__ import annotations
@@ -20,15 +26,18 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from processors.generation.text import content_words
+import numpy as np
+
+from processors.generation.text import content_words, split_sentences
 from processors.records import Passage
 
-LEXICAL_WEIGHT = 0.3
+LEXICAL_WEIGHT = 0.8
+MAX_UNITS_PER_PASSAGE = 16
 
 
 def cosine_similarity(a: Sequence[float], b: Sequence[float]) -> float:
     """Cosine of two vectors (0.0 when either is empty or zero)."""
-    if not a or not b or len(a) != len(b):
+    if not len(a) or not len(b) or len(a) != len(b):
         return 0.0
     dot = sum(x * y for x, y in zip(a, b))
     na = math.sqrt(sum(x * x for x in a))
@@ -38,36 +47,67 @@ def cosine_similarity(a: Sequence[float], b: Sequence[float]) -> float:
     return dot / (na * nb)
 
 
+def passage_units(passage: Passage) -> list[str]:
+    """The pieces a question is matched against: the title and each sentence."""
+    units = [passage.title.strip()] if passage.title.strip() else []
+    units += [s for s in split_sentences(passage.text) if s.strip()]
+    return units[:MAX_UNITS_PER_PASSAGE] or [passage.text[:400]]
+
+
+async def measure(embedder, query_vector: Sequence[float], passages: Sequence[Passage]) -> list[Passage]:  # type: ignore[no-untyped-def]
+    """The passages with ``relevance`` = cosine of the query and their closest unit (one embed call)."""
+    if not passages:
+        return []
+    units = [passage_units(p) for p in passages]
+    vectors = await embedder.embed([u for group in units for u in group])
+    matrix = np.asarray(vectors, dtype=np.float32)
+    query = np.asarray(query_vector, dtype=np.float32)
+    norms = np.linalg.norm(matrix, axis=1) * (np.linalg.norm(query) or 1.0)
+    sims = (matrix @ query) / np.where(norms == 0, 1.0, norms)
+    out, start = [], 0
+    for passage, group in zip(passages, units):
+        best = float(sims[start : start + len(group)].max())
+        start += len(group)
+        out.append(Passage(passage.doc_id, passage.chunk_id, passage.title, passage.source, passage.text, passage.score,
+                           relevance=round(best, 6)))
+    return out
+
+
 def best_relevance(passages: Sequence[Passage]) -> float | None:
     """The highest measured relevance among the passages (None when none was measured)."""
     measured = [p.relevance for p in passages if p.relevance is not None]
     return max(measured) if measured else None
 
 
-def term_coverage(query: str, passage: Passage) -> float:
-    """Share of the query's content words (folded) that occur in the passage's title or text."""
+def term_coverage(query: str, passages: Sequence[Passage]) -> float:
+    """Share of the query's content words (folded) that occur in the passages' titles or texts."""
     wanted = set(content_words(query))
     if not wanted:
         return 0.0
-    return len(wanted & set(content_words(f"{passage.title} {passage.text}"))) / len(wanted)
+    found: set[str] = set()
+    for passage in passages:
+        found |= wanted & set(content_words(f"{passage.title} {passage.text}"))
+    return len(found) / len(wanted)
 
 
 def answer_score(query: str, passages: Sequence[Passage]) -> float | None:
-    """Best ``relevance + LEXICAL_WEIGHT * coverage`` over the passages (None when unmeasured)."""
-    scores = [p.relevance + LEXICAL_WEIGHT * term_coverage(query, p) for p in passages if p.relevance is not None]
-    return max(scores) if scores else None
+    """``best relevance + LEXICAL_WEIGHT * coverage`` (None when no relevance was measured)."""
+    best = best_relevance(passages)
+    if best is None:
+        return None
+    return best + LEXICAL_WEIGHT * term_coverage(query, passages)
 
 
-def covers(passages: Sequence[Passage], min_relevance: float, query: str = "") -> bool:
-    """True when some passage is relevant enough to answer from (``answer_score >= min_relevance``).
+def covers(passages: Sequence[Passage], min_score: float, query: str = "") -> bool:
+    """True when the passages are relevant enough to answer from (``answer_score >= min_score``).
 
-    No passages: not covered. Passages without a measured relevance (a store that cannot measure
-    it, records from before the field existed): covered, since there is nothing to decide on.
-    ``min_relevance <= 0`` turns the check off.
+    No passages: not covered. Passages without a measured relevance (records from before the field
+    existed, a retriever that did not measure): covered, since there is nothing to decide on.
+    ``min_score <= 0`` turns the check off.
     """
-    if min_relevance <= 0:
+    if min_score <= 0:
         return True
     if not passages:
         return False
-    best = answer_score(query, passages)
-    return best is None or best >= min_relevance
+    score = answer_score(query, passages)
+    return score is None or score >= min_score

@@ -11,8 +11,8 @@ tenant) skips the store after ``breaker_failures`` consecutive failures: for ``b
 turns go on at once with ``retrieval_ok=False``, then one turn probes the store and a success closes
 the breaker.
 
-Answerability: the store measures each passage's absolute relevance (``processors.relevance``);
-when the best one is below ``min_relevance`` the turn is marked ``answerable=False``, and the later
+Answerability: each passage's absolute relevance is measured (``processors.relevance``); when the
+turn's answer score is below ``min_relevance`` it is marked ``answerable=False``, and the later
 stages decline honestly instead of answering from unrelated passages.
 
 Query: the latest user text is searched on its own when it stands alone, so an old topic does not
@@ -34,7 +34,7 @@ from opentelemetry.trace import StatusCode
 from processors.circuit import CircuitBreaker
 from processors.embeddings import Embedder
 from processors.records import ChatTurn
-from processors.relevance import answer_score, covers
+from processors.relevance import answer_score, covers, measure
 from processors.vectorstore import VectorStore
 
 tracer = trace.get_tracer("chatstream.retrieval")
@@ -183,7 +183,10 @@ class Retriever:
 
     async def _search(self, query: str, tenant: str):  # type: ignore[no-untyped-def]
         (vector,) = await self.embedder.embed([query])
-        return await self.store.hybrid_search(query, vector, tenant=tenant, k=self.top_k, alpha=self.alpha)
+        passages = await self.store.hybrid_search(query, vector, tenant=tenant, k=self.top_k, alpha=self.alpha)
+        if self.min_relevance <= 0:
+            return passages  # answerability off: no need to measure
+        return await measure(self.embedder, vector, passages)
 
 
 def build_retriever(settings, store: VectorStore, embedder: Embedder) -> Retriever:  # type: ignore[no-untyped-def]

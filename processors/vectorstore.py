@@ -21,7 +21,6 @@ from typing import Protocol, runtime_checkable
 from opentelemetry import trace
 
 from processors.records import Passage
-from processors.relevance import cosine_similarity
 
 tracer = trace.get_tracer("chatstream.retrieval")
 
@@ -252,7 +251,6 @@ class WeaviateStore:
                 query_properties=["title^2", "text"],
                 return_metadata=MetadataQuery(score=True),
                 return_properties=_RETURN_PROPERTIES,
-                include_vector=True,  # for the absolute relevance (processors.relevance)
             )
             span.set_attribute("chatstream.retrieval.hits", len(result.objects))
         passages = []
@@ -266,7 +264,6 @@ class WeaviateStore:
                     source=str(p.get("url") or p.get("source") or ""),
                     text=str(p.get("text") or ""),
                     score=float(obj.metadata.score or 0.0),
-                    relevance=_relevance(vector, obj.vector),
                 )
             )
         return passages
@@ -316,15 +313,6 @@ class WeaviateStore:
         client, self._client = self._client, None
         if client is not None:
             await _close_quietly(client)
-
-
-def _relevance(query_vector: list[float], stored: object) -> float | None:
-    """Cosine of the query and the stored chunk vector (None when Weaviate returned no vector)."""
-    if isinstance(stored, dict):
-        stored = stored.get("default") or next(iter(stored.values()), None)
-    if not stored:
-        return None
-    return round(cosine_similarity(query_vector, stored), 6)  # type: ignore[arg-type]
 
 
 async def _close_quietly(client) -> None:  # type: ignore[no-untyped-def]

@@ -155,10 +155,10 @@ class Settings(BaseSettings):
     retrieval_breaker_failures: int = Field(default=2, description="Consecutive lookup failures that open the retrieval breaker.")
     retrieval_breaker_reset_s: float = Field(default=2.0, description="While open, turns skip the lookup; then one probe tries again.")
     answerability_min_relevance: float = Field(
-        default=0.59,
+        default=0.98,
         description=(
-            "A turn whose best passage scores below this (cosine of query and chunk embeddings + 0.3 x "
-            "share of the query's words in the chunk, processors.relevance.answer_score) is not covered "
+            "A turn whose answer score is below this (best cosine of the query and a passage's title or "
+            "sentence + 0.8 x share of the query's words in the passages, processors.relevance) is not covered "
             "by the knowledge base: FALLBACK with not_found_reply, no citations. "
             "Calibrated on streams/demo/labels.jsonl (`chatstream eval calibrate`); 0 turns the check off."
         ),

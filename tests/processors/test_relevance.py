@@ -7,7 +7,7 @@ import pytest
 from processors.generation.extractive import ExtractiveProvider
 from processors.generation.generator import Generator
 from processors.records import ChatRequest, ChatTurn, Passage, Status
-from processors.relevance import LEXICAL_WEIGHT, answer_score, best_relevance, cosine_similarity, covers, term_coverage
+from processors.relevance import LEXICAL_WEIGHT, answer_score, best_relevance, cosine_similarity, covers, measure, term_coverage
 from processors.retrieval import Retriever
 from processors.validation.validator import Validator
 from tests.processors.fakes_retrieval import HashEmbedder
@@ -29,15 +29,29 @@ def test_cosine_similarity():
 
 
 def test_answer_score_adds_the_share_of_query_words_found():
-    assert term_coverage("refund within days", REFUND) == pytest.approx(1.0)
-    assert term_coverage("refund jira", REFUND) == pytest.approx(0.5)
+    assert term_coverage("refund within days", [REFUND]) == pytest.approx(1.0)
+    assert term_coverage("refund jira", [REFUND]) == pytest.approx(0.5)
+    other = Passage("jira", "jira#0", "Jira", "u", "Connect Jira.", 0.5, relevance=0.3)
+    assert term_coverage("refund jira", [REFUND, other]) == pytest.approx(1.0)  # over all passages
     assert answer_score("refund jira", [REFUND]) == pytest.approx(0.62 + LEXICAL_WEIGHT * 0.5)
     assert best_relevance([REFUND, Passage("a", "a#0", "", "", "", 0.5, relevance=0.7)]) == 0.7
 
 
+async def test_measure_takes_the_closest_sentence_or_title():
+    embedder = HashEmbedder()
+    passage = Passage("mobile-app", "mobile-app#0", "The mobile app", "u",
+                      "Download it from the App Store. The app supports Face ID and fingerprint unlock.", 1.0)
+    (query,) = await embedder.embed(["face id fingerprint unlock"])
+    (measured,) = await measure(embedder, query, [passage])
+    (sentence,) = await embedder.embed(["The app supports Face ID and fingerprint unlock."])
+    assert measured.relevance == pytest.approx(cosine_similarity(query, sentence), abs=1e-5)
+    assert measured.relevance > 0.5 and measured.score == 1.0 and measured.doc_id == "mobile-app"
+
+
 def test_covers_decides_on_the_threshold_and_tolerates_unmeasured_passages():
-    assert covers([REFUND], 0.59, "can i get a refund")
-    assert not covers([REFUND], 0.95, "can i get a refund")
+    assert covers([REFUND], 0.98, "can i get a refund")  # 0.62 + 0.8 x 1.0
+    assert not covers([REFUND], 1.5, "can i get a refund")
+    assert not covers([REFUND], 0.98, "jira sync")  # 0.62 + 0.8 x 0.0
     assert not covers([], 0.5, "anything")  # nothing found at all
     unmeasured = Passage("x", "x#0", "", "", "text", 0.9)
     assert covers([unmeasured], 0.9, "q")  # an old record or a store that cannot measure: no decision
@@ -47,12 +61,15 @@ def test_covers_decides_on_the_threshold_and_tolerates_unmeasured_passages():
 async def test_retriever_marks_a_turn_not_covered_but_keeps_its_passages():
     class Store:
         async def hybrid_search(self, query, vector, *, tenant, k, alpha):
-            return [Passage("refunds", "refunds#0", "Refund policy", "u", "We offer a full refund.", 1.0, relevance=0.2)]
+            return [Passage("refunds", "refunds#0", "Refund policy", "u", "We offer a full refund within 14 days.", 1.0)]
 
-    retriever = Retriever(Store(), HashEmbedder(), top_k=4, alpha=0.75, min_relevance=0.59)
+    retriever = Retriever(Store(), HashEmbedder(), top_k=4, alpha=0.75, min_relevance=0.98)
     turn = await retriever.retrieve(_turn("do you have a jira integration", []))
     assert turn.retrieval_ok and not turn.answerable
     assert [p.doc_id for p in turn.passages] == ["refunds"]  # evaluation still sees what was found
+    assert turn.passages[0].relevance is not None
+    covered = await retriever.retrieve(_turn("full refund within 14 days", []))
+    assert covered.answerable  # same words, same hashed direction: relevance ~1 plus full coverage
 
 
 async def test_generator_does_not_call_the_llm_for_a_turn_not_covered():
