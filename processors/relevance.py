@@ -15,7 +15,7 @@ mean the same thing for every query:
   center's topics ("is there time tracking on tasks") match semantically but name a thing it never
   mentions.
 
-``answer_score = best relevance + LEXICAL_WEIGHT * coverage``; a turn below the threshold
+``answer_score`` = the best, over the passages, of ``relevance + LEXICAL_WEIGHT * coverage``; a turn below the threshold
 (``Settings.answerability_min_relevance``) is not covered. Weight and threshold were chosen on the
 labelled set (``streams/demo/labels.jsonl``, ``chatstream eval calibrate``; the table is in the issue-10
 note).
@@ -31,7 +31,7 @@ import numpy as np
 from processors.generation.text import content_words, split_sentences
 from processors.records import Passage
 
-LEXICAL_WEIGHT = 0.8
+LEXICAL_WEIGHT = 0.6
 MAX_UNITS_PER_PASSAGE = 16
 
 
@@ -91,11 +91,10 @@ def term_coverage(query: str, passages: Sequence[Passage]) -> float:
 
 
 def answer_score(query: str, passages: Sequence[Passage]) -> float | None:
-    """``best relevance + LEXICAL_WEIGHT * coverage`` (None when no relevance was measured)."""
-    best = best_relevance(passages)
-    if best is None:
-        return None
-    return best + LEXICAL_WEIGHT * term_coverage(query, passages)
+    """Best ``relevance + LEXICAL_WEIGHT * coverage`` over the passages, each on its own: one passage
+    must both mean what the question means and name what it names (None when nothing was measured)."""
+    scores = [p.relevance + LEXICAL_WEIGHT * term_coverage(query, [p]) for p in passages if p.relevance is not None]
+    return max(scores) if scores else None
 
 
 def covers(passages: Sequence[Passage], min_score: float, query: str = "") -> bool:

@@ -155,10 +155,11 @@ class Settings(BaseSettings):
     retrieval_breaker_failures: int = Field(default=2, description="Consecutive lookup failures that open the retrieval breaker.")
     retrieval_breaker_reset_s: float = Field(default=2.0, description="While open, turns skip the lookup; then one probe tries again.")
     answerability_min_relevance: float = Field(
-        default=0.98,
+        default=0.82,
         description=(
-            "A turn whose answer score is below this (best cosine of the query and a passage's title or "
-            "sentence + 0.8 x share of the query's words in the passages, processors.relevance) is not covered "
+            "A turn whose answer score is below this (best over the passages of: cosine of the query and the "
+            "passage's closest sentence or title + 0.6 x share of the query's words in it; processors.relevance) "
+            "is not covered "
             "by the knowledge base: FALLBACK with not_found_reply, no citations. "
             "Calibrated on streams/demo/labels.jsonl (`chatstream eval calibrate`); 0 turns the check off."
         ),

@@ -30,10 +30,13 @@ async def calibrate(settings: Settings, labels) -> list[Point]:  # type: ignore[
     from processors.vectorstore import build_store
 
     store, embedder = build_store(settings), build_embedder(settings)
-    retriever = build_retriever(settings.derive(answerability_min_relevance=0.0), store, embedder)
+    retriever = build_retriever(settings.derive(answerability_min_relevance=1e-9), store, embedder)  # measures, never declines
     history: dict[str, list[HistoryTurn]] = {}
     points = []
     try:
+        warm_up = getattr(embedder, "warm_up", None)
+        if warm_up is not None:
+            await warm_up()  # the first lookup must not time out while the model loads
         for label in labels:
             past = history.setdefault(label.session or label.id, [])
             turn = ChatTurn(ChatRequest(label.id, "calibrate", "calibrate", "web", label.question, 0, tenant=settings.tenant), history=list(past))
@@ -67,7 +70,7 @@ def table(points: list[Point], current: float) -> str:
         f"{len(points) - len(an)} unanswerable",
         "threshold  unanswerable declined  answerable kept",
     ]
-    candidates = sorted({round(x / 100, 2) for x in range(30, 91, 2)} | {round(current, 2)})
+    candidates = sorted({round(x / 100, 2) for x in range(70, 131, 2)} | {round(current, 2)})
     best = max(candidates, key=lambda t: min(rates(points, t)[0] / 0.9, rates(points, t)[1] / 0.95))
     for t in candidates:
         declined, kept = rates(points, t)
