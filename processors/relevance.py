@@ -23,7 +23,10 @@ note).
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import math
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
@@ -54,23 +57,69 @@ def passage_units(passage: Passage) -> list[str]:
     return units[:MAX_UNITS_PER_PASSAGE] or [passage.text[:400]]
 
 
+class RelevanceMeter:
+    """Measures ``Passage.relevance`` with the retriever's embedder; unit vectors are kept by text.
+
+    A help center has a few hundred sentences, and every turn retrieves some of them again, so each
+    is embedded once: kept in a bounded map, and concurrent turns that need the same sentence while
+    it is being embedded wait for that one computation instead of embedding it again (on a cold
+    start a burst of turns would otherwise embed the same sentences many times over).
+    """
+
+    def __init__(self, embedder, max_units: int = 50_000) -> None:  # type: ignore[no-untyped-def]
+        self.embedder = embedder
+        self.max_units = max_units
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._pending: dict[str, asyncio.Future] = {}
+
+    async def _unit_vectors(self, texts: list[str]) -> list[np.ndarray]:
+        missing = [t for t in dict.fromkeys(texts) if t not in self._vectors and t not in self._pending]
+        if missing:
+            loop = asyncio.get_running_loop()
+            futures = {t: loop.create_future() for t in missing}
+            self._pending.update(futures)
+            try:
+                vectors = await self.embedder.embed(missing)
+                for text, vector in zip(missing, vectors):
+                    self._vectors[text] = np.asarray(vector, dtype=np.float32)
+                    futures[text].set_result(None)
+                while len(self._vectors) > self.max_units:
+                    self._vectors.popitem(last=False)
+            except BaseException as exc:
+                for future in futures.values():
+                    if not future.done():
+                        future.set_exception(exc)
+                        future.exception()  # retrieved: waiters re-raise it, nobody else needs to
+                raise
+            finally:
+                for text in missing:
+                    self._pending.pop(text, None)
+        for text in texts:
+            pending = self._pending.get(text)
+            if pending is not None and text not in self._vectors:
+                await asyncio.shield(pending)
+        return [self._vectors[t] for t in texts]
+
+    async def measure(self, query_vector: Sequence[float], passages: Sequence[Passage]) -> list[Passage]:
+        """The passages with ``relevance`` = cosine of the query and their closest unit."""
+        if not passages:
+            return []
+        units = [passage_units(p) for p in passages]
+        matrix = np.stack(await self._unit_vectors([u for group in units for u in group]))
+        query = np.asarray(query_vector, dtype=np.float32)
+        norms = np.linalg.norm(matrix, axis=1) * (np.linalg.norm(query) or 1.0)
+        sims = (matrix @ query) / np.where(norms == 0, 1.0, norms)
+        out, start = [], 0
+        for passage, group in zip(passages, units):
+            best = float(sims[start : start + len(group)].max())
+            start += len(group)
+            out.append(dataclasses.replace(passage, relevance=round(best, 6)))
+        return out
+
+
 async def measure(embedder, query_vector: Sequence[float], passages: Sequence[Passage]) -> list[Passage]:  # type: ignore[no-untyped-def]
-    """The passages with ``relevance`` = cosine of the query and their closest unit (one embed call)."""
-    if not passages:
-        return []
-    units = [passage_units(p) for p in passages]
-    vectors = await embedder.embed([u for group in units for u in group])
-    matrix = np.asarray(vectors, dtype=np.float32)
-    query = np.asarray(query_vector, dtype=np.float32)
-    norms = np.linalg.norm(matrix, axis=1) * (np.linalg.norm(query) or 1.0)
-    sims = (matrix @ query) / np.where(norms == 0, 1.0, norms)
-    out, start = [], 0
-    for passage, group in zip(passages, units):
-        best = float(sims[start : start + len(group)].max())
-        start += len(group)
-        out.append(Passage(passage.doc_id, passage.chunk_id, passage.title, passage.source, passage.text, passage.score,
-                           relevance=round(best, 6)))
-    return out
+    """``RelevanceMeter(embedder).measure`` once (tests, calibration)."""
+    return await RelevanceMeter(embedder).measure(query_vector, passages)
 
 
 def best_relevance(passages: Sequence[Passage]) -> float | None:

@@ -24,6 +24,7 @@ summary) is put in front of it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import dataclasses
 import re
 
@@ -34,10 +35,11 @@ from opentelemetry.trace import StatusCode
 from processors.circuit import CircuitBreaker
 from processors.embeddings import Embedder
 from processors.records import ChatTurn
-from processors.relevance import answer_score, covers, measure
+from processors.relevance import RelevanceMeter, answer_score, covers
 from processors.vectorstore import VectorStore
 
 tracer = trace.get_tracer("chatstream.retrieval")
+log = logging.getLogger(__name__)
 
 _WORD = re.compile(r"[a-z0-9']+")
 _FOLLOW_UP_OPENERS = (
@@ -123,6 +125,7 @@ class Retriever:
         self._breaker_failures = breaker_failures
         self._breaker_reset_s = breaker_reset_s
         self.min_relevance = min_relevance
+        self.meter = RelevanceMeter(embedder)
         self._breakers: dict[str, CircuitBreaker] = {}
         self._last_error: dict[str, str] = {}
 
@@ -150,7 +153,7 @@ class Retriever:
                 span.set_status(SpanStatus(StatusCode.ERROR, "breaker open"))
                 return dataclasses.replace(turn, passages=[], retrieval_ok=False, retrieval_error=error)
             try:
-                passages = await asyncio.wait_for(self._search(query, tenant), self.timeout_s)
+                vector, passages = await asyncio.wait_for(self._search(query, tenant), self.timeout_s)
             except asyncio.CancelledError:
                 breaker.release()
                 raise
@@ -166,6 +169,7 @@ class Retriever:
                 span.set_attribute("chatstream.retrieval.ok", False)
                 return dataclasses.replace(turn, passages=[], retrieval_ok=False, retrieval_error=error)
             breaker.record_success()
+            passages = await self._measured(vector, passages)
             span.set_attribute("chatstream.retrieval.ok", True)
             span.set_attribute("chatstream.retrieval.hits", len(passages))
             if passages:
@@ -184,9 +188,23 @@ class Retriever:
     async def _search(self, query: str, tenant: str):  # type: ignore[no-untyped-def]
         (vector,) = await self.embedder.embed([query])
         passages = await self.store.hybrid_search(query, vector, tenant=tenant, k=self.top_k, alpha=self.alpha)
+        return vector, passages
+
+    async def _measured(self, vector, passages):  # type: ignore[no-untyped-def]
+        """Passages with their absolute relevance; outside the lookup's timeout (local CPU, not the store).
+
+        A failure here leaves relevance unmeasured (None), which ``covers`` treats as covered: a
+        measuring problem must not turn good answers into declines.
+        """
         if self.min_relevance <= 0:
             return passages  # answerability off: no need to measure
-        return await measure(self.embedder, vector, passages)
+        try:
+            return await self.meter.measure(vector, passages)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - see docstring
+            log.warning("relevance measurement failed; the turn is treated as covered", exc_info=True)
+            return passages
 
 
 def build_retriever(settings, store: VectorStore, embedder: Embedder) -> Retriever:  # type: ignore[no-untyped-def]
