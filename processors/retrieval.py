@@ -112,6 +112,7 @@ class Retriever:
         breaker_failures: int = 2,
         breaker_reset_s: float = 2.0,
         min_relevance: float = 0.0,
+        relevance_embedder: Embedder | None = None,
     ) -> None:
         if top_k < 1 or not 0.0 <= alpha <= 1.0 or timeout_s <= 0:
             raise ValueError("top_k must be >= 1, alpha within [0, 1], timeout_s > 0")
@@ -125,7 +126,9 @@ class Retriever:
         self._breaker_failures = breaker_failures
         self._breaker_reset_s = breaker_reset_s
         self.min_relevance = min_relevance
-        self.meter = RelevanceMeter(embedder)
+        # its own embedder (queue) when given: a cold start embeds a help center's sentences once, and
+        # the turns' query embeddings must not wait behind that inside the lookup timeout
+        self.meter = RelevanceMeter(relevance_embedder or embedder)
         self._breakers: dict[str, CircuitBreaker] = {}
         self._last_error: dict[str, str] = {}
 
@@ -207,7 +210,7 @@ class Retriever:
             return passages
 
 
-def build_retriever(settings, store: VectorStore, embedder: Embedder) -> Retriever:  # type: ignore[no-untyped-def]
+def build_retriever(settings, store: VectorStore, embedder: Embedder, relevance_embedder: Embedder | None = None) -> Retriever:  # type: ignore[no-untyped-def]
     """The retriever configured from ``streams.config.Settings``."""
     return Retriever(
         store,
@@ -218,4 +221,5 @@ def build_retriever(settings, store: VectorStore, embedder: Embedder) -> Retriev
         breaker_failures=settings.retrieval_breaker_failures,
         breaker_reset_s=settings.retrieval_breaker_reset_s,
         min_relevance=settings.answerability_min_relevance,
+        relevance_embedder=relevance_embedder,
     )

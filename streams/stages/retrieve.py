@@ -30,14 +30,19 @@ class RetrieveStage(Stage):
 
         self.store = build_store(self.settings)
         self.embedder = build_embedder(self.settings)
-        self.retriever = build_retriever(self.settings, self.store, self.embedder)
-        warm_up = getattr(self.embedder, "warm_up", None)
-        if warm_up is not None:
-            await warm_up()  # load the model now, not on the first user's turn
+        # answerability measures passage sentences with a second embedder (processors.relevance)
+        self.relevance_embedder = build_embedder(self.settings) if self.settings.answerability_min_relevance > 0 else None
+        self.retriever = build_retriever(self.settings, self.store, self.embedder, self.relevance_embedder)
+        for embedder in (self.embedder, self.relevance_embedder):
+            warm_up = getattr(embedder, "warm_up", None)
+            if warm_up is not None:
+                await warm_up()  # load the model now, not on the first user's turn
 
     async def stop(self) -> None:
         await self.store.close()
         await self.embedder.close()
+        if self.relevance_embedder is not None:
+            await self.relevance_embedder.close()
 
     async def process(self, turn: ChatTurn, msg: InboundMessage, span: Span) -> list[OutboundRecord]:
         started = time.perf_counter()
