@@ -9,7 +9,9 @@ The replay's worker is a normal ``chatstream worker`` child process (``WorkerPro
 ``topic_prefix=replay-<name>.`` and the overrides as ``CHATSTREAM_*`` variables, so a replay of N turns
 takes about N / pipeline throughput. No deliver process runs on a replay namespace (and ``deliver``
 and the sinks refuse one): nothing reaches a channel. Rate limits are off in a replay by default
-(turns are offered faster than users typed them); ``--keep-rate-limits`` keeps the configured ones.
+(turns are offered faster than users typed them; ``--keep-rate-limits`` keeps them), and the retrieval
+timeout is at least 30 s (a cold replay worker must not be measured as a knowledge-base outage);
+both can be set in the overrides file.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def register(sub) -> None:
     p.add_argument("--scripted-llm-ms", type=float, default=None, help="run the scripted LLM with this latency for the replay (when no LLM is configured)")
     p.add_argument("--keep-rate-limits", action="store_true", help="keep the configured per-user rate limits")
     p.add_argument("--window", type=int, default=None, help="turns awaiting a reply at once (default: 2 x in-flight x workers)")
-    p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the last replies")
+    p.add_argument("--timeout", type=float, default=900.0, help="stop waiting when no turn finished for this many seconds")
     p.set_defaults(handler=run)
 
 
@@ -140,6 +142,9 @@ def _execute(args, settings: Settings, manifest, overrides: dict, folder) -> int
     base = dict(topic_prefix=manifest.topic_prefix, consumer_group=f"{manifest.topic_prefix}chatstream")
     if not args.keep_rate_limits:
         base.update(rate_limit_per_minute=1e9, rate_limit_burst=1_000_000)
+    # a replay measures answers, not a cold worker on a busy machine: a lookup that waits out the
+    # production timeout while the fresh worker embeds its first queries would count as an outage
+    base["retrieval_timeout_s"] = max(settings.retrieval_timeout_s, 30.0)
     llm = None
     if args.scripted_llm_ms is not None and "llm_base_url" not in overrides:
         from streams.dev.llm_process import LLMServerProcess
@@ -148,7 +153,7 @@ def _execute(args, settings: Settings, manifest, overrides: dict, folder) -> int
         base.update(llm_base_url=llm.base_url, llm_api_key=SecretStr("replay"), llm_model="scripted-llm")
     replay_settings = settings.derive(**base, **overrides)
     create_topics(replay_settings)
-    env = ov.to_env({**overrides, **{k: v for k, v in base.items() if k.startswith("llm_")}})
+    env = ov.to_env({**{k: v for k, v in base.items() if k.startswith(("llm_", "retrieval_"))}, **overrides})
     workers = [
         WorkerProcess(replay_settings, log_path=folder / f"worker-{i}.log", **env) for i in range(max(1, args.workers))
     ]

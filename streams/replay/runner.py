@@ -2,10 +2,14 @@
 
 The turns go through ``ChatClient`` exactly as a channel publishes them (same message ids, keyed by
 session, original ``sent_at``; ``metadata.replay_published_at`` records when the replay offered the
-turn so evaluation can measure latency from there). At most ``window`` turns wait for a reply at a
-time: the bar and its ETA then track what the pipeline really finished, memory stays flat, and an
-interruption leaves at most a window of turns published but unanswered (the worker answers them on
-resume). A turn is done when its reply is on the namespace's ``chat.outbound``, or when it was
+turn so evaluation can measure latency from there).
+
+A session's next turn is offered only once the previous one has its reply, as the user sent it after
+reading that reply: otherwise the enrich stage would load the session before the earlier answer was
+recorded, and a follow-up would be answered without its history. Sessions run concurrently; at most
+``window`` turns wait for a reply at a time, so the bar and its ETA track what the pipeline really
+finished, memory stays flat, and an interruption leaves at most a window of turns published but
+unanswered (the worker answers them, and ``--resume`` waits for those replies). A turn is done when its reply is on the namespace's ``chat.outbound``, or when it was
 dead-lettered (e.g. a channel the replay's worker does not know).
 """
 
@@ -83,33 +87,62 @@ async def run_replay(
         try:
             finished_before = await asyncio.to_thread(_finished_ids, settings, client)
 
-            def done_ids() -> set[str]:
-                return (finished_before | set(client.replies) | dead) & wanted
+            def is_done(message_id: str) -> bool:
+                return message_id in finished_before or message_id in client.replies or message_id in dead
 
             task = progress.add_task("replay", total=len(requests)) if progress is not None else None
+            state = {"done": -1, "progress_at": time.monotonic()}
 
             def refresh() -> int:
-                n = len(done_ids())
-                if progress is not None:
-                    progress.update(task, completed=n)
+                n = sum(1 for mid in wanted if is_done(mid))
+                if n != state["done"]:
+                    state["done"], state["progress_at"] = n, time.monotonic()
+                    if progress is not None:
+                        progress.update(task, completed=n)
                 return n
 
-            published_now = 0
-            for request in requests:
-                if request.message_id in log:
-                    continue
+            async def keep_refreshing() -> None:
                 while True:
-                    outstanding = sum(1 for r in log.ids if r in wanted) - refresh()
-                    if outstanding < window:
-                        break
-                    await asyncio.sleep(0.1)
-                metadata = {**request.metadata, REPLAY_PUBLISHED_AT: str(now_ms()), REPLAY_SOURCE: source}
-                await client.send(dataclasses.replace(request, metadata=metadata))
-                log.add(request.message_id)
-                published_now += 1
-            deadline = time.monotonic() + timeout_s
-            while refresh() < len(requests) and time.monotonic() < deadline:
-                await asyncio.sleep(0.1)
+                    refresh()
+                    await asyncio.sleep(0.2)
+
+            def stalled() -> bool:
+                """No turn finished for ``timeout_s``: the pipeline is stuck, stop waiting."""
+                return time.monotonic() - state["progress_at"] > timeout_s
+
+            sessions: dict[str, list[ChatRequest]] = {}
+            for request in requests:  # dicts keep insertion order: sessions start in replay order
+                sessions.setdefault(request.session_id, []).append(request)
+            window_slots = asyncio.Semaphore(window)
+            published_now = 0
+
+            async def wait_done(message_id: str) -> bool:
+                while not is_done(message_id):
+                    if stalled():
+                        return False
+                    await asyncio.sleep(0.05)
+                return True
+
+            async def replay_session(turns: list[ChatRequest]) -> None:
+                nonlocal published_now
+                for request in turns:
+                    if request.message_id not in log:
+                        async with window_slots:
+                            metadata = {**request.metadata, REPLAY_PUBLISHED_AT: str(now_ms()), REPLAY_SOURCE: source}
+                            await client.send(dataclasses.replace(request, metadata=metadata))
+                            log.add(request.message_id)
+                            published_now += 1
+                            answered = await wait_done(request.message_id)
+                    else:  # published before an interruption: its reply may still be on its way
+                        answered = await wait_done(request.message_id)
+                    if not answered:
+                        return  # the rest of this session would not see its history: leave it for --resume
+
+            refresher = asyncio.ensure_future(keep_refreshing())
+            try:
+                await asyncio.gather(*(replay_session(turns) for turns in sessions.values()))
+            finally:
+                refresher.cancel()
             return ReplayOutcome(len(requests), published_now, refresh(), time.monotonic() - started)
         finally:
             await asyncio.to_thread(dead_tail.stop)
