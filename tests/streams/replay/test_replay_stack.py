@@ -17,7 +17,8 @@ import pytest
 import redis
 
 from processors.records import ChatRequest, ChatResponse
-from streams.client import ChatClient, new_request
+from streams.client import new_request
+from streams.producer import AsyncProducer
 from streams.codec import make_codec
 from streams.config import Settings
 from streams.topic_reader import read_topic
@@ -67,10 +68,14 @@ def source(knowledge_base):
         for i, text in enumerate(["How do I reset my password?", "and how long is the link valid?", "How do I export my data?"]):
             requests.append(new_request(text, session, user_id=f"user-{s}", channel=channel, sent_at=1_700_000_000_000 + 1000 * (3 * s + i), metadata=meta))
 
-    async def publish():
-        async with ChatClient(settings) as client:
+    async def publish():  # as a channel does; no reply tail needed (no worker runs on the source)
+        producer = AsyncProducer(settings.kafka_bootstrap)
+        codec = make_codec(settings)
+        try:
             for request in requests:
-                await client.send(request)
+                await producer.send(settings.topics.inbound, codec.encode(request), key=request.session_id)
+        finally:
+            await producer.close()
 
     asyncio.run(publish())
     return settings, requests
