@@ -36,6 +36,7 @@ from processors.records import Passage
 
 LEXICAL_WEIGHT = 0.6
 MAX_UNITS_PER_PASSAGE = 16
+MEASURED_PASSAGES = 2  # the hybrid ranking's best two: measuring more changed no decision on the labelled set
 
 
 def cosine_similarity(a: Sequence[float], b: Sequence[float]) -> float:
@@ -100,10 +101,15 @@ class RelevanceMeter:
                 await asyncio.shield(pending)
         return [self._vectors[t] for t in texts]
 
-    async def measure(self, query_vector: Sequence[float], passages: Sequence[Passage]) -> list[Passage]:
-        """The passages with ``relevance`` = cosine of the query and their closest unit."""
+    async def measure(
+        self, query_vector: Sequence[float], passages: Sequence[Passage], limit: int = MEASURED_PASSAGES
+    ) -> list[Passage]:
+        """The first ``limit`` passages with ``relevance`` = cosine of the query and their closest unit;
+        the rest are returned as they are (unmeasured)."""
         if not passages:
             return []
+        rest = list(passages[limit:])
+        passages = passages[:limit]
         units = [passage_units(p) for p in passages]
         matrix = np.stack(await self._unit_vectors([u for group in units for u in group]))
         query = np.asarray(query_vector, dtype=np.float32)
@@ -114,7 +120,7 @@ class RelevanceMeter:
             best = float(sims[start : start + len(group)].max())
             start += len(group)
             out.append(dataclasses.replace(passage, relevance=round(best, 6)))
-        return out
+        return out + rest
 
 
 async def measure(embedder, query_vector: Sequence[float], passages: Sequence[Passage]) -> list[Passage]:  # type: ignore[no-untyped-def]

@@ -158,7 +158,8 @@ class Settings(BaseSettings):
         default=0.82,
         description=(
             "A turn whose answer score is below this (best over the passages of: cosine of the query and the "
-            "passage's closest sentence or title + 0.6 x share of the query's words in it; processors.relevance) "
+            "passage's closest sentence or title + 0.6 x share of the query's words in it, over the two best "
+            "passages; processors.relevance) "
             "is not covered "
             "by the knowledge base: FALLBACK with not_found_reply, no citations. "
             "Calibrated on streams/demo/labels.jsonl (`chatstream eval calibrate`); 0 turns the check off."
