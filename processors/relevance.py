@@ -152,7 +152,15 @@ def answer_score(query: str, passages: Sequence[Passage]) -> float | None:
     return max(scores) if scores else None
 
 
-def covers(passages: Sequence[Passage], min_score: float, query: str = "") -> bool:
+def turn_score(query: str, latest: str, passages: Sequence[Passage]) -> float | None:
+    """The decision score of a turn: a follow-up is searched as "previous + latest" text, and is
+    covered when either reading of it is (the combined text dilutes both signals of a short
+    follow-up such as "what if I lose my phone?")."""
+    scores = [s for s in (answer_score(query, passages), answer_score(latest, passages) if latest != query else None) if s is not None]
+    return max(scores) if scores else None
+
+
+def covers(passages: Sequence[Passage], min_score: float, query: str = "", latest: str | None = None) -> bool:
     """True when the passages are relevant enough to answer from (``answer_score >= min_score``).
 
     No passages: not covered. Passages without a measured relevance (records from before the field
@@ -163,5 +171,5 @@ def covers(passages: Sequence[Passage], min_score: float, query: str = "") -> bo
         return True
     if not passages:
         return False
-    score = answer_score(query, passages)
+    score = turn_score(query, latest if latest is not None else query, passages)
     return score is None or score >= min_score

@@ -35,7 +35,7 @@ from opentelemetry.trace import StatusCode
 from processors.circuit import CircuitBreaker
 from processors.embeddings import Embedder
 from processors.records import ChatTurn
-from processors.relevance import RelevanceMeter, answer_score, covers
+from processors.relevance import RelevanceMeter, covers, turn_score
 from processors.vectorstore import VectorStore
 
 tracer = trace.get_tracer("chatstream.retrieval")
@@ -172,17 +172,18 @@ class Retriever:
                 span.set_attribute("chatstream.retrieval.ok", False)
                 return dataclasses.replace(turn, passages=[], retrieval_ok=False, retrieval_error=error)
             breaker.record_success()
-            passages = await self._measured(vector, passages)
+            latest = " ".join(turn.request.text.split())
+            passages = await self._measured(vector, passages, None if latest == query else latest)
             span.set_attribute("chatstream.retrieval.ok", True)
             span.set_attribute("chatstream.retrieval.hits", len(passages))
             if passages:
                 span.set_attribute("chatstream.retrieval.top_doc", passages[0].doc_id)
                 span.set_attribute("chatstream.retrieval.top_score", passages[0].score)
-            relevance = answer_score(query, passages)
+            relevance = turn_score(query, latest, passages)
             if relevance is not None:
                 span.set_attribute("chatstream.retrieval.relevance", relevance)
             # passages stay on the turn even when not covered: evaluation reads what was found
-            answerable = covers(passages, self.min_relevance, query)
+            answerable = covers(passages, self.min_relevance, query, latest)
             span.set_attribute("chatstream.retrieval.answerable", answerable)
         return dataclasses.replace(
             turn, passages=passages, retrieval_ok=True, retrieval_error=None, answerable=answerable
@@ -193,8 +194,11 @@ class Retriever:
         passages = await self.store.hybrid_search(query, vector, tenant=tenant, k=self.top_k, alpha=self.alpha)
         return vector, passages
 
-    async def _measured(self, vector, passages):  # type: ignore[no-untyped-def]
+    async def _measured(self, vector, passages, latest: str | None = None):  # type: ignore[no-untyped-def]
         """Passages with their absolute relevance; outside the lookup's timeout (local CPU, not the store).
+
+        For a follow-up (``latest`` is its own text, searched together with the previous message) a
+        passage's relevance is the better of its match with the combined query and with the latest text.
 
         A failure here leaves relevance unmeasured (None), which ``covers`` treats as covered: a
         measuring problem must not turn good answers into declines.
@@ -202,7 +206,15 @@ class Retriever:
         if self.min_relevance <= 0:
             return passages  # answerability off: no need to measure
         try:
-            return await self.meter.measure(vector, passages)
+            measured = await self.meter.measure(vector, passages)
+            if latest:
+                (latest_vector,) = await self.embedder.embed([latest])
+                alone = await self.meter.measure(latest_vector, passages)
+                measured = [
+                    p if a.relevance is None or p.relevance is None else dataclasses.replace(p, relevance=max(p.relevance, a.relevance))
+                    for p, a in zip(measured, alone)
+                ]
+            return measured
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - see docstring

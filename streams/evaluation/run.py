@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from processors.records import ChatEscalation, ChatFeedback, ChatRequest, ChatResponse, ChatTurn
-from processors.relevance import answer_score
+from processors.relevance import turn_score
 from processors.retrieval import build_query
 from streams.codec import Codec, DecodeError, make_codec
 from streams.config import Settings
@@ -85,7 +85,7 @@ def build_records(
         turn = first_turn.get(request.message_id)
         if turn is not None:
             record.retrieved = list(dict.fromkeys(p.doc_id for p in turn.passages))
-            record.relevance = answer_score(build_query(turn), turn.passages)
+            record.relevance = turn_score(build_query(turn), " ".join(turn.request.text.split()), turn.passages)
             record.answerable_flag = turn.answerable
             record.provider = turn.provider
             record.llm_failed = bool(turn.generation_error) and turn.retrieval_ok and turn.answerable

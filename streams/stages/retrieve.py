@@ -7,7 +7,7 @@ import time
 from opentelemetry.trace import Span
 
 from processors.records import ChatTurn
-from processors.relevance import answer_score
+from processors.relevance import turn_score
 from processors.retrieval import build_query
 from streams import metrics
 from streams.codec import Codec
@@ -49,7 +49,7 @@ class RetrieveStage(Stage):
         turn = await self.retriever.retrieve(turn)
         span.set_attribute("chatstream.retrieval.ok", turn.retrieval_ok)
         span.set_attribute("chatstream.retrieval.passages", len(turn.passages))
-        relevance = answer_score(build_query(turn), turn.passages)  # absolute, unlike the normalised score
+        relevance = turn_score(build_query(turn), " ".join(turn.request.text.split()), turn.passages)  # absolute, unlike the normalised score
         if relevance is not None:
             metrics.retrieval_score(relevance)
         span.set_attribute("chatstream.retrieval.answerable", turn.answerable)
