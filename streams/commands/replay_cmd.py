@@ -64,8 +64,8 @@ def _summary(requests) -> str:  # type: ignore[no-untyped-def]
 def run(args, settings: Settings) -> int:
     from streams.codec import make_codec
     from streams.replay import overrides as ov
-    from streams.replay.journal import Manifest, PublishedLog, replay_dir
-    from streams.replay.namespace import is_replay_namespace, replay_prefix, run_prefix
+    from streams.replay.journal import Manifest, replay_dir
+    from streams.replay.namespace import replay_prefix, run_prefix
     from streams.replay.source import LABELS, Selection, label_requests, load_labels, parse_time, select
 
     try:
