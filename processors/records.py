@@ -62,6 +62,8 @@ class Passage:
     source: str
     text: str
     score: float
+    # absolute relevance (cosine of query and chunk embeddings); None when not measured
+    relevance: float | None = None
 
 
 @dataclass
@@ -81,6 +83,7 @@ class ChatTurn:
     passages: list[Passage] = field(default_factory=list)
     retrieval_ok: bool = True
     retrieval_error: str | None = None
+    answerable: bool = True
     answer: str | None = None
     provider: str = ""
     model: str = ""

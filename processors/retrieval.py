@@ -11,6 +11,10 @@ tenant) skips the store after ``breaker_failures`` consecutive failures: for ``b
 turns go on at once with ``retrieval_ok=False``, then one turn probes the store and a success closes
 the breaker.
 
+Answerability: each passage's absolute relevance is measured (``processors.relevance``); when the
+turn's answer score is below ``min_relevance`` it is marked ``answerable=False``, and the later
+stages decline honestly instead of answering from unrelated passages.
+
 Query: the latest user text is searched on its own when it stands alone, so an old topic does not
 pull in stale passages. A short follow-up ("and how much does it cost?") names nothing to search for,
 so the previous user message (from the history, or else the newest user line of the rolling
@@ -20,6 +24,7 @@ summary) is put in front of it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import dataclasses
 import re
 
@@ -30,9 +35,11 @@ from opentelemetry.trace import StatusCode
 from processors.circuit import CircuitBreaker
 from processors.embeddings import Embedder
 from processors.records import ChatTurn
+from processors.relevance import RelevanceMeter, covers, turn_score
 from processors.vectorstore import VectorStore
 
 tracer = trace.get_tracer("chatstream.retrieval")
+log = logging.getLogger(__name__)
 
 _WORD = re.compile(r"[a-z0-9']+")
 _FOLLOW_UP_OPENERS = (
@@ -104,6 +111,8 @@ class Retriever:
         timeout_s: float = 5.0,
         breaker_failures: int = 2,
         breaker_reset_s: float = 2.0,
+        min_relevance: float = 0.0,
+        relevance_embedder: Embedder | None = None,
     ) -> None:
         if top_k < 1 or not 0.0 <= alpha <= 1.0 or timeout_s <= 0:
             raise ValueError("top_k must be >= 1, alpha within [0, 1], timeout_s > 0")
@@ -116,6 +125,10 @@ class Retriever:
         self.timeout_s = timeout_s
         self._breaker_failures = breaker_failures
         self._breaker_reset_s = breaker_reset_s
+        self.min_relevance = min_relevance
+        # its own embedder (queue) when given: a cold start embeds a help center's sentences once, and
+        # the turns' query embeddings must not wait behind that inside the lookup timeout
+        self.meter = RelevanceMeter(relevance_embedder or embedder)
         self._breakers: dict[str, CircuitBreaker] = {}
         self._last_error: dict[str, str] = {}
 
@@ -143,7 +156,7 @@ class Retriever:
                 span.set_status(SpanStatus(StatusCode.ERROR, "breaker open"))
                 return dataclasses.replace(turn, passages=[], retrieval_ok=False, retrieval_error=error)
             try:
-                passages = await asyncio.wait_for(self._search(query, tenant), self.timeout_s)
+                vector, passages = await asyncio.wait_for(self._search(query, tenant), self.timeout_s)
             except asyncio.CancelledError:
                 breaker.release()
                 raise
@@ -159,19 +172,57 @@ class Retriever:
                 span.set_attribute("chatstream.retrieval.ok", False)
                 return dataclasses.replace(turn, passages=[], retrieval_ok=False, retrieval_error=error)
             breaker.record_success()
+            latest = " ".join(turn.request.text.split())
+            passages = await self._measured(vector, passages, None if latest == query else latest)
             span.set_attribute("chatstream.retrieval.ok", True)
             span.set_attribute("chatstream.retrieval.hits", len(passages))
             if passages:
                 span.set_attribute("chatstream.retrieval.top_doc", passages[0].doc_id)
                 span.set_attribute("chatstream.retrieval.top_score", passages[0].score)
-        return dataclasses.replace(turn, passages=passages, retrieval_ok=True, retrieval_error=None)
+            relevance = turn_score(query, latest, passages)
+            if relevance is not None:
+                span.set_attribute("chatstream.retrieval.relevance", relevance)
+            # passages stay on the turn even when not covered: evaluation reads what was found
+            answerable = covers(passages, self.min_relevance, query, latest)
+            span.set_attribute("chatstream.retrieval.answerable", answerable)
+        return dataclasses.replace(
+            turn, passages=passages, retrieval_ok=True, retrieval_error=None, answerable=answerable
+        )
 
     async def _search(self, query: str, tenant: str):  # type: ignore[no-untyped-def]
         (vector,) = await self.embedder.embed([query])
-        return await self.store.hybrid_search(query, vector, tenant=tenant, k=self.top_k, alpha=self.alpha)
+        passages = await self.store.hybrid_search(query, vector, tenant=tenant, k=self.top_k, alpha=self.alpha)
+        return vector, passages
+
+    async def _measured(self, vector, passages, latest: str | None = None):  # type: ignore[no-untyped-def]
+        """Passages with their absolute relevance; outside the lookup's timeout (local CPU, not the store).
+
+        For a follow-up (``latest`` is its own text, searched together with the previous message) a
+        passage's relevance is the better of its match with the combined query and with the latest text.
+
+        A failure here leaves relevance unmeasured (None), which ``covers`` treats as covered: a
+        measuring problem must not turn good answers into declines.
+        """
+        if self.min_relevance <= 0:
+            return passages  # answerability off: no need to measure
+        try:
+            measured = await self.meter.measure(vector, passages)
+            if latest:
+                (latest_vector,) = await self.embedder.embed([latest])
+                alone = await self.meter.measure(latest_vector, passages)
+                measured = [
+                    p if a.relevance is None or p.relevance is None else dataclasses.replace(p, relevance=max(p.relevance, a.relevance))
+                    for p, a in zip(measured, alone)
+                ]
+            return measured
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - see docstring
+            log.warning("relevance measurement failed; the turn is treated as covered", exc_info=True)
+            return passages
 
 
-def build_retriever(settings, store: VectorStore, embedder: Embedder) -> Retriever:  # type: ignore[no-untyped-def]
+def build_retriever(settings, store: VectorStore, embedder: Embedder, relevance_embedder: Embedder | None = None) -> Retriever:  # type: ignore[no-untyped-def]
     """The retriever configured from ``streams.config.Settings``."""
     return Retriever(
         store,
@@ -181,4 +232,6 @@ def build_retriever(settings, store: VectorStore, embedder: Embedder) -> Retriev
         timeout_s=settings.retrieval_timeout_s,
         breaker_failures=settings.retrieval_breaker_failures,
         breaker_reset_s=settings.retrieval_breaker_reset_s,
+        min_relevance=settings.answerability_min_relevance,
+        relevance_embedder=relevance_embedder,
     )

@@ -327,11 +327,25 @@ class SessionStore:
             await self.redis.delete(*self._session_keys(session_id))
 
 
+def redis_key_prefix(topic_prefix: str) -> str:
+    """Redis key prefix of a topic namespace: ``cs:`` for production, ``cs:<prefix>`` otherwise."""
+    return f"cs:{topic_prefix}" if topic_prefix else "cs:"
+
+
 def session_store_from_settings(redis: aioredis.Redis, settings) -> SessionStore:  # type: ignore[no-untyped-def]
-    """The store configured from ``streams.config.Settings`` (one place maps names to arguments)."""
+    """The store configured from ``streams.config.Settings`` (one place maps names to arguments).
+
+    ``history_policy`` decides what a prompt carries of a conversation: ``summary`` keeps the last
+    ``history_turns`` messages verbatim and rolls older ones into the summary; ``full`` keeps every
+    message verbatim (bounded by ``full_history_max_turns``), so nothing is ever summarised.
+    Keys are namespaced by ``redis_key_prefix`` so that a replay or a benchmark never shares
+    sessions, rate-limit buckets or reply markers with production.
+    """
+    full = getattr(settings, "history_policy", "summary") == "full"
     return SessionStore(
         redis,
-        history_turns=settings.history_turns,
+        key_prefix=redis_key_prefix(settings.topic_prefix),
+        history_turns=settings.full_history_max_turns if full else settings.history_turns,
         summary_max_chars=settings.summary_max_chars,
         session_ttl_s=settings.session_ttl_s,
         idempotency_ttl_s=settings.idempotency_ttl_s,

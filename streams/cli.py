@@ -30,6 +30,8 @@ COMMAND_MODULES = (
     "streams.commands.dlq_cmd",  # dlq list|replay
     "streams.commands.trace_cmd",  # trace MESSAGE_ID
     "streams.commands.stats_cmd",  # stats
+    "streams.commands.replay_cmd",  # replay
+    "streams.commands.eval_cmd",  # eval RUN | eval compare A B | eval calibrate
     "streams.dev.commands",  # dev llm-server
     "connectors.commands",  # gateway, deliver, sink
 )

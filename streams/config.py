@@ -127,6 +127,15 @@ class Settings(BaseSettings):
     idempotency_ttl_s: int = 7 * 24 * 3600
     rate_limit_per_minute: float = 30.0
     rate_limit_burst: int = 10
+    history_policy: Literal["summary", "full"] = Field(
+        default="summary",
+        description=(
+            "What the prompt carries of a conversation: 'summary' = the last history_turns messages "
+            "verbatim plus a rolling summary of older ones (retrieval supplies the facts); 'full' = "
+            "every message verbatim (up to full_history_max_turns), no summary."
+        ),
+    )
+    full_history_max_turns: int = Field(default=200, description="Messages kept verbatim under history_policy=full.")
 
     # --- retrieval -------------------------------------------------------------------------------
     embedding_provider: Literal["local", "openai"] = "local"
@@ -145,6 +154,17 @@ class Settings(BaseSettings):
     retrieval_timeout_s: float = Field(default=5.0, description="Bound on one embed + hybrid search; past it the turn goes on without passages.")
     retrieval_breaker_failures: int = Field(default=2, description="Consecutive lookup failures that open the retrieval breaker.")
     retrieval_breaker_reset_s: float = Field(default=2.0, description="While open, turns skip the lookup; then one probe tries again.")
+    answerability_min_relevance: float = Field(
+        default=0.82,
+        description=(
+            "A turn whose answer score is below this (best over the passages of: cosine of the query and the "
+            "passage's closest sentence or title + 0.6 x share of the query's words in it, over the two best "
+            "passages; processors.relevance) "
+            "is not covered "
+            "by the knowledge base: FALLBACK with not_found_reply, no citations. "
+            "Calibrated on streams/demo/labels.jsonl (`chatstream eval calibrate`); 0 turns the check off."
+        ),
+    )
     chunk_chars: int = 800
     chunk_overlap: int = 120
 
@@ -177,9 +197,31 @@ class Settings(BaseSettings):
     )
 
     # --- validation ------------------------------------------------------------------------------
+    not_found_reply: str = Field(
+        default=(
+            "I could not find that in our help center, so I would rather not guess. Could you rephrase "
+            "the question, or ask to talk to a human agent?"
+        ),
+        description="Reply to a question the knowledge base does not cover (see answerability_min_relevance).",
+    )
+    not_found_replies: dict[str, str] = Field(
+        default_factory=dict, description="Per-tenant wording of not_found_reply: tenant -> text."
+    )
     max_answer_chars: int = 4000
     min_groundedness: float = 0.35
     escalate_after_failures: int = 2
+
+    # --- evaluation --------------------------------------------------------------------------------
+    model_prices: dict[str, list[float]] = Field(
+        default_factory=lambda: {
+            "gpt-4o-mini": [0.15, 0.60],
+            "gpt-4o": [2.50, 10.00],
+            "gpt-4.1-mini": [0.40, 1.60],
+            "scripted-llm": [0.15, 0.60],
+            "extractive": [0.0, 0.0],
+        },
+        description="USD per million tokens, [prompt, completion], per model; `chatstream eval` prices runs with it.",
+    )
 
     # --- observability ---------------------------------------------------------------------------
     service_name: str = "chatstream"

@@ -23,7 +23,7 @@ RETRIES = _meter.create_counter("chatstream.transient_retries", description="Tra
 TOKENS = _meter.create_counter("chatstream.llm.tokens", description="LLM tokens by model and direction")
 LLM_CALLS = _meter.create_counter("chatstream.llm.calls", description="LLM calls by provider and outcome")
 RETRIEVAL_TOP_SCORE = _meter.create_histogram(
-    "chatstream.retrieval.top_score", description="Best retrieval score per turn"
+    "chatstream.retrieval.top_score", description="Best absolute relevance per turn (cosine of query and chunk embeddings, comparable across queries)"
 )
 REPLIES = _meter.create_counter("chatstream.replies", description="Replies by status (escalation rate = ESCALATED/all)")
 VALIDATION_FAILURES = _meter.create_counter("chatstream.validation.failures", description="Validation rules failed")

@@ -175,6 +175,9 @@ def build_clients(settings: Any, http: Any) -> dict[str, ChannelClient]:
 
 async def run(settings: Any, stop: asyncio.Event | None = None) -> None:
     """``chatstream deliver`` until ``stop`` (or a signal) ends it."""
+    from streams.replay.namespace import refuse_replay_namespace
+
+    refuse_replay_namespace(settings.topic_prefix, "deliver")  # a replay must never post to a channel
     import httpx
     import redis.asyncio as aioredis
 

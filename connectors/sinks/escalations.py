@@ -129,6 +129,9 @@ class EscalationSink:
 
 async def run(settings: Any, url: str, preset: str = "generic", stop: asyncio.Event | None = None,
               group: str | None = None) -> None:
+    from streams.replay.namespace import refuse_replay_namespace
+
+    refuse_replay_namespace(settings.topic_prefix, "sink escalations")  # replays never open tickets or CRM records
     import httpx
     import redis.asyncio as aioredis
 

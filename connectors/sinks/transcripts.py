@@ -198,6 +198,9 @@ class TranscriptSink:
 
 
 async def run(settings: Any, url: str, stop: asyncio.Event | None = None, group: str | None = None) -> None:
+    from streams.replay.namespace import refuse_replay_namespace
+
+    refuse_replay_namespace(settings.topic_prefix, "sink transcripts")  # replays never open tickets or CRM records
     import httpx
 
     from connectors.consume import make_consumer, run_edge

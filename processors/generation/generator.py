@@ -65,6 +65,8 @@ class Generator:
                 degraded=True,
                 generation_error=f"retrieval unavailable: {turn.retrieval_error or 'unknown error'}",
             )
+        if not turn.answerable:  # the knowledge base does not cover it: no LLM call, validation declines
+            return dataclasses.replace(turn, answer="", provider="none", model="", llm_latency_ms=0, degraded=False)
         prompt = build_prompt(
             system_prompt=self.system_prompt,
             question=turn.request.text,

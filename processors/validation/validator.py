@@ -4,15 +4,19 @@ Order of decisions (the first that applies sets the status):
 
 1. BLOCKED: the answer repeats the system prompt or echoes a prompt injection ("my instructions
    are...", "ignore previous instructions"). The answer is never shown.
-2. ESCALATED: the user asks for a human; or the answer is a non-degraded one whose groundedness is
+2. (after a hand-off request) FALLBACK "not covered": retrieval found no passage relevant enough
+   (``turn.answerable`` False, see ``processors.relevance``): the tenant's honest "I could not find
+   that in our help center" reply, no citations, rule ``not_covered``. It does not escalate: saying
+   "we do not know" is the right answer to a question the help center does not cover.
+3. ESCALATED: the user asks for a human; or the answer is a non-degraded one whose groundedness is
    below ``min_groundedness`` (low confidence: it is not shown, a human takes over); or this turn
    failed too (degraded, empty or "I could not find it") and the session already had
    ``escalate_after_failures`` failed turns in a row. A clean grounded answer is delivered even
    after earlier failures: escalating a good answer helps nobody, and the session stage resets the
    streak on ANSWERED. An escalation record carries the transcript (history + this turn).
-3. FALLBACK: the answer came from the degraded path (extractive fallback, retrieval down), or
+4. FALLBACK: the answer came from the degraded path (extractive fallback, retrieval down), or
    there is no usable answer (empty, or the answer says it found nothing).
-4. ANSWERED.
+5. ANSWERED.
 
 Whatever the status, shown text is PII-redacted and capped at ``max_answer_chars``; citations are
 kept only for passages the answer actually used (cited ``[doc_id]`` or strong overlap).
@@ -39,6 +43,10 @@ HANDOFF_REPEATED_FAILURES = (
     "here as soon as possible."
 )
 BLOCKED_REPLY = "Sorry, I can't help with that. I can answer questions about our products, billing and your account."
+NOT_FOUND_REPLY = (
+    "I could not find that in our help center, so I would rather not guess. Could you rephrase the "
+    "question, or ask to talk to a human agent?"
+)
 EMPTY_REPLY = "Sorry, I couldn't produce an answer just now. Please try again in a moment."
 
 
@@ -57,6 +65,8 @@ class Validator:
         max_answer_chars: int = 4000,
         min_groundedness: float = 0.35,
         escalate_after_failures: int = 2,
+        not_found_reply: str = NOT_FOUND_REPLY,
+        not_found_replies: dict[str, str] | None = None,
     ) -> None:
         if max_answer_chars < 50:
             raise ValueError("max_answer_chars must be at least 50")
@@ -68,6 +78,8 @@ class Validator:
         self.max_answer_chars = max_answer_chars
         self.min_groundedness = min_groundedness
         self.escalate_after_failures = escalate_after_failures
+        self.not_found_reply = not_found_reply
+        self.not_found_replies = dict(not_found_replies or {})
 
     @classmethod
     def from_settings(cls, settings) -> "Validator":  # settings: streams.config.Settings
@@ -76,7 +88,13 @@ class Validator:
             max_answer_chars=settings.max_answer_chars,
             min_groundedness=settings.min_groundedness,
             escalate_after_failures=settings.escalate_after_failures,
+            not_found_reply=settings.not_found_reply,
+            not_found_replies=settings.not_found_replies,
         )
+
+    def not_found_text(self, tenant: str) -> str:
+        """The tenant's wording for "the help center does not cover this"."""
+        return self.not_found_replies.get(tenant) or self.not_found_reply
 
     def validate(self, turn: ChatTurn) -> Verdict:
         request = turn.request
@@ -111,8 +129,12 @@ class Validator:
         if echo:
             failed.append("prompt_injection_echo")
 
+        not_covered = not turn.answerable and turn.retrieval_ok
+        if not_covered:
+            failed = [rule for rule in failed if rule != "empty_answer"]  # nothing was generated on purpose
+            failed.append("not_covered")
         turn_failed = turn.degraded or empty or abstained
-        low_confidence = not turn_failed and grounding.score < self.min_groundedness
+        low_confidence = not turn_failed and not not_covered and grounding.score < self.min_groundedness
         if low_confidence:
             failed.append("low_groundedness")
 
@@ -122,6 +144,8 @@ class Validator:
             status, text = Status.BLOCKED, BLOCKED_REPLY
         elif rules.asks_for_human(request.text):
             status, text, reason = Status.ESCALATED, HANDOFF_REQUESTED, "user_requested_human"
+        elif not_covered:
+            status, text, reason = Status.FALLBACK, self.not_found_text(request.tenant), "not_covered"
         elif low_confidence:
             status, text, reason = Status.ESCALATED, HANDOFF_LOW_CONFIDENCE, "low_confidence"
         elif turn_failed and turn.session_failures >= self.escalate_after_failures:
@@ -138,7 +162,7 @@ class Validator:
             escalation_reason = reason
 
         citations: list[Citation] = []
-        if text == answer and not abstained:
+        if text == answer and not abstained and not not_covered:
             best: dict[str, Citation] = {}
             for passage in turn.passages:
                 if passage.doc_id in grounding.used_doc_ids:

@@ -1,0 +1,175 @@
+"""Absolute relevance: does the knowledge base cover a question at all?
+
+Weaviate's hybrid search fuses BM25 and vector scores with ``relativeScoreFusion``, which rescales
+both per query, so the best hit scores near 1.0 whether or not it answers the question (see the
+field notes). Ranking needs only relative scores; deciding "we do not know this" needs signals that
+mean the same thing for every query:
+
+- ``Passage.relevance``: the raw cosine similarity of the query embedding and the passage's closest
+  unit (its title or one of its sentences). Whole chunks dilute a short question's match ("is there
+  an iPhone app" against an 800-character chunk about the mobile app in general); a question usually
+  matches one sentence. The units are embedded with the retriever's embedder, whose exact-text cache
+  makes a help center's sentences cost nothing after their first use.
+- coverage: the share of the query's content words that occur in the retrieved passages, a raw
+  lexical signal (BM25-like, no per-query normalisation). Unanswerable questions near the help
+  center's topics ("is there time tracking on tasks") match semantically but name a thing it never
+  mentions.
+
+``answer_score`` = the best, over the passages, of ``relevance + LEXICAL_WEIGHT * coverage``; a turn below the threshold
+(``Settings.answerability_min_relevance``) is not covered. Weight and threshold were chosen on the
+labelled set (``streams/demo/labels.jsonl``, ``chatstream eval calibrate``; the table is in the issue-10
+note).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import numpy as np
+
+from processors.generation.text import content_words, split_sentences
+from processors.records import Passage
+
+LEXICAL_WEIGHT = 0.6
+MAX_UNITS_PER_PASSAGE = 16
+MEASURED_PASSAGES = 2  # the hybrid ranking's best two: measuring more changed no decision on the labelled set
+
+
+def cosine_similarity(a: Sequence[float], b: Sequence[float]) -> float:
+    """Cosine of two vectors (0.0 when either is empty or zero)."""
+    if not len(a) or not len(b) or len(a) != len(b):
+        return 0.0
+    dot = sum(x * y for x, y in zip(a, b))
+    na = math.sqrt(sum(x * x for x in a))
+    nb = math.sqrt(sum(y * y for y in b))
+    if na == 0.0 or nb == 0.0:
+        return 0.0
+    return dot / (na * nb)
+
+
+def passage_units(passage: Passage) -> list[str]:
+    """The pieces a question is matched against: the title and each sentence."""
+    units = [passage.title.strip()] if passage.title.strip() else []
+    units += [s for s in split_sentences(passage.text) if s.strip()]
+    return units[:MAX_UNITS_PER_PASSAGE] or [passage.text[:400]]
+
+
+class RelevanceMeter:
+    """Measures ``Passage.relevance`` with the retriever's embedder; unit vectors are kept by text.
+
+    A help center has a few hundred sentences, and every turn retrieves some of them again, so each
+    is embedded once: kept in a bounded map, and concurrent turns that need the same sentence while
+    it is being embedded wait for that one computation instead of embedding it again (on a cold
+    start a burst of turns would otherwise embed the same sentences many times over).
+    """
+
+    def __init__(self, embedder, max_units: int = 50_000) -> None:  # type: ignore[no-untyped-def]
+        self.embedder = embedder
+        self.max_units = max_units
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._pending: dict[str, asyncio.Future] = {}
+
+    async def _unit_vectors(self, texts: list[str]) -> list[np.ndarray]:
+        missing = [t for t in dict.fromkeys(texts) if t not in self._vectors and t not in self._pending]
+        if missing:
+            loop = asyncio.get_running_loop()
+            futures = {t: loop.create_future() for t in missing}
+            self._pending.update(futures)
+            try:
+                vectors = await self.embedder.embed(missing)
+                for text, vector in zip(missing, vectors):
+                    self._vectors[text] = np.asarray(vector, dtype=np.float32)
+                    futures[text].set_result(None)
+                while len(self._vectors) > self.max_units:
+                    self._vectors.popitem(last=False)
+            except BaseException as exc:
+                for future in futures.values():
+                    if not future.done():
+                        future.set_exception(exc)
+                        future.exception()  # retrieved: waiters re-raise it, nobody else needs to
+                raise
+            finally:
+                for text in missing:
+                    self._pending.pop(text, None)
+        for text in texts:
+            pending = self._pending.get(text)
+            if pending is not None and text not in self._vectors:
+                await asyncio.shield(pending)
+        return [self._vectors[t] for t in texts]
+
+    async def measure(
+        self, query_vector: Sequence[float], passages: Sequence[Passage], limit: int = MEASURED_PASSAGES
+    ) -> list[Passage]:
+        """The first ``limit`` passages with ``relevance`` = cosine of the query and their closest unit;
+        the rest are returned as they are (unmeasured)."""
+        if not passages:
+            return []
+        rest = list(passages[limit:])
+        passages = passages[:limit]
+        units = [passage_units(p) for p in passages]
+        matrix = np.stack(await self._unit_vectors([u for group in units for u in group]))
+        query = np.asarray(query_vector, dtype=np.float32)
+        norms = np.linalg.norm(matrix, axis=1) * (np.linalg.norm(query) or 1.0)
+        sims = (matrix @ query) / np.where(norms == 0, 1.0, norms)
+        out, start = [], 0
+        for passage, group in zip(passages, units):
+            best = float(sims[start : start + len(group)].max())
+            start += len(group)
+            out.append(dataclasses.replace(passage, relevance=round(best, 6)))
+        return out + rest
+
+
+async def measure(embedder, query_vector: Sequence[float], passages: Sequence[Passage]) -> list[Passage]:  # type: ignore[no-untyped-def]
+    """``RelevanceMeter(embedder).measure`` once (tests, calibration)."""
+    return await RelevanceMeter(embedder).measure(query_vector, passages)
+
+
+def best_relevance(passages: Sequence[Passage]) -> float | None:
+    """The highest measured relevance among the passages (None when none was measured)."""
+    measured = [p.relevance for p in passages if p.relevance is not None]
+    return max(measured) if measured else None
+
+
+def term_coverage(query: str, passages: Sequence[Passage]) -> float:
+    """Share of the query's content words (folded) that occur in the passages' titles or texts."""
+    wanted = set(content_words(query))
+    if not wanted:
+        return 0.0
+    found: set[str] = set()
+    for passage in passages:
+        found |= wanted & set(content_words(f"{passage.title} {passage.text}"))
+    return len(found) / len(wanted)
+
+
+def answer_score(query: str, passages: Sequence[Passage]) -> float | None:
+    """Best ``relevance + LEXICAL_WEIGHT * coverage`` over the passages, each on its own: one passage
+    must both mean what the question means and name what it names (None when nothing was measured)."""
+    scores = [p.relevance + LEXICAL_WEIGHT * term_coverage(query, [p]) for p in passages if p.relevance is not None]
+    return max(scores) if scores else None
+
+
+def turn_score(query: str, latest: str, passages: Sequence[Passage]) -> float | None:
+    """The decision score of a turn: a follow-up is searched as "previous + latest" text, and is
+    covered when either reading of it is (the combined text dilutes both signals of a short
+    follow-up such as "what if I lose my phone?")."""
+    scores = [s for s in (answer_score(query, passages), answer_score(latest, passages) if latest != query else None) if s is not None]
+    return max(scores) if scores else None
+
+
+def covers(passages: Sequence[Passage], min_score: float, query: str = "", latest: str | None = None) -> bool:
+    """True when the passages are relevant enough to answer from (``answer_score >= min_score``).
+
+    No passages: not covered. Passages without a measured relevance (records from before the field
+    existed, a retriever that did not measure): covered, since there is nothing to decide on.
+    ``min_score <= 0`` turns the check off.
+    """
+    if min_score <= 0:
+        return True
+    if not passages:
+        return False
+    score = turn_score(query, latest if latest is not None else query, passages)
+    return score is None or score >= min_score

@@ -1,0 +1,79 @@
+"""Choose the answerability threshold on the labelled set: the retriever alone, no Kafka.
+
+Each labelled question (follow-ups with their conversation's earlier questions as history, as the
+session stage would give them) is retrieved with the configured retriever; its ``answer_score`` is
+recorded, and for every candidate threshold the share of unanswerable questions declined and of
+answerable ones kept (with a relevant article among the passages) is printed. The issue's goal is
+>= 90 % declined with >= 95 % kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from processors.records import ChatRequest, ChatTurn, HistoryTurn
+from processors.relevance import turn_score
+from processors.retrieval import build_query, build_retriever
+from streams.config import Settings
+
+
+@dataclass
+class Point:
+    label_id: str
+    unanswerable: bool
+    score: float
+    relevant_found: bool
+
+
+async def calibrate(settings: Settings, labels) -> list[Point]:  # type: ignore[no-untyped-def]
+    from processors.embeddings import build_embedder
+    from processors.vectorstore import build_store
+
+    store, embedder = build_store(settings), build_embedder(settings)
+    retriever = build_retriever(settings.derive(answerability_min_relevance=1e-9), store, embedder)  # measures, never declines
+    history: dict[str, list[HistoryTurn]] = {}
+    points = []
+    try:
+        warm_up = getattr(embedder, "warm_up", None)
+        if warm_up is not None:
+            await warm_up()  # the first lookup must not time out while the model loads
+        for label in labels:
+            past = history.setdefault(label.session or label.id, [])
+            turn = ChatTurn(ChatRequest(label.id, "calibrate", "calibrate", "web", label.question, 0, tenant=settings.tenant), history=list(past))
+            past.append(HistoryTurn("user", label.question, label.id))
+            turn = await retriever.retrieve(turn)
+            if not turn.retrieval_ok:
+                raise RuntimeError(f"retrieval failed: {turn.retrieval_error}")
+            score = turn_score(build_query(turn), " ".join(turn.request.text.split()), turn.passages)
+            found = bool(set(label.relevant) & {p.doc_id for p in turn.passages})
+            points.append(Point(label.id, label.unanswerable, score if score is not None else 0.0, found))
+    finally:
+        await store.close()
+        await embedder.close()
+    return points
+
+
+def rates(points: list[Point], threshold: float) -> tuple[float, float]:
+    """(share of unanswerable declined, share of answerable kept) at ``threshold``."""
+    un = [p for p in points if p.unanswerable]
+    an = [p for p in points if not p.unanswerable]
+    declined = sum(p.score < threshold for p in un) / len(un) if un else float("nan")
+    kept = sum(p.score >= threshold for p in an) / len(an) if an else float("nan")
+    return declined, kept
+
+
+def table(points: list[Point], current: float) -> str:
+    an = [p for p in points if not p.unanswerable]
+    found = sum(p.relevant_found for p in an) / len(an) if an else float("nan")
+    lines = [
+        f"{len(an)} answerable ({100 * found:.0f}% with a relevant article among the passages), "
+        f"{len(points) - len(an)} unanswerable",
+        "threshold  unanswerable declined  answerable kept",
+    ]
+    candidates = sorted({round(x / 100, 2) for x in range(70, 131, 2)} | {round(current, 2)})
+    best = max(candidates, key=lambda t: min(rates(points, t)[0] / 0.9, rates(points, t)[1] / 0.95))
+    for t in candidates:
+        declined, kept = rates(points, t)
+        mark = " <- configured" if abs(t - current) < 1e-9 else (" <- best balance" if t == best else "")
+        lines.append(f"  {t:5.2f}     {100 * declined:5.1f} %               {100 * kept:5.1f} %{mark}")
+    return "\n".join(lines)
