@@ -16,19 +16,22 @@ from streams.client import ChatClient, new_request
 from tests.audit import AuditResult, wait_all  # noqa: F401  (wait_all: the readiness check the tests use)
 
 
-def conversation(sessions: int, turns_per_session: int, *, channel: str = "web") -> list[ChatRequest]:
+def conversation(sessions: int, turns_per_session: int, *, channel: str = "web", handoff_every: int = 0) -> list[ChatRequest]:
     """Turns interleaved across sessions (turn 0 of every session, then turn 1, ...), unique users.
 
     Each question carries its message id (``ref <id>``), so the scripted LLM's request log can tell
-    which turn each LLM call was for (``tests/faults/llm_log.py``).
+    which turn each LLM call was for (``tests/faults/llm_log.py``). With ``handoff_every=k`` every
+    k-th turn asks for a human: it is ESCALATED, so the audit also checks ``chat.escalations``.
     """
     sids = [f"{channel}:{uuid.uuid4().hex[:10]}" for _ in range(sessions)]
     users = {sid: f"fault-{uuid.uuid4().hex[:10]}" for sid in sids}
     out = []
     for turn in range(turns_per_session):
-        for sid in sids:
+        for n, sid in enumerate(sids):
             mid = str(uuid.uuid4())
-            question = f"turn {turn}: how do I export my data? (ref {mid})"
+            handoff = handoff_every and (turn * sessions + n) % handoff_every == handoff_every - 1
+            ask = "I want to talk to a human about exporting my data" if handoff else "how do I export my data?"
+            question = f"turn {turn}: {ask} (ref {mid})"
             out.append(new_request(question, sid, user_id=users[sid], channel=channel, message_id=mid))
     return out
 

@@ -32,7 +32,7 @@ async def test_broker_restart_mid_stream(fault_stack, llm, workers, client_for) 
     worker = workers.start(settings)
     client = await client_for(settings)
     before = conversation(sessions=10, turns_per_session=5)
-    during = conversation(sessions=10, turns_per_session=5)
+    during = conversation(sessions=10, turns_per_session=5, handoff_every=7)
     await send_all(client, before)
     await wait_count(client, before, 10, timeout_s=60)
 
@@ -55,6 +55,7 @@ async def test_broker_restart_mid_stream(fault_stack, llm, workers, client_for) 
         done_at - up_at,
     )
     result.assert_clean()
+    assert result.escalations, "the handoff turns were escalated (so escalations are audited too)"
 
 
 async def test_redis_outage_waits_then_resumes(fault_stack, llm, workers, client_for) -> None:

@@ -29,7 +29,7 @@ async def test_kill_9_with_200_turns_in_flight(fault_stack, llm, workers, client
     settings = pipeline_settings(fault_stack, llm)
     worker = workers.start(settings)
     client = await client_for(settings)
-    requests = conversation(sessions=20, turns_per_session=10)
+    requests = conversation(sessions=20, turns_per_session=10, handoff_every=7)
     await send_all(client, requests)
     await wait_count(client, requests, 40, timeout_s=60)
 
@@ -42,6 +42,7 @@ async def test_kill_9_with_200_turns_in_flight(fault_stack, llm, workers, client
 
     report("worker kill -9 (200 turns, 500 ms LLM)", "replies paused, then all came, in order", result, flowing_at - killed_at)
     result.assert_clean()
+    assert result.escalations, "the handoff turns were escalated (so escalations are audited too)"
 
 
 async def wait_assigned(worker, topic: str, timeout_s: float = 60) -> None:
@@ -61,7 +62,7 @@ async def test_second_worker_joins_then_one_is_killed(fault_stack, llm, workers,
     settings = pipeline_settings(fault_stack, llm)
     first = workers.start(settings)
     client = await client_for(settings)
-    requests = conversation(sessions=20, turns_per_session=16)
+    requests = conversation(sessions=20, turns_per_session=16, handoff_every=7)
     await send_all(client, requests)
     await wait_count(client, requests, 20, timeout_s=60)
 
@@ -84,3 +85,4 @@ async def test_second_worker_joins_then_one_is_killed(fault_stack, llm, workers,
         done_at - killed_at,
     )
     result.assert_clean()
+    assert result.escalations, "the handoff turns were escalated (so escalations are audited too)"
