@@ -168,11 +168,33 @@ def audit(
     ``history=False`` skips Redis (a test that deletes sessions on purpose).
     """
     requests = _unique(sent)
+    histories = read_history(settings, {r.session_id for r in requests}) if history else None
+    return check(
+        requests,
+        read_outbound(settings),
+        read_escalations(settings),
+        histories,
+        history_turns=settings.history_turns,
+        no_reply=no_reply,
+        only_sent=only_sent,
+    )
+
+
+def check(
+    sent: Sequence[ChatRequest],
+    replies: Sequence[ChatResponse],
+    escalations: Sequence[ChatEscalation],
+    histories: dict[str, tuple[list[tuple[str, str]], set[str]]] | None,
+    *,
+    history_turns: int,
+    no_reply: Iterable[str] = (),
+    only_sent: bool = True,
+) -> AuditResult:
+    """The rules, on what was read back: replies and escalations in topic order, histories per session."""
+    requests = _unique(sent)
     silent = set(no_reply)
     wanted = {r.message_id for r in requests}
     result = AuditResult(turns=len(requests))
-    replies = read_outbound(settings)
-    escalations = read_escalations(settings)
 
     order: dict[str, list[str]] = {}
     for reply in replies:
@@ -217,8 +239,7 @@ def audit(
         if seen != expected:
             result.problems.append(f"session {sid}: replies in order {seen}, sent {expected}")
 
-    if history:
-        histories = read_history(settings, by_session)
+    if histories is not None:
         for sid, turns in by_session.items():
             conversation: list[tuple[str, str]] = []
             for r in turns:
@@ -226,14 +247,14 @@ def audit(
                 if r.message_id in silent or not got or Status(got[0].status) in NOT_IN_HISTORY:
                     continue
                 conversation += [("user", r.message_id), ("assistant", r.message_id)]
-            actual, ids = histories[sid]
+            actual, ids = histories.get(sid, ([], set()))
             doubles = [f"{role}:{mid}" for (role, mid), n in Counter(actual).items() if n > 1]
             if doubles:
                 for entry in doubles:
                     result.doubled.setdefault(entry.split(":", 1)[1], 1)
                 result.problems.append(f"session {sid}: history holds {doubles} more than once")
             # the history keeps the last ``history_turns`` messages, older ones roll into the summary
-            tail = conversation[-settings.history_turns :] if settings.history_turns else []
+            tail = conversation[-history_turns:] if history_turns else []
             if actual != tail:
                 result.problems.append(f"session {sid}: history {actual}, expected {tail}")
             want_ids = {f"{'u' if role == 'user' else 'a'}:{mid}" for role, mid in conversation}
