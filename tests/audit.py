@@ -37,7 +37,17 @@ from streams.topic_reader import read_topic
 NOT_IN_HISTORY = {Status.REJECTED, Status.RATE_LIMITED}
 
 
-def session_keys(session_id: str, prefix: str = "cs:") -> tuple[str, str]:
+def session_layout(settings: Settings) -> tuple[str, int]:
+    """(Redis key prefix, messages kept verbatim) as the worker's session store sees them for ``settings``."""
+    import redis.asyncio as aioredis
+
+    from processors.session import session_store_from_settings
+
+    store = session_store_from_settings(aioredis.Redis.from_url(settings.redis_url), settings)  # no connection made
+    return store.prefix, store.history_turns
+
+
+def session_keys(session_id: str, prefix: str) -> tuple[str, str]:
     """The history list and the id set of a session, as ``processors.session`` lays them out."""
     base = f"{prefix}s:{{{session_id}}}"
     return f"{base}:turns", f"{base}:ids"
@@ -140,11 +150,12 @@ def read_escalations(settings: Settings) -> list[ChatEscalation]:
 
 def read_history(settings: Settings, session_ids: Iterable[str]) -> dict[str, tuple[list[tuple[str, str]], set[str]]]:
     """Per session: the history list as (role, message_id) and the set of appended turn ids."""
+    prefix, _ = session_layout(settings)
     client = redis.Redis.from_url(settings.redis_url)
     try:
         out = {}
         for sid in session_ids:
-            turns_key, ids_key = session_keys(sid)
+            turns_key, ids_key = session_keys(sid, prefix)
             turns = [json.loads(raw) for raw in client.lrange(turns_key, 0, -1)]
             ids = {raw.decode() for raw in client.smembers(ids_key)}
             out[sid] = ([(t["role"], t["message_id"]) for t in turns], ids)
@@ -174,7 +185,7 @@ def audit(
         read_outbound(settings),
         read_escalations(settings),
         histories,
-        history_turns=settings.history_turns,
+        history_turns=session_layout(settings)[1],
         no_reply=no_reply,
         only_sent=only_sent,
     )

@@ -51,7 +51,8 @@ class Shutdown:
 
 async def sigterm_mid_stream(fault_stack, llm, workers, client_for) -> Shutdown:  # type: ignore[no-untyped-def]
     """120 turns, SIGTERM with some in the LLM, checks of the exit, a restart, the end-of-test audit."""
-    llm.script(latency_ms=800)
+    # longer than the 1 s the agents still wait after a quiesce: only the quiesce drain finishes these
+    llm.script(latency_ms=2000)
     settings = pipeline_settings(fault_stack, llm, shutdown_grace_s=GRACE_S)
     worker = workers.start(settings)
     client = await client_for(settings)
