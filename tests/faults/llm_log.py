@@ -46,6 +46,11 @@ class RequestLog:
                 if c.message_id and c.started <= moment and (c.ended is None or c.ended > moment)
             }
 
+    def generating_at(self, moment: float, answered: set[str]) -> set[str]:
+        """Turns mid-pipeline at ``moment``: their LLM call had started, their reply was not out yet."""
+        with self._lock:
+            return {c.message_id for c in self.calls if c.message_id and c.started <= moment} - answered
+
     def started_before(self, moment: float) -> list[Call]:
         with self._lock:
             return [c for c in self.calls if c.started < moment]
