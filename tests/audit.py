@@ -12,7 +12,8 @@ appended twice to the session history. So a fault or end-to-end test ends like t
 3. it checks, per message id of what was sent: exactly one reply; exactly one escalation when the
    reply is ESCALATED and none otherwise; each user turn and each reply exactly once in the session
    history, in the order sent (turns answered by enrich — REJECTED, RATE_LIMITED — are not part of
-   the conversation, so neither is in the history); replies of one session in the order sent.
+   the conversation, so neither is in the history, and being immediate they may overtake answers);
+   the conversation's replies of one session in the order sent.
    ``AuditResult.assert_clean`` fails with every problem found; ``report`` lines use its counts.
 """
 
@@ -109,6 +110,7 @@ class AuditResult:
     lost: list[str] = field(default_factory=list)
     doubled: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    history_gaps: list[str] = field(default_factory=list)  # replies missing from the history, where tolerated
 
     def status(self, message_id: str) -> Status:
         return Status(self.replies[message_id][0].status)
@@ -171,12 +173,15 @@ def audit(
     no_reply: Iterable[str] = (),
     only_sent: bool = True,
     history: bool = True,
+    reply_gaps_in_history: bool = False,
 ) -> AuditResult:
     """Read back the namespace and check every rule above for the turns in ``sent``.
 
     ``no_reply``: message ids that must get no reply at all (dead-lettered turns). ``only_sent``: the
     namespace is the test's own, so a reply or escalation for any other message id is an error too.
-    ``history=False`` skips Redis (a test that deletes sessions on purpose).
+    ``history=False`` skips Redis. ``reply_gaps_in_history``: after a kill -9, an answer may be missing
+    from the history (a known defect, see the issue 15 note): such gaps are counted in
+    ``history_gaps`` instead of failing, and everything else about the history is still checked.
     """
     requests = _unique(sent)
     histories = read_history(settings, {r.session_id for r in requests}) if history else None
@@ -188,6 +193,7 @@ def audit(
         history_turns=session_layout(settings)[1],
         no_reply=no_reply,
         only_sent=only_sent,
+        reply_gaps_in_history=reply_gaps_in_history,
     )
 
 
@@ -200,6 +206,7 @@ def check(
     history_turns: int,
     no_reply: Iterable[str] = (),
     only_sent: bool = True,
+    reply_gaps_in_history: bool = False,
 ) -> AuditResult:
     """The rules, on what was read back: replies and escalations in topic order, histories per session."""
     requests = _unique(sent)
@@ -244,9 +251,14 @@ def check(
     by_session: dict[str, list[ChatRequest]] = {}
     for r in requests:
         by_session.setdefault(r.session_id, []).append(r)
+    # order: the conversation's replies (written by validate) come in the order sent; a reply written
+    # by enrich (REJECTED, RATE_LIMITED) is immediate and may overtake answers still being generated
+    def answered(mid: str) -> bool:
+        return mid in result.replies and mid not in silent and Status(result.replies[mid][0].status) not in NOT_IN_HISTORY
+
     for sid, turns in by_session.items():
-        expected = [r.message_id for r in turns if r.message_id in result.replies and r.message_id not in silent]
-        seen = list(dict.fromkeys(order.get(sid, [])))
+        expected = [r.message_id for r in turns if answered(r.message_id)]
+        seen = [mid for mid in dict.fromkeys(order.get(sid, [])) if answered(mid)]
         if seen != expected:
             result.problems.append(f"session {sid}: replies in order {seen}, sent {expected}")
 
@@ -259,6 +271,12 @@ def check(
                     continue
                 conversation += [("user", r.message_id), ("assistant", r.message_id)]
             actual, ids = histories.get(sid, ([], set()))
+            if reply_gaps_in_history:
+                # only this pattern is tolerated: the answer is on chat.outbound, its question is in the
+                # history, the answer was never appended (neither in the list nor in the id set)
+                gaps = {mid for role, mid in conversation if role == "assistant" and f"a:{mid}" not in ids and f"u:{mid}" in ids}
+                result.history_gaps += sorted(gaps)
+                conversation = [(role, mid) for role, mid in conversation if not (role == "assistant" and mid in gaps)]
             doubles = [f"{role}:{mid}" for (role, mid), n in Counter(actual).items() if n > 1]
             if doubles:
                 for entry in doubles:
@@ -284,11 +302,13 @@ async def audit_when_done(
     no_reply: Iterable[str] = (),
     only_sent: bool = True,
     history: bool = True,
+    reply_gaps_in_history: bool = False,
 ) -> AuditResult:
     """Readiness, then the audit: every expected reply seen by ``client``, the group idle, then read back."""
     silent = set(no_reply)
     await wait_all(client, [r for r in _unique(sent) if r.message_id not in silent], timeout_s=timeout_s)
     await wait_idle(client.settings, timeout_s=timeout_s)
     return await asyncio.to_thread(
-        audit, client.settings, sent, no_reply=silent, only_sent=only_sent, history=history
+        audit, client.settings, sent, no_reply=silent, only_sent=only_sent, history=history,
+        reply_gaps_in_history=reply_gaps_in_history,
     )

@@ -60,6 +60,13 @@ def test_replies_out_of_session_order() -> None:
     assert any("replies in order" in p for p in found), found
 
 
+def test_an_immediate_rejection_may_overtake_answers() -> None:
+    sent = turns("s", 3)
+    replies = [reply(sent[2], Status.RATE_LIMITED), reply(sent[0]), reply(sent[1])]
+    assert problems(sent, replies) == []
+    assert problems(sent, [reply(sent[2], Status.RATE_LIMITED), reply(sent[1]), reply(sent[0])])
+
+
 def test_history_doubles_gaps_and_order() -> None:
     sent = turns("s", 2)
     replies = [reply(r) for r in sent]
@@ -94,3 +101,16 @@ def test_dead_lettered_and_foreign_ids(only_sent: bool) -> None:
     found = problems(sent, [reply(sent[0]), reply(stranger)], no_reply=[sent[1].message_id], only_sent=only_sent)
     assert bool(found) is only_sent, found
     assert problems(sent, [reply(sent[0]), reply(sent[1])], no_reply=[sent[1].message_id])
+
+
+def test_answers_missing_from_the_history_only_where_tolerated() -> None:
+    sent = turns("s", 2)
+    replies = [reply(r) for r in sent]
+    entries, ids = history_of(sent)
+    gap = ([e for e in entries if e != ("assistant", "s-m0")], ids - {"a:s-m0"})
+    assert problems(sent, replies, histories={"s": gap})
+    result = check(sent, replies, [], {"s": gap}, history_turns=64, reply_gaps_in_history=True)
+    assert result.problems == [] and result.history_gaps == ["s-m0"]
+    # a missing question is not the tolerated pattern
+    no_question = ([e for e in entries if e[1] != "s-m0"], ids - {"a:s-m0", "u:s-m0"})
+    assert check(sent, replies, [], {"s": no_question}, history_turns=64, reply_gaps_in_history=True).problems

@@ -62,6 +62,8 @@ def report(fault: str, user_saw: str, result: AuditResult, recover_s: float | No
     recover = "-" if recover_s is None else f"{recover_s:.1f} s"
     print(
         f"\nFAULT-REPORT | {fault} | {user_saw} | lost {len(result.lost)}/{result.turns} | "
-        f"doubled {len(result.doubled)} | problems {len(result.problems)} | recover {recover}",
+        f"doubled {len(result.doubled)} | problems {len(result.problems)}"
+        + (f" | answers missing from history {len(result.history_gaps)}" if result.history_gaps else "")
+        + f" | recover {recover}",
         flush=True,
     )
