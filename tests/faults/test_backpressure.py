@@ -11,7 +11,7 @@ from tests.audit import audit_when_done
 from tests.faults.conftest import pipeline_settings
 from tests.faults.outcomes import conversation, report, send_all, wait_all
 
-pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.stack, pytest.mark.timeout(480)]
 
 MAX_IN_FLIGHT = 16
 
