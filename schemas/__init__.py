@@ -1,6 +1,6 @@
 """The Avro contract of chatstream, shipped as plain ``.avsc`` files.
 
-Consumers in any language need only these files: current writer schemas live here, earlier versions
+Consumers in any language need only these files: current writer schemas live here, every released version
 under ``history/<Record>/vN.avsc`` so that old records stay readable (BACKWARD_TRANSITIVE).
 """
 
@@ -32,7 +32,7 @@ def current(record: str) -> dict:
 
 
 def history(record: str) -> list[dict]:
-    """Every earlier version of a record kept in the repo, oldest first."""
+    """Every released version of a record kept in the repo, oldest first (the newest equals the current)."""
     folder = SCHEMA_DIR / "history" / record
     if not folder.is_dir():
         return []

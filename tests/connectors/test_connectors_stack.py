@@ -231,19 +231,28 @@ async def test_two_escalation_sink_instances_share_the_work_one_ticket_each(reco
     tickets = recorder_factory([(201, {}, {"ticket": {"id": 1}})])
     s = stack_settings()
     codec = make_codec(s)
+    # the 12 session keys land on 5 of the 6 partitions, so each half of the group gets some of them
     escalations = [ChatEscalation(f"m-{uuid.uuid4().hex}", f"web:acme:s{i}", "u", "web", "human please")
                    for i in range(12)]
-    for esc in escalations:
-        produce(s, s.topics.escalations, esc.session_id, codec.encode(esc))
     group = f"esc-{uuid.uuid4().hex[:6]}"
     redis = aioredis.from_url(s.redis_url)
     producer = AsyncProducer(s.kafka_bootstrap)
     stop = asyncio.Event()
+
+    def shared() -> bool:  # each instance's partitions now, as its lane owns them
+        assigned = [{p for p in range(s.partitions) if lane.owns((s.topics.escalations, p))} for lane in lanes]
+        both = all(assigned) and not (assigned[0] & assigned[1])
+        return both and len(assigned[0] | assigned[1]) == s.partitions
+
     async with httpx.AsyncClient(timeout=5) as http:
         sinks = [EscalationSink(s, Webhook(s, tickets.url, http), redis, producer, codec) for _ in range(2)]
-        tasks = [asyncio.create_task(run_edge(make_consumer(s, group), sink.lane(), stop))
-                 for sink in sinks]
+        lanes = [sink.lane() for sink in sinks]
+        tasks = [asyncio.create_task(run_edge(make_consumer(s, group), lane, stop)) for lane in lanes]
         try:
+            # both instances own partitions before the work arrives, so the group really shares it
+            await wait_for(shared, 60, "both sinks assigned")
+            for esc in escalations:
+                produce(s, s.topics.escalations, esc.session_id, codec.encode(esc))
             await wait_for(lambda: sum(sum(k.counts.values()) for k in sinks) >= 12, 60, "all escalations handled")
         finally:
             stop.set()
@@ -253,6 +262,20 @@ async def test_two_escalation_sink_instances_share_the_work_one_ticket_each(reco
     keys = sorted(r["headers"]["Idempotency-Key"] for r in tickets.requests)
     assert keys == sorted(e.message_id for e in escalations)  # each exactly once
     assert sum(k.counts.get("ticketed", 0) for k in sinks) == 12
+    assert all(k.counts.get("ticketed", 0) for k in sinks), f"one instance did all the work: {[k.counts for k in sinks]}"
+
+
+def committed_total(s, group: str) -> int:  # type: ignore[no-untyped-def]
+    """Sum of the group's committed offsets over chat.inbound and chat.outbound."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    check = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": group})
+    try:
+        committed = check.committed([TopicPartition(t, p) for t in (s.topics.inbound, s.topics.outbound)
+                                     for p in range(s.partitions)], timeout=10)
+    finally:
+        check.close()
+    return sum(max(tp.offset, 0) for tp in committed)
 
 
 async def test_transcript_sink_pushes_an_idle_session_and_commits(recorder_factory):
@@ -277,7 +300,8 @@ async def test_transcript_sink_pushes_an_idle_session_and_commits(recorder_facto
         task = asyncio.create_task(run_edge(consumer, sink.lane(), stop, tick=sink.flush_locked))
         try:
             await wait_for(lambda: sink.counts.get("pushed", 0) >= 1, 40, "transcript pushed")
-            await asyncio.sleep(1.0)  # one more loop round commits the offsets
+            # committed past both records: a restarted instance would not push the session again
+            await wait_for(lambda: committed_total(s, group) == 2, 20, "offsets of both records committed")
         finally:
             stop.set()
             await task
@@ -287,11 +311,4 @@ async def test_transcript_sink_pushes_an_idle_session_and_commits(recorder_facto
     assert body["session_id"] == sid
     assert [(m["role"], m["text"]) for m in body["messages"]] == [("user", "Where is my invoice?"),
                                                                  ("assistant", "Under Billing.")]
-    # committed past both records: a restarted instance would not push the session again
-    from confluent_kafka import Consumer, TopicPartition
-
-    check = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": group})
-    committed = check.committed([TopicPartition(t, p) for t in (s.topics.inbound, s.topics.outbound)
-                                 for p in range(s.partitions)], timeout=10)
-    check.close()
-    assert sum(max(tp.offset, 0) for tp in committed) == 2
+    assert committed_total(s, group) == 2

@@ -10,9 +10,10 @@ import httpx
 import pytest
 from opentelemetry import trace
 
-from processors.records import ChatTurn, DeadLetter
 from streams import tracing
-from streams.client import ChatClient, TopicTail
+from streams.client import ChatClient
+from streams.topic_reader import read_topic
+from tests.audit import audit_when_done, wait_idle
 from tests.e2e.turns import new_request
 from streams.commands.stats_cmd import scrape
 from streams.commands.trace_cmd import fetch_trace, find_trace_ids
@@ -38,6 +39,7 @@ async def test_one_turn_is_one_trace_across_all_stages(client: ChatClient, setti
     request = new_request("How do I create an API key?", f"web:{uuid.uuid4().hex[:8]}")
     reply = await client.ask(request, 60)
     assert reply.text
+    (await audit_when_done(client, [request], only_sent=False)).assert_clean()
     trace.get_tracer_provider().force_flush()
     ids, rows = await asyncio.to_thread(wait_for_trace, settings, request.message_id, 9)
     by_name = {r.name: r for r in rows}
@@ -96,44 +98,48 @@ async def test_dead_lettered_turn_shows_the_error_in_its_trace(client: ChatClien
 
 
 async def test_no_record_carries_two_traceparent_headers(client: ChatClient, settings) -> None:
-    seen: list[list] = []
-    tail = TopicTail(settings, settings.topics.enriched, lambda b: client.codec.decode(b, ChatTurn), lambda r, m: seen.append(m.headers() or []))
-    await asyncio.to_thread(tail.start)
-    try:
-        request = new_request("What is on the status page?", f"web:{uuid.uuid4().hex[:8]}")
-        await client.send(request, headers=[("traceparent", b"00-" + b"1" * 32 + b"-" + b"2" * 16 + b"-01")])
-        await client.wait_reply(request.message_id, 60)
-        deadline = time.monotonic() + 10
-        while not seen and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-    finally:
-        await asyncio.to_thread(tail.stop)
-    assert seen
-    for headers in seen:
-        assert [k for k, _ in headers].count("traceparent") == 1
+    request = new_request("What is on the status page?", f"web:{uuid.uuid4().hex[:8]}")
+    await client.send(request, headers=[("traceparent", b"00-" + b"1" * 32 + b"-" + b"2" * 16 + b"-01")])
+    (await audit_when_done(client, [request], only_sent=False)).assert_clean()
+    t = settings.topics
+    headers_by_topic = {}
+    for topic in (t.enriched, t.retrieved, t.generated, t.outbound):
+        records = await asyncio.to_thread(lambda topic=topic: list(read_topic(settings, topic)))
+        mine = [m.headers() or [] for m in records if request.message_id.encode() in (m.value() or b"")]
+        assert len(mine) == 1, f"{topic}: {len(mine)} records of the turn"
+        headers_by_topic[topic] = mine[0]
+    for topic, headers in headers_by_topic.items():
+        traceparents = [v for k, v in headers if k == "traceparent"]
+        assert len(traceparents) == 1, f"{topic}: {headers}"
+    # one trace all the way: every hop carries the same trace id
+    trace_ids = {[v for k, v in h if k == "traceparent"][0].split(b"-")[1] for h in headers_by_topic.values()}
+    assert len(trace_ids) == 1, trace_ids
 
 
-async def test_metrics_count_every_turn(client: ChatClient, worker) -> None:
-    def replies_total() -> float:
+async def test_metrics_count_every_turn(client: ChatClient, worker, settings) -> None:
+    def totals() -> tuple[float, dict[str, float]]:
+        """Replies produced, and records handled per stage, since the worker started."""
         samples = scrape(worker.metrics_url)
-        return sum(v for name, values in samples.items() if name.startswith("chatstream_replies") and name.endswith("_total") for _, v in values)
+        replies = sum(v for name, values in samples.items() if name.startswith("chatstream_replies") and name.endswith("_total") for _, v in values)
+        records: dict[str, float] = {}
+        for name, values in samples.items():
+            if name.startswith("chatstream_stage_records") and name.endswith("_total"):
+                for labels, v in values:
+                    records[labels["stage"]] = records.get(labels["stage"], 0) + v
+        return replies, records
 
-    before = await asyncio.to_thread(replies_total)
+    await wait_idle(settings)  # earlier tests' turns are all counted before the "before" snapshot
+    replies_before, records_before = await asyncio.to_thread(totals)
     n = 5
     requests = [new_request(f"How do I invite a teammate? ({i})", f"web:{uuid.uuid4().hex[:8]}") for i in range(n)]
     for r in requests:
         await client.send(r)
-    for r in requests:
-        await client.wait_reply(r.message_id, 60)
+    (await audit_when_done(client, requests, only_sent=False)).assert_clean()
+    replies_after, records_after = await asyncio.to_thread(totals)
+    assert replies_after - replies_before == n
+    handled = {stage: records_after.get(stage, 0) - records_before.get(stage, 0) for stage in ("enrich", "retrieve", "generate", "validate")}
+    assert handled == dict.fromkeys(handled, n), handled
     samples = await asyncio.to_thread(scrape, worker.metrics_url)
-    after = sum(v for name, values in samples.items() if name.startswith("chatstream_replies") and name.endswith("_total") for _, v in values)
-    assert after - before == n
-    records: dict[str, float] = {}
-    for name, values in samples.items():
-        if name.startswith("chatstream_stage_records") and name.endswith("_total"):
-            for labels, v in values:
-                records[labels["stage"]] = records.get(labels["stage"], 0) + v
-    assert all(records.get(stage, 0) >= n for stage in ("enrich", "retrieve", "generate", "validate")), records
     assert any(name.startswith("chatstream_stage_duration") and name.endswith("_count") for name in samples)
 
 
@@ -142,6 +148,7 @@ async def test_trace_command_prints_the_waterfall(client: ChatClient, settings, 
 
     request = new_request("How do I change my billing e-mail?", f"web:{uuid.uuid4().hex[:8]}")
     await client.ask(request, 60)
+    (await audit_when_done(client, [request], only_sent=False)).assert_clean()
     trace.get_tracer_provider().force_flush()
     await asyncio.to_thread(wait_for_trace, settings, request.message_id, 9)
     rc = await asyncio.to_thread(main, ["trace", request.message_id, "--wait", "20"])
@@ -162,6 +169,7 @@ async def test_stats_once_shows_stages_and_lag(client: ChatClient, worker, setti
     monkeypatch.setenv("CHATSTREAM_CONSUMER_GROUP", settings.consumer_group)
     request = new_request("What does the Team plan include?", f"web:{uuid.uuid4().hex[:8]}")
     await client.ask(request, 60)
+    (await audit_when_done(client, [request], only_sent=False)).assert_clean()
     rc = await asyncio.to_thread(main, ["stats", "--once", "--url", worker.metrics_url])
     out = capsys.readouterr().out
     assert rc == 0

@@ -24,9 +24,11 @@ from pydantic import SecretStr
 from stack.manager import Stack
 from streams.client import ChatClient
 from streams.config import Settings
+from streams.dev import llm_server
 from streams.dev.llm_server import ScriptedLLMServer
 from streams.dev.worker_process import WorkerProcess, settings_env
 from streams.topics import check_topics, create_topics
+from tests.faults.llm_log import RequestLog
 
 ROOT = Path(__file__).resolve().parents[2]
 KB = ROOT / "streams" / "demo" / "knowledge_base"
@@ -119,8 +121,13 @@ def stack_ready(fault_stack: FaultStack) -> Settings:
 
 
 @pytest.fixture
-def llm() -> Iterator[ScriptedLLMServer]:
+def llm(monkeypatch: pytest.MonkeyPatch) -> Iterator[ScriptedLLMServer]:
+    """The scripted LLM, with ``llm.log``: which turn (message id) each chat call was for, and when."""
+    log = RequestLog()
+    plain = llm_server.create_app
+    monkeypatch.setattr(llm_server, "create_app", lambda state: log.wrap(plain(state)))
     with ScriptedLLMServer() as server:
+        server.log = log  # type: ignore[attr-defined]
         yield server
 
 
@@ -137,6 +144,8 @@ def pipeline_settings(stack: FaultStack, llm: ScriptedLLMServer, **overrides: ob
         rate_limit_burst=1_000_000,
         max_in_flight=64,
         kafka_session_timeout_s=8.0,
+        # the whole conversation stays in the history, so the audit sees every turn appended once
+        history_turns=64,
     )
     values.update(overrides)
     settings = stack.settings.derive(**values)
@@ -165,6 +174,7 @@ class Workers:
             "CHATSTREAM_LLM_BACKOFF_BASE_S": str(settings.llm_backoff_base_s),
             "CHATSTREAM_LLM_RETRY_AFTER_MAX_S": str(settings.llm_retry_after_max_s),
             "CHATSTREAM_OTLP_ENDPOINT": "",
+            "CHATSTREAM_HISTORY_TURNS": str(settings.history_turns),  # not among settings_env's fields
             **env,
         }
         worker = WorkerProcess(settings, **extra).start()

@@ -1,7 +1,8 @@
-"""What a fault test measures: turns lost, turns doubled, sessions out of order, time to recover.
+"""What a fault test sends and reports: conversations, sending in session order, the FAULT-REPORT line.
 
-Each fault test prints one ``FAULT-REPORT`` line (``pytest -s`` shows them) so the table in the
-issue's report is filled from measurements, not guesses.
+Whether each turn got exactly one reply (and escalation, and history entry) is the end-of-test audit
+in ``tests/audit.py``; each fault test prints one ``FAULT-REPORT`` line from it (``pytest -s`` shows
+them) so the table in the issue's report is filled from measurements, not guesses.
 """
 
 from __future__ import annotations
@@ -9,25 +10,33 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from dataclasses import dataclass, field
 
-from processors.records import ChatRequest, ChatResponse
+from processors.records import ChatRequest
 from streams.client import ChatClient, new_request
+from tests.audit import AuditResult, wait_all  # noqa: F401  (wait_all: the readiness check the tests use)
 
 
-def conversation(sessions: int, turns_per_session: int, *, channel: str = "web", text: str | None = None) -> list[ChatRequest]:
-    """Turns interleaved across sessions (turn 0 of every session, then turn 1, ...), unique users."""
+def conversation(sessions: int, turns_per_session: int, *, channel: str = "web", handoff_every: int = 0) -> list[ChatRequest]:
+    """Turns interleaved across sessions (turn 0 of every session, then turn 1, ...), unique users.
+
+    Each question carries its message id (``ref <id>``), so the scripted LLM's request log can tell
+    which turn each LLM call was for (``tests/faults/llm_log.py``). With ``handoff_every=k`` every
+    k-th turn asks for a human: it is ESCALATED, so the audit also checks ``chat.escalations``.
+    """
     sids = [f"{channel}:{uuid.uuid4().hex[:10]}" for _ in range(sessions)]
     users = {sid: f"fault-{uuid.uuid4().hex[:10]}" for sid in sids}
     out = []
     for turn in range(turns_per_session):
-        for sid in sids:
-            question = text or f"turn {turn}: how do I export my data?"
-            out.append(new_request(question, sid, user_id=users[sid], channel=channel))
+        for n, sid in enumerate(sids):
+            mid = str(uuid.uuid4())
+            handoff = handoff_every and (turn * sessions + n) % handoff_every == handoff_every - 1
+            ask = "I want to talk to a human about exporting my data" if handoff else "how do I export my data?"
+            question = f"turn {turn}: {ask} (ref {mid})"
+            out.append(new_request(question, sid, user_id=users[sid], channel=channel, message_id=mid))
     return out
 
 
-async def send_all(client: ChatClient, requests: list[ChatRequest], *, concurrency: int = 200) -> None:
+async def send_all(client: ChatClient, requests: list[ChatRequest]) -> None:
     """Publish in order per session (one session's turns go out one after the other)."""
     by_session: dict[str, list[ChatRequest]] = {}
     for r in requests:
@@ -40,23 +49,8 @@ async def send_all(client: ChatClient, requests: list[ChatRequest], *, concurren
     await asyncio.gather(*(one_session(t) for t in by_session.values()))
 
 
-async def wait_all(client: ChatClient, requests: list[ChatRequest], timeout_s: float) -> float:
-    """Wait until every request has a reply; returns when the last one came. Raises on timeout."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        missing = [r for r in requests if r.message_id not in client.replies]
-        if not missing:
-            return time.monotonic()
-        if time.monotonic() > deadline:
-            where = where_is(client.settings, [r.message_id for r in missing[:5]])
-            raise AssertionError(
-                f"{len(missing)} of {len(requests)} turns got no reply within {timeout_s:.0f} s; "
-                f"where the first ones are: {where}"
-            )
-        await asyncio.sleep(0.2)
-
-
 async def wait_count(client: ChatClient, requests: list[ChatRequest], count: int, timeout_s: float) -> None:
+    """Until at least ``count`` of ``requests`` have a reply (a test's trigger point mid-stream)."""
     deadline = time.monotonic() + timeout_s
     while sum(r.message_id in client.replies for r in requests) < count:
         if time.monotonic() > deadline:
@@ -64,66 +58,12 @@ async def wait_count(client: ChatClient, requests: list[ChatRequest], count: int
         await asyncio.sleep(0.05)
 
 
-@dataclass
-class Outcome:
-    turns: int
-    lost: list[str] = field(default_factory=list)
-    doubled: dict[str, int] = field(default_factory=dict)
-    out_of_order: list[str] = field(default_factory=list)
-
-    def assert_exactly_once(self, in_order: bool = True) -> None:
-        assert not self.lost, f"{len(self.lost)} of {self.turns} turns lost, e.g. {self.lost[:3]}"
-        assert not self.doubled, f"{len(self.doubled)} turns answered more than once: {list(self.doubled.items())[:5]}"
-        if in_order:
-            assert not self.out_of_order, f"{len(self.out_of_order)} sessions out of order, e.g. {self.out_of_order[:3]}"
-
-
-def outcome(client: ChatClient, requests: list[ChatRequest]) -> Outcome:
-    result = Outcome(turns=len(requests))
-    for r in requests:
-        got = client.replies.get(r.message_id, [])
-        if not got:
-            result.lost.append(r.message_id)
-        elif len(got) > 1:
-            result.doubled[r.message_id] = len(got)
-    wanted = {r.message_id for r in requests}
-    expected: dict[str, list[str]] = {}
-    for r in requests:
-        expected.setdefault(r.session_id, []).append(r.message_id)
-    seen: dict[str, list[str]] = {}
-    for reply in client.reply_order:
-        if reply.message_id in wanted:
-            seen.setdefault(reply.session_id, []).append(reply.message_id)
-    for sid, ids in expected.items():
-        if list(dict.fromkeys(seen.get(sid, []))) != ids:
-            result.out_of_order.append(sid)
-    return result
-
-
-def replies_of(client: ChatClient, requests: list[ChatRequest]) -> list[ChatResponse]:
-    return [client.replies[r.message_id][0] for r in requests if r.message_id in client.replies]
-
-
-def report(fault: str, user_saw: str, result: Outcome, recover_s: float | None) -> None:
+def report(fault: str, user_saw: str, result: AuditResult, recover_s: float | None) -> None:
     recover = "-" if recover_s is None else f"{recover_s:.1f} s"
     print(
         f"\nFAULT-REPORT | {fault} | {user_saw} | lost {len(result.lost)}/{result.turns} | "
-        f"doubled {len(result.doubled)} | recover {recover}",
+        f"doubled {len(result.doubled)} | problems {len(result.problems)}"
+        + (f" | answers missing from history {len(result.history_gaps)}" if result.history_gaps else "")
+        + f" | recover {recover}",
         flush=True,
     )
-
-
-def where_is(settings, message_ids: list[str], timeout_s: float = 10.0) -> dict[str, dict[str, int]]:
-    """For a failure message: in which topics each turn's id appears (raw bytes), and how often."""
-    from streams.topic_reader import read_topic
-
-    wanted = {m.encode(): m for m in message_ids}
-    found: dict[str, dict[str, int]] = {m: {} for m in message_ids}
-    for topic in settings.topics.all():
-        short = topic.split("chat.", 1)[1] if "chat." in topic else topic.rsplit(".", 1)[-1]
-        for msg in read_topic(settings, topic, timeout_s=timeout_s):
-            value = msg.value() or b""
-            for raw, mid in wanted.items():
-                if raw in value:
-                    found[mid][short] = found[mid].get(short, 0) + 1
-    return found

@@ -10,18 +10,25 @@ import pytest
 
 from processors.records import ChatResponse, Status
 from tests.e2e.turns import new_request
+from tests.audit import audit_when_done
 from tests.faults.conftest import pipeline_settings
-from tests.faults.outcomes import outcome, report
+from tests.faults.outcomes import report
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(240)]
 
 QUESTION = "How do I export my data?"
 
 
+SENT = []
+
+
 async def ask(client, timeout_s: float = 60) -> tuple[ChatResponse, float]:
-    """One turn in a fresh session (a session's earlier failures would escalate it)."""
+    """One turn in a fresh session (a session's earlier failures would escalate it), tagged with its id."""
+    mid = str(uuid.uuid4())
+    request = new_request(f"{QUESTION} (ref {mid})", f"web:{uuid.uuid4().hex[:8]}", message_id=mid)
+    SENT.append(request)
     started = time.monotonic()
-    reply = await client.ask(new_request(QUESTION, f"web:{uuid.uuid4().hex[:8]}"), timeout_s=timeout_s)
+    reply = await client.ask(request, timeout_s=timeout_s)
     return reply, time.monotonic() - started
 
 
@@ -32,7 +39,8 @@ def chat_calls(llm) -> int:
 async def settle_calls(llm, timeout_s: float = 5.0) -> None:
     """Wait until no chat request is in flight on the scripted server."""
     deadline = time.monotonic() + timeout_s
-    while llm.stats()["in_flight"] and time.monotonic() < deadline:
+    while llm.stats()["in_flight"]:
+        assert time.monotonic() < deadline, f"LLM calls still in flight after {timeout_s} s: {llm.stats()}"
         await asyncio.sleep(0.05)
 
 
@@ -50,6 +58,7 @@ async def test_retries_circuit_breaker_and_recovery(fault_stack, llm, workers, c
     )
     workers.start(settings)
     client = await client_for(settings)
+    SENT.clear()
     reply, _ = await ask(client)
     assert reply.status is Status.ANSWERED, reply
 
@@ -67,6 +76,7 @@ async def test_retries_circuit_breaker_and_recovery(fault_stack, llm, workers, c
         assert reply.status is Status.ANSWERED, (name, reply)
         await settle_calls(llm)  # a slow call is counted when it ends
         assert chat_calls(llm) - calls == 2, f"{name}: one failed attempt and one retry"
+        assert llm.log.per_message()[reply.message_id] == 2, f"{name}: both attempts were for this turn"
         if name.startswith("429"):
             assert took >= 0.5, "the Retry-After hint was honoured"
         assert took < 10, f"{name}: took {took:.1f} s"
@@ -101,10 +111,7 @@ async def test_retries_circuit_breaker_and_recovery(fault_stack, llm, workers, c
     for _ in range(3):
         reply, _ = await ask(client)
         assert reply.status is Status.ANSWERED, reply
-    await client.settle(1.0)
-    result = outcome(client, [])
-    result.turns = len(client.replies)
-    result.doubled = {m: len(v) for m, v in client.replies.items() if len(v) > 1}
+    result = await audit_when_done(client, SENT, timeout_s=60)
     report(
         "LLM 429/500/slow/hang once; then 500 for good",
         f"one-offs: ANSWERED after 1 retry; outage: FALLBACK (first in {took_first * 1000:.0f} ms after 3 attempts, "
@@ -112,4 +119,4 @@ async def test_retries_circuit_breaker_and_recovery(fault_stack, llm, workers, c
         result,
         closed_after,
     )
-    assert not result.doubled
+    result.assert_clean()

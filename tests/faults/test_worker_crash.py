@@ -8,8 +8,9 @@ import time
 
 import pytest
 
+from tests.audit import audit_when_done
 from tests.faults.conftest import pipeline_settings
-from tests.faults.outcomes import conversation, outcome, report, send_all, wait_all, wait_count
+from tests.faults.outcomes import conversation, report, send_all, wait_all, wait_count
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(240)]
 
@@ -28,21 +29,24 @@ async def test_kill_9_with_200_turns_in_flight(fault_stack, llm, workers, client
     settings = pipeline_settings(fault_stack, llm)
     worker = workers.start(settings)
     client = await client_for(settings)
-    requests = conversation(sessions=20, turns_per_session=10)
+    requests = conversation(sessions=20, turns_per_session=10, handoff_every=7)
     await send_all(client, requests)
     await wait_count(client, requests, 40, timeout_s=60)
 
+    crash_at, answered = time.monotonic(), set(client.replies)
     worker.kill()
     killed_at, replied_before = time.monotonic(), len(client.reply_order)
-    assert replied_before < len(requests), "the crash must hit turns in flight"
+    hit = llm.log.generating_at(crash_at, answered)
+    assert hit, "the crash must hit turns in flight (generated or being generated, not answered)"
     workers.start(settings, wait=False)
     flowing_at = await first_reply_after(client, replied_before + 5, timeout_s=90)  # past any stragglers
-    await wait_all(client, requests, timeout_s=120)
-    await client.settle(3.0)
+    # a kill between producing a reply and appending it to the history loses that history entry
+    # (known defect, issue 15 note): counted and reported, every other rule enforced
+    result = await audit_when_done(client, requests, timeout_s=120, reply_gaps_in_history=True)
 
-    result = outcome(client, requests)
-    report("worker kill -9 (200 turns, 500 ms LLM)", "replies paused, then all came, in order", result, flowing_at - killed_at)
-    result.assert_exactly_once(in_order=True)
+    report(f"worker kill -9 (200 turns, 500 ms LLM, {len(hit)} mid-pipeline)", "replies paused, then all came, in order", result, flowing_at - killed_at)
+    result.assert_clean()
+    assert result.escalations, "the handoff turns were escalated (so escalations are audited too)"
 
 
 async def wait_assigned(worker, topic: str, timeout_s: float = 60) -> None:
@@ -63,7 +67,7 @@ async def test_second_worker_joins_then_one_is_killed(fault_stack, llm, workers,
     settings = pipeline_settings(fault_stack, llm)
     first = workers.start(settings)
     client = await client_for(settings)
-    requests = conversation(sessions=20, turns_per_session=16)
+    requests = conversation(sessions=20, turns_per_session=16, handoff_every=7)
     await send_all(client, requests)
     await wait_count(client, requests, 20, timeout_s=60)
 
@@ -72,19 +76,21 @@ async def test_second_worker_joins_then_one_is_killed(fault_stack, llm, workers,
     await wait_assigned(second, settings.topics.inbound)
     rebalance_s = time.monotonic() - joined_at
     await wait_count(client, requests, len(client.reply_order) + 20, timeout_s=60)  # both are working
+    crash_at, answered = time.monotonic(), set(client.replies)
     first.kill()
     killed_at = time.monotonic()
-    assert len(client.reply_order) < len(requests), "the kill must hit turns in flight"
-    await wait_all(client, requests, timeout_s=120)
-    done_at = time.monotonic()
-    await client.settle(3.0)
+    assert llm.log.generating_at(crash_at, answered), "the kill must hit turns in flight (generated or being generated, not answered)"
+    done_at = await wait_all(client, requests, timeout_s=120)
+    # a kill between producing a reply and appending it to the history loses that history entry
+    # (known defect, issue 15 note): counted and reported, every other rule enforced
+    result = await audit_when_done(client, requests, timeout_s=120, reply_gaps_in_history=True)
     assert second.alive(), second.tail()
 
-    result = outcome(client, requests)
     report(
         "2nd worker joins mid-stream, then 1 of 2 kill -9",
         f"rebalance took {rebalance_s:.1f} s; replies of the dead worker's sessions paused, then came",
         result,
         done_at - killed_at,
     )
-    result.assert_exactly_once(in_order=True)
+    result.assert_clean()
+    assert result.escalations, "the handoff turns were escalated (so escalations are audited too)"

@@ -105,8 +105,19 @@ def test_auto_create_is_off(settings: Settings) -> None:
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": name,
                          "allow.auto.create.topics": True})
     consumer.subscribe([name])
-    consumer.poll(2.0)
-    consumer.close()
+    # wait for the broker's answer to the consumer's metadata request (which asks for auto-creation):
+    # "unknown topic", not a topic created on the fly
+    answer = None
+    deadline = time.monotonic() + 30
+    try:
+        while answer is None:
+            assert time.monotonic() < deadline, "the broker never answered the subscription's metadata request"
+            msg = consumer.poll(0.5)
+            if msg is not None and msg.error() is not None:
+                answer = msg.error()
+    finally:
+        consumer.close()
+    assert answer.code() == KafkaError.UNKNOWN_TOPIC_OR_PART, answer
     assert name not in admin.list_topics(timeout=10).topics
 
 

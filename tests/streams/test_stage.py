@@ -76,7 +76,10 @@ async def test_good_record_is_processed_emitted_then_after_emit(settings) -> Non
     [(topic, value, key, headers)] = producer.sent
     assert topic == "chat.outbound" and key == "s1"
     assert codec.decode(value, ChatResponse).text == "echo: hi"
-    assert [k for k, _ in headers].count("traceparent") <= 1
+    # exactly one traceparent, of the upstream trace (the stage's span continues it)
+    traceparents = [v for k, v in headers if k == "traceparent"]
+    assert len(traceparents) == 1, headers
+    assert traceparents[0].split(b"-")[1] == b"a" * 32, traceparents
     assert ("chatstream-origin", b"web") in headers
     assert stage.after == ["m1"]
 
