@@ -184,8 +184,7 @@ async def run_baseline(
     for reply in pipeline.completed:
         by_session.setdefault(reply.session_id, []).append(offered[reply.message_id])
     out_of_order = sum(order != sorted(order) for order in by_session.values())
-    statuses: dict[str, int] = {}
-    for reply in replies:
-        status = Status(reply.status).value
-        statuses[status] = statuses.get(status, 0) + 1
+    from streams.bench.figures import count_statuses
+
+    statuses = count_statuses(replies)
     return BaselineResult(len(requests), replies, elapsed, out_of_order, statuses, window)

@@ -41,3 +41,15 @@ def cpu_json(window: CpuWindow | None, turns: int) -> dict[str, Any] | None:
 
 def ratio(a: float, b: float) -> float | None:
     return round(a / b, 3) if b else None
+
+
+def count_statuses(replies: list) -> dict[str, int]:
+    """Replies by status, plus "STATUS: reason" for the others: a FALLBACK run is cheaper, not faster."""
+    counts: dict[str, int] = {}
+    for reply in replies:
+        status = getattr(reply.status, "value", reply.status)
+        counts[status] = counts.get(status, 0) + 1
+        if status != "ANSWERED":
+            key = f"{status}: {(reply.reason or '')[:40]}"
+            counts[key] = counts.get(key, 0) + 1
+    return counts

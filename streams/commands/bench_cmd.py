@@ -47,6 +47,7 @@ class BenchResult:
     stage_ms: dict[str, list[int]]
     peak_rss_mb: float
     cpu: Any = None  # streams.bench.cpu.CpuWindow over the run, when measured
+    statuses: dict[str, int] | None = None  # replies by status, and by "STATUS: reason" when not ANSWERED
 
     @property
     def throughput(self) -> float:
@@ -127,9 +128,14 @@ async def drive(
             deduped = list(dict.fromkeys(got))
             order_broken += deduped != expected
         duplicates = sum(len(v) - 1 for v in client.replies.values())
+        from streams.bench.figures import count_statuses
+
+        statuses = count_statuses([client.replies[r.message_id][0] for r in requests])
         return BenchResult(
-            turns, len(client.replies), duplicates, order_broken, elapsed, latencies, overhead, per_stage, peak_rss, window
+            turns, len(client.replies), duplicates, order_broken, elapsed, latencies, overhead, per_stage, peak_rss, window,
+            statuses,
         )
+
 
 
 def report(result: BenchResult, llm_latency_ms: float, in_flight: int) -> str:
@@ -153,6 +159,8 @@ def report(result: BenchResult, llm_latency_ms: float, in_flight: int) -> str:
         if values:
             lines.append(f"  {stage:9s} {percentile(values, 50):6.0f} / {percentile(values, 99):6.0f}")
     lines.append(f"worker peak RSS {result.peak_rss_mb:.0f} MiB (largest worker)")
+    if result.statuses:
+        lines.append("replies by status: " + ", ".join(f"{k} {v}" for k, v in sorted(result.statuses.items())))
     return "\n".join(lines)
 
 
@@ -183,6 +191,7 @@ def result_json(result: BenchResult) -> dict[str, Any]:
             for stage, values in result.stage_ms.items()
         },
         "peak_rss_mb": round(result.peak_rss_mb, 1),
+        "statuses": result.statuses,
         "cpu": cpu_json(result.cpu, result.turns),
     }
 
