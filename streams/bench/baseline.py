@@ -86,9 +86,10 @@ class BaselinePipeline:
         self.store = build_store(self.settings)
         self.embedder = build_embedder(self.settings)
         self.retriever = build_retriever(self.settings, self.store, self.embedder)
-        warm_up = getattr(self.embedder, "warm_up", None)
-        if warm_up is not None:
-            await warm_up()
+        for part in (self.embedder, self.store):  # as RetrieveStage.start does
+            warm_up = getattr(part, "warm_up", None)
+            if warm_up is not None:
+                await warm_up()
         self.generator = build_generator(self.settings)
         self.validator = Validator.from_settings(self.settings)
         limit = self.settings.max_in_flight

@@ -29,9 +29,10 @@ class RetrieveStage(Stage):
         self.store = build_store(self.settings)
         self.embedder = build_embedder(self.settings)
         self.retriever = build_retriever(self.settings, self.store, self.embedder)
-        warm_up = getattr(self.embedder, "warm_up", None)
-        if warm_up is not None:
-            await warm_up()  # load the model now, not on the first user's turn
+        for part in (self.embedder, self.store):
+            warm_up = getattr(part, "warm_up", None)
+            if warm_up is not None:
+                await warm_up()  # load the model and the client library now, not on the first user's turn
 
     async def stop(self) -> None:
         await self.store.close()
