@@ -59,7 +59,7 @@ def test_bench_json_has_cpu_per_process_and_the_baseline_ratio(capsys) -> None:
     for process in ("worker", "kafka", "redis", "weaviate", "jaeger", "llm", "bench", "machine"):
         assert cpu[process] >= 0, cpu
     assert cpu["worker"] > 0 and cpu["machine"] >= cpu["worker"], "the worker did work, and the machine ran it"
-    assert 0 < pipeline["cpu"]["cores_busy"] <= pipeline["cpu"]["cores"]
+    assert 0 < pipeline["cpu"]["cores_busy"] <= pipeline["cpu"]["cores"] * 1.05  # two clocks read a moment apart
     # the baseline answered the same number of turns through the same processors, each with a status
     assert baseline["replies"] == 30 and baseline["out_of_order_sessions"] == 0
     assert sum(v for k, v in baseline["statuses"].items() if ":" not in k) == 30
