@@ -132,7 +132,7 @@ class LocalMiniLMEmbedder:
         self,
         *,
         threads: int = 1,
-        max_batch: int = 64,
+        max_batch: int = 16,
         max_wait_ms: float = 3.0,
         max_length: int = 256,
         sub_batch: int = 32,

@@ -24,8 +24,9 @@ Outages: these methods raise redis errors as they come and keep no half-done sta
 atomic and idempotent), so the caller can simply retry: the stage runner waits with backoff
 (``processors.backoff`` explains why waiting beats degrading here).
 
-Spans: each call is a ``redis <op>`` child span of the caller's span (``db.system=redis``, batch
-size); no message text goes into attributes.
+Spans: each call but the duplicate check (``is_replied``, see there) is a ``redis <op>`` child span
+of the caller's span (``db.system=redis``, how many turns shared the round trip when more than one);
+no message text goes into attributes.
 """
 
 from __future__ import annotations
@@ -133,20 +134,26 @@ class SessionStore:
     # --- spans and dispatch ---------------------------------------------------------------------
     @staticmethod
     @contextmanager
-    def _span(name: str, operation: str, items: int):  # type: ignore[no-untyped-def]
-        with tracer.start_as_current_span(name) as span:
-            span.set_attribute("db.system", "redis")
-            span.set_attribute("db.operation", operation)
-            span.set_attribute("chatstream.items", items)
+    def _span(name: str, operation: str, items: int, session_id: str | None = None):  # type: ignore[no-untyped-def]
+        # attributes given at start (one validation pass, no per-attribute lock); ``items`` only when
+        # a caller passed a batch, the usual single item needs no attribute to say so
+        attributes: dict[str, object] = {"db.system": "redis", "db.operation": operation}
+        if items != 1:
+            attributes["chatstream.items"] = items
+        if session_id is not None:
+            attributes["chatstream.session_id"] = session_id
+        with tracer.start_as_current_span(name, attributes=attributes) as span:  # type: ignore[arg-type]
             yield span
 
-    async def _one(self, coalescer: Coalescer, batch_fn, item, span):  # type: ignore[no-untyped-def]
+    async def _one(self, coalescer: Coalescer, batch_fn, item, span=None):  # type: ignore[no-untyped-def]
+        """One item through its coalescer; ``span`` (if any) learns how many turns shared the round trip."""
         if not self.coalesce:
             (result,) = await batch_fn([item])
-            span.set_attribute("chatstream.batch_size", 1)
-            return result
-        result, batch_size = await coalescer.submit(item)
-        span.set_attribute("chatstream.batch_size", batch_size)
+            batch_size = 1
+        else:
+            result, batch_size = await coalescer.submit(item)
+        if span is not None and batch_size > 1:
+            span.set_attribute("chatstream.batch_size", batch_size)
         return result
 
     async def _run_scripts(self, calls: list[tuple[Any, list[str], list[Any]]]) -> list[Any]:
@@ -176,8 +183,7 @@ class SessionStore:
     # --- enrich ---------------------------------------------------------------------------------
     async def enrich(self, request: ChatRequest) -> ChatTurn:
         """The turn with its session context; the user message is appended once per message_id."""
-        with self._span("redis session.load", "EVALSHA", 1) as span:
-            span.set_attribute("chatstream.session_id", request.session_id)
+        with self._span("redis session.load", "EVALSHA", 1, request.session_id) as span:
             return await self._one(self._enrich_co, self._enrich_batch, request, span)
 
     async def enrich_many(self, requests: Sequence[ChatRequest]) -> list[ChatTurn]:
@@ -225,8 +231,7 @@ class SessionStore:
         """
         if Status(response.status) is Status.RATE_LIMITED:
             return
-        with self._span("redis session.append_reply", "EVALSHA", 1) as span:
-            span.set_attribute("chatstream.session_id", request.session_id)
+        with self._span("redis session.append_reply", "EVALSHA", 1, request.session_id) as span:
             await self._one(self._record_co, self._record_batch, (request, response), span)
 
     async def record_replies(self, pairs: Sequence[tuple[ChatRequest, ChatResponse]]) -> None:
@@ -285,9 +290,13 @@ class SessionStore:
 
     # --- exactly one reply ----------------------------------------------------------------------
     async def is_replied(self, message_id: str) -> bool:
-        """True when a reply for this message_id was already produced."""
-        with self._span("redis idempotency.check", "EXISTS", 1) as span:
-            return await self._one(self._replied_co, self._replied_batch, message_id, span)
+        """True when a reply for this message_id was already produced.
+
+        No span of its own: one EXISTS in a shared pipeline shows neither time nor a failure of its
+        own (a Redis failure surfaces as the caller's retry event, a repeat as its "duplicate" event),
+        and it runs twice per turn, so its span cost more than the check.
+        """
+        return await self._one(self._replied_co, self._replied_batch, message_id)
 
     async def replied_among(self, message_ids: Sequence[str]) -> set[str]:
         """The subset of ``message_ids`` already replied to, in one round trip."""

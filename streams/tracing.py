@@ -56,8 +56,15 @@ def ensure_otlp_export(endpoint: str) -> None:
         return
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
+    # 100 % of turns are traced (about 15 spans each): a queue of several seconds of spans at full
+    # load so a burst or a slow collector does not drop spans; one export request carries up to 1024
     provider.add_span_processor(
-        BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True), schedule_delay_millis=500)
+        BatchSpanProcessor(
+            OTLPSpanExporter(endpoint=endpoint, insecure=True),
+            schedule_delay_millis=500,
+            max_queue_size=16384,
+            max_export_batch_size=1024,
+        )
     )
     _exporting_to.add(endpoint)
 
@@ -68,8 +75,15 @@ def shutdown_tracing() -> None:
         provider.force_flush(5000)  # type: ignore[attr-defined]
 
 
+_tracers: dict[str, trace.Tracer] = {}
+
+
 def tracer(name: str = "chatstream") -> trace.Tracer:
-    return trace.get_tracer(name)
+    """One tracer per name, kept: ``trace.get_tracer`` builds a new one per call (~8 us, on every span)."""
+    found = _tracers.get(name)
+    if found is None:
+        found = _tracers[name] = trace.get_tracer(name)  # a proxy until the provider is installed
+    return found
 
 
 def extract(headers: Sequence[tuple[str, bytes | None]] | None) -> otel_context.Context:

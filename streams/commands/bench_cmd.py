@@ -7,9 +7,11 @@ Runs in its own topic namespace with its own worker and a scripted LLM of known 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -25,6 +27,11 @@ def register(sub) -> None:
     parser.add_argument("--in-flight", type=int, default=None, help="worker's max in-flight turns per stage")
     parser.add_argument("--workers", type=int, default=1, help="worker processes sharing the consumer group")
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument(
+        "--baseline", action="store_true",
+        help="then push the same turns through the same processors in this process, without Kafka, and print the ratios",
+    )
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object instead of text")
     parser.set_defaults(handler=run)
 
 
@@ -39,6 +46,8 @@ class BenchResult:
     overhead_ms: list[float]
     stage_ms: dict[str, list[int]]
     peak_rss_mb: float
+    cpu: Any = None  # streams.bench.cpu.CpuWindow over the run, when measured
+    statuses: dict[str, int] | None = None  # replies by status, and by "STATUS: reason" when not ANSWERED
 
     @property
     def throughput(self) -> float:
@@ -53,16 +62,29 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-async def drive(settings: Settings, turns: int, rate: float, sessions: int, timeout_s: float, workers: list) -> BenchResult:
+def bench_requests(turns: int, sessions: int) -> tuple[list[str], list]:
+    """(session ids, requests): ``turns`` turns spread round-robin over ``sessions`` fresh sessions."""
+    from streams.client import new_request
+
+    session_ids = [f"bench:{uuid.uuid4().hex[:8]}" for _ in range(sessions)]
+    requests = [
+        new_request(f"How do I export my data? (turn {i})", session_ids[i % sessions], user_id=f"bench-{i % sessions}", channel="bench")
+        for i in range(turns)
+    ]
+    return session_ids, requests
+
+
+async def drive(
+    settings: Settings, turns: int, rate: float, sessions: int, timeout_s: float, workers: list, meter: Any = None
+) -> BenchResult:
+    """Offer the turns, wait for every reply; ``meter`` (a CpuMeter) spans first offer to last reply."""
     from processors.records import now_ms
-    from streams.client import ChatClient, new_request
+    from streams.client import ChatClient
 
     async with ChatClient(settings) as client:
-        session_ids = [f"bench:{uuid.uuid4().hex[:8]}" for _ in range(sessions)]
-        requests = [
-            new_request(f"How do I export my data? (turn {i})", session_ids[i % sessions], user_id=f"bench-{i % sessions}", channel="bench")
-            for i in range(turns)
-        ]
+        session_ids, requests = bench_requests(turns, sessions)
+        if meter is not None:
+            meter.start()
         started = time.monotonic()
         interval = 1.0 / rate if rate > 0 else 0.0
         peak_rss = 0.0
@@ -88,6 +110,7 @@ async def drive(settings: Settings, turns: int, rate: float, sessions: int, time
             if done % 200 == 0:
                 peak_rss = max(peak_rss, *(w.peak_rss_mb() for w in workers))
         elapsed = time.monotonic() - started
+        window = meter.stop() if meter is not None else None
         await client.settle(1.0)
         peak_rss = max(peak_rss, *(w.peak_rss_mb() for w in workers))
 
@@ -105,7 +128,14 @@ async def drive(settings: Settings, turns: int, rate: float, sessions: int, time
             deduped = list(dict.fromkeys(got))
             order_broken += deduped != expected
         duplicates = sum(len(v) - 1 for v in client.replies.values())
-        return BenchResult(turns, len(client.replies), duplicates, order_broken, elapsed, latencies, overhead, per_stage, peak_rss)
+        from streams.bench.figures import count_statuses
+
+        statuses = count_statuses([client.replies[r.message_id][0] for r in requests])
+        return BenchResult(
+            turns, len(client.replies), duplicates, order_broken, elapsed, latencies, overhead, per_stage, peak_rss, window,
+            statuses,
+        )
+
 
 
 def report(result: BenchResult, llm_latency_ms: float, in_flight: int) -> str:
@@ -129,16 +159,112 @@ def report(result: BenchResult, llm_latency_ms: float, in_flight: int) -> str:
         if values:
             lines.append(f"  {stage:9s} {percentile(values, 50):6.0f} / {percentile(values, 99):6.0f}")
     lines.append(f"worker peak RSS {result.peak_rss_mb:.0f} MiB (largest worker)")
+    if result.statuses:
+        lines.append("replies by status: " + ", ".join(f"{k} {v}" for k, v in sorted(result.statuses.items())))
+    return "\n".join(lines)
+
+
+def _finite(value: float) -> float | None:
+    return None if math.isnan(value) else value  # JSON has no NaN
+
+
+def latency_json(latencies_ms: list[float], overhead_ms: list[float]) -> dict[str, Any]:
+    return {
+        "latency_ms": {f"p{q}": _finite(percentile(latencies_ms, q)) for q in (50, 95, 99)},
+        "overhead_ms": {f"p{q}": _finite(percentile(overhead_ms, q)) for q in (50, 95, 99)},
+    }
+
+
+def result_json(result: BenchResult) -> dict[str, Any]:
+    from streams.bench.figures import cpu_json
+
+    return {
+        "turns": result.turns,
+        "replies": result.replies,
+        "duplicates": result.duplicates,
+        "out_of_order_sessions": result.out_of_order_sessions,
+        "elapsed_s": round(result.elapsed_s, 3),
+        "throughput": round(result.throughput, 2),
+        **latency_json(result.latencies_ms, result.overhead_ms),
+        "stage_ms": {
+            stage: {"p50": percentile([float(v) for v in values], 50), "p99": percentile([float(v) for v in values], 99)}
+            for stage, values in result.stage_ms.items()
+        },
+        "peak_rss_mb": round(result.peak_rss_mb, 1),
+        "statuses": result.statuses,
+        "cpu": cpu_json(result.cpu, result.turns),
+    }
+
+
+def baseline_json(result: Any) -> dict[str, Any]:
+    from streams.bench.figures import cpu_json
+
+    return {
+        "turns": result.turns,
+        "replies": len(result.replies),
+        "statuses": result.statuses,
+        "out_of_order_sessions": result.out_of_order_sessions,
+        "elapsed_s": round(result.elapsed_s, 3),
+        "throughput": round(result.throughput, 2),
+        **latency_json(result.latencies_ms, result.overhead_ms),
+        "cpu": cpu_json(result.cpu, result.turns),
+    }
+
+
+def ratios(pipeline: BenchResult, baseline: Any) -> dict[str, float | None]:
+    """pipeline / baseline, from one invocation: throughput, machine CPU per turn, main process CPU per turn."""
+    from streams.bench.figures import ratio
+
+    out = {"throughput": ratio(pipeline.throughput, baseline.throughput)}
+    if pipeline.cpu is not None and baseline.cpu is not None:
+        p, b = pipeline.cpu.per_turn_ms(pipeline.turns), baseline.cpu.per_turn_ms(baseline.turns)
+        out["machine_cpu_per_turn"] = ratio(p["machine"], b["machine"])
+        # the worker(s) against the one baseline process (which also generates its load)
+        out["worker_cpu_per_turn"] = ratio(p.get("worker", 0.0), b.get("bench", 0.0))
+    return out
+
+
+def baseline_report(result: Any, pipeline: BenchResult) -> str:
+    from streams.bench.figures import cpu_lines
+
+    statuses = ", ".join(f"{k} {v}" for k, v in sorted(result.statuses.items()))
+    lines = [
+        "baseline: the same turns through the same processors in this process, no Kafka",
+        f"  replies {len(result.replies)} ({statuses})  sessions out of order {result.out_of_order_sessions}",
+        f"  elapsed {result.elapsed_s:.2f} s  throughput {result.throughput:.1f} turns/s",
+        "  end-to-end latency ms  p50 {:.0f}  p95 {:.0f}  p99 {:.0f}".format(
+            *(percentile(result.latencies_ms, q) for q in (50, 95, 99))
+        ),
+        "  pipeline overhead ms   p50 {:.0f}  p95 {:.0f}  p99 {:.0f}".format(
+            *(percentile(result.overhead_ms, q) for q in (50, 95, 99))
+        ),
+    ]
+    if result.cpu is not None:
+        lines += ["  " + line for line in cpu_lines(result.cpu, result.turns, " (bench = processors + load)")]
+    r = ratios(pipeline, result)
+    lines.append(
+        "pipeline / baseline: throughput {}  machine CPU per turn {}  worker(s) / baseline process CPU per turn {}".format(
+            *(f"{r[k]:.2f}" if r.get(k) is not None else "–" for k in ("throughput", "machine_cpu_per_turn", "worker_cpu_per_turn"))
+        )
+    )
     return "\n".join(lines)
 
 
 def run(args, settings: Settings) -> int:
+    import json
+    import os
+
+    from streams.bench.baseline import run_baseline
+    from streams.bench.cpu import CpuMeter, stack_pids
+    from streams.bench.figures import cpu_lines
     from streams.dev.llm_process import LLMServerProcess
     from streams.dev.worker_process import WorkerProcess
     from streams.topics import create_topics
 
     run_id = uuid.uuid4().hex[:8]
     sessions = args.sessions or max(1, args.turns // 10)
+    say = (lambda *a, **k: None) if args.json else print
+    baseline = None
     with LLMServerProcess(args.llm_latency_ms) as llm:
         overrides = dict(
             topic_prefix=f"bench-{run_id}.",
@@ -152,17 +278,50 @@ def run(args, settings: Settings) -> int:
             overrides["max_in_flight"] = args.in_flight
         bench_settings = settings.derive(**overrides)
         create_topics(bench_settings)
+        services = stack_pids(bench_settings)
         workers = [WorkerProcess(bench_settings) for _ in range(args.workers)]
         try:
             for worker in workers:
                 worker.start()
             for worker in workers:
                 worker.wait_started(120)
-            print(f"bench {run_id}: {args.turns} turns over {sessions} sessions, rate {args.rate or 'max'}/s, "
-                  f"LLM latency {args.llm_latency_ms:.0f} ms, worker pids {' '.join(str(w.pid) for w in workers)}")
-            result = asyncio.run(drive(bench_settings, args.turns, args.rate, sessions, args.timeout, workers))
-            print(report(result, args.llm_latency_ms, bench_settings.max_in_flight * args.workers))
+            say(f"bench {run_id}: {args.turns} turns over {sessions} sessions, rate {args.rate or 'max'}/s, "
+                f"LLM latency {args.llm_latency_ms:.0f} ms, worker pids {' '.join(str(w.pid) for w in workers)}")
+            meter = CpuMeter(
+                {"worker": [w.pid for w in workers], **services, "llm": [llm.proc.pid], "bench": [os.getpid()]}
+            )
+            result = asyncio.run(drive(bench_settings, args.turns, args.rate, sessions, args.timeout, workers, meter))
+            say(report(result, args.llm_latency_ms, bench_settings.max_in_flight * args.workers))
+            if result.cpu is not None:
+                say("\n".join(cpu_lines(result.cpu, result.turns)))
         finally:
             for worker in workers:
                 worker.terminate(60)
-    return 0 if result.replies == args.turns and result.duplicates == 0 else 1
+        if args.baseline:
+            from streams import tracing
+
+            tracing.setup_tracing(bench_settings, f"{bench_settings.service_name}-baseline")
+            _, requests = bench_requests(args.turns, sessions)
+            meter = CpuMeter({**services, "llm": [llm.proc.pid], "bench": [os.getpid()]})
+            baseline = asyncio.run(run_baseline(bench_settings, requests, args.rate, args.timeout, meter))
+            tracing.shutdown_tracing()
+            say(baseline_report(baseline, result))
+    if args.json:
+        figures: dict[str, Any] = {
+            "run_id": run_id,
+            "turns": args.turns,
+            "sessions": sessions,
+            "rate": args.rate,
+            "llm_latency_ms": args.llm_latency_ms,
+            "workers": args.workers,
+            "in_flight": bench_settings.max_in_flight,
+            "pipeline": result_json(result),
+        }
+        if baseline is not None:
+            figures["baseline"] = baseline_json(baseline)
+            figures["pipeline_over_baseline"] = ratios(result, baseline)
+        print(json.dumps(figures, indent=2))
+    ok = result.replies == args.turns and result.duplicates == 0
+    if baseline is not None:
+        ok = ok and len(baseline.replies) == args.turns
+    return 0 if ok else 1

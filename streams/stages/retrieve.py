@@ -29,10 +29,10 @@ class RetrieveStage(Stage):
         # answerability measures passage sentences with a second embedder (processors.relevance)
         self.relevance_embedder = build_embedder(self.settings) if self.settings.answerability_min_relevance > 0 else None
         self.retriever = build_retriever(self.settings, self.store, self.embedder, self.relevance_embedder)
-        for embedder in (self.embedder, self.relevance_embedder):
-            warm_up = getattr(embedder, "warm_up", None)
+        for part in (self.embedder, self.relevance_embedder, self.store):
+            warm_up = getattr(part, "warm_up", None)
             if warm_up is not None:
-                await warm_up()  # load the model now, not on the first user's turn
+                await warm_up()  # load the models and the client library now, not on the first user's turn
 
     async def stop(self) -> None:
         await self.store.close()

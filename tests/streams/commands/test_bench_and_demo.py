@@ -45,3 +45,26 @@ def test_demo_plays_the_conversations_with_grounded_answers(capsys) -> None:
     assert answers.count("ANSWERED") >= 5, out
     assert "help.northwindcloud.example/articles/reset-password" in out, "answers cite their sources"
     assert "[ESCALATED]" in out, "asking for a human escalates"
+
+
+@pytest.mark.stack
+def test_bench_json_has_cpu_per_process_and_the_baseline_ratio(capsys) -> None:
+    import json
+
+    assert main(["bench", "--turns", "30", "--sessions", "6", "--llm-latency-ms", "0", "--baseline", "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    pipeline, baseline = figures["pipeline"], figures["baseline"]
+    assert pipeline["replies"] == 30 and pipeline["duplicates"] == 0 and pipeline["out_of_order_sessions"] == 0
+    cpu = pipeline["cpu"]["cpu_ms_per_turn"]
+    for process in ("worker", "kafka", "redis", "weaviate", "jaeger", "llm", "bench", "machine"):
+        assert cpu[process] >= 0, cpu
+    assert cpu["worker"] > 0 and cpu["machine"] >= cpu["worker"], "the worker did work, and the machine ran it"
+    assert 0 < pipeline["cpu"]["cores_busy"] <= pipeline["cpu"]["cores"] * 1.05  # two clocks read a moment apart
+    # the baseline answered the same number of turns through the same processors, each with a status
+    assert baseline["replies"] == 30 and baseline["out_of_order_sessions"] == 0
+    assert sum(v for k, v in baseline["statuses"].items() if ":" not in k) == 30
+    assert {k for k in baseline["statuses"] if ":" not in k} <= {"ANSWERED", "FALLBACK", "ESCALATED", "BLOCKED"}, baseline["statuses"]
+    assert "worker" not in baseline["cpu"]["cpu_ms_per_turn"] and baseline["cpu"]["cpu_ms_per_turn"]["bench"] > 0
+    ratios = figures["pipeline_over_baseline"]
+    assert ratios["throughput"] == pytest.approx(pipeline["throughput"] / baseline["throughput"], rel=0.01)
+    assert ratios["machine_cpu_per_turn"] > 0
