@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "streams.commands.dlq_cmd",  # dlq list|replay
     "streams.commands.trace_cmd",  # trace MESSAGE_ID
     "streams.commands.stats_cmd",  # stats
+    "streams.commands.console_cmd",  # console (operator web app)
     "streams.dev.commands",  # dev llm-server
     "connectors.commands",  # gateway, deliver, sink
 )
