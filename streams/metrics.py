@@ -104,7 +104,7 @@ def setup_metrics(settings, prometheus_port: int | None = None) -> None:
     _configured = True
 
 
-def register_lag_gauge(settings) -> None:
+def register_lag_gauge(settings, probe=None) -> None:
     """Consumer lag by topic, computed when a reader collects (scrape or export), not on a timer.
 
     One ``LagProbe`` (an admin client and a watermark consumer) lives as long as the gauge: a scrape
@@ -114,13 +114,13 @@ def register_lag_gauge(settings) -> None:
 
     from streams.lag import LagProbe
 
-    probe: list[LagProbe] = []
+    probes: list = [probe] if probe is not None else []  # a LagProbe, made on the first collection
 
     def observe(options: CallbackOptions):
         try:
-            if not probe:
-                probe.append(LagProbe(settings))
-            lag = probe[0].stage_lag(timeout_s=2.0)
+            if not probes:
+                probes.append(LagProbe(settings))
+            lag = probes[0].stage_lag(timeout_s=2.0)
         except Exception:
             return []
         return [Observation(value, {"topic": topic}) for topic, value in lag.items()]
