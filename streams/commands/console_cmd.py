@@ -34,3 +34,27 @@ def run(args, settings: Settings) -> int:
     print(f"chatstream console: {console_address(settings, port)}", flush=True)
     uvicorn.run(app, host=settings.bind_host, port=port, log_level="warning", server_header=False)
     return 0
+
+
+def start_background(settings: Settings, metrics_url: str | None = None) -> tuple[str, int | None]:
+    """Start ``chatstream console`` detached (for ``chatstream demo``), unless one already answers.
+
+    Returns the address and the new process id (None when a console was already running). It keeps
+    running after the demo so the newcomer can look at the demo's turns; its log is in <home>/logs.
+    """
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from stack.ports import port_in_use
+
+    address = console_address(settings)
+    if port_in_use(settings.bind_host, settings.console_port):
+        return address, None
+    logs = Path(settings.home) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / "console.log", "ab") as log:
+        extra = ["--metrics-url", metrics_url] if metrics_url else []
+        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "console", *extra], stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    return address, proc.pid

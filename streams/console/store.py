@@ -8,11 +8,9 @@ is bounded by SQLite's page cache and disk by ``max_turns`` (oldest turns pruned
 
 from __future__ import annotations
 
-import json
 import re
 import sqlite3
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -51,17 +49,6 @@ _WORD = re.compile(r"[a-z']+")
 def question_key(text: str) -> str:
     """Cluster key for "which questions fail": lower case, words only, numbers and punctuation dropped."""
     return " ".join(_WORD.findall(text.lower()))[:160]
-
-
-@dataclass
-class Bucketed:
-    """Values per time bucket, ready for a chart: ``x`` in seconds, one list per named series."""
-
-    x: list[int]
-    series: dict[str, list[float | None]]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"x": self.x, "series": self.series}
 
 
 def percentile(sorted_values: list[float], q: float) -> float | None:
@@ -362,6 +349,3 @@ def request_row(req: Any, trace_id: str | None, seen_at: int) -> dict[str, Any]:
         "sent_at": req.sent_at, "seen_at": seen_at,
     }
 
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, default=str)
