@@ -303,7 +303,7 @@ class TurnStore:
     def weak_documents(self, since_ms: int, limit: int = 10) -> list[dict[str, Any]]:
         """Documents cited often whose answers are poorly grounded or get thumbs down."""
         rows = self._rows(
-            """SELECT c.doc_id, max(c.title) AS title, count(*) AS citations, avg(t.groundedness) AS groundedness,
+            """SELECT c.doc_id, max(c.title) AS title, count(DISTINCT c.message_id) AS citations, avg(t.groundedness) AS groundedness,
                       sum(f.kind = 'THUMBS_DOWN') AS thumbs_down, sum(f.kind = 'THUMBS_UP') AS thumbs_up,
                       avg(CASE WHEN f.kind = 'CSAT' THEN f.score END) AS csat
                FROM citations c JOIN turns t ON t.message_id = c.message_id

@@ -44,8 +44,8 @@ def fill(store: TurnStore, turns: int, minutes: float = 15.0, seed: int = 7) -> 
                                   "channel": rng.choice(["web", "slack", "whatsapp", "teams"]), "tenant": "demo",
                                   "question": question, "intent": "", "sent_at": at, "seen_at": at}))
         batch.append(("reply", {"message_id": mid, "session_id": session, "trace_id": None, "channel": "web",
-                                "tenant": "demo", "status": status, "reason": None, "created_at": at + sum(stage.values()),
-                                "latency_ms": sum(stage.values()) + rng.randint(5, 60), "stage_ms": stage,
+                                "tenant": "demo", "status": status, "reason": None, "created_at": at + stage["generate"] + 40,
+                                "latency_ms": sum(v for k, v in stage.items() if k != "llm") + rng.randint(5, 60), "stage_ms": stage,
                                 "model": "scripted-llm", "prompt_tokens": rng.randint(300, 900),
                                 "completion_tokens": rng.randint(40, 200), "groundedness": rng.random(),
                                 "citations": [{"doc_id": d, "title": t, "score": rng.random()} for d, t in cited]}))

@@ -224,7 +224,7 @@ async function loadQuestions() {
     q.fallback, q.escalated, q.blocked]);
   rows("#q-deps", d.dependencies, (x) => [esc(x.dependency), x.turns, fmt(x.mean_ms, 1), fmt(x.max_ms, 1)]);
   if (d.dependencies_error) $("#q-deps tbody").innerHTML = `<tr><td colspan="4" class="error">${esc(d.dependencies_error)}</td></tr>`;
-  rows("#q-stages", Object.entries(d.stage_time), ([s, v]) => [s, v.turns, fmt(v.mean, 1), fmt(v.p95, 0)]);
+  rows("#q-stages", Object.entries(d.stage_time), ([s, v]) => [s === "llm" ? "llm (inside generate)" : s, v.turns, fmt(v.mean, 1), fmt(v.p95, 0)]);
   rows("#q-docs", d.weak_documents, (x) => [esc(x.title || x.doc_id), x.citations, fmt(x.groundedness, 2),
     x.thumbs_down, x.thumbs_up, fmt(x.csat, 1)]);
 }
