@@ -15,7 +15,7 @@ import time
 import uuid
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from processors.records import ChatEscalation, ChatFeedback, ChatRequest, ChatResponse, DeadLetter
 from streams.codec import DecodeError, make_codec
@@ -76,19 +76,29 @@ class TopicTail:
         )
 
     def _assign(self, consumer: Consumer) -> None:
-        assignment = []
+        assignment: list[TopicPartition] = []
         while not assignment and not self._stop.is_set():
-            meta = consumer.list_topics(timeout=10)
-            for topic in self.kinds:
-                if topic not in meta.topics or meta.topics[topic].error is not None:
-                    continue
-                for p in meta.topics[topic].partitions:
-                    low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-                    assignment.append(TopicPartition(topic, p, max(low, high - self.backfill)))
+            try:
+                assignment = self._start_positions(consumer)
+            except KafkaException as exc:  # Kafka not up (yet): the console keeps serving what it has
+                log.warning("cannot read topic metadata (%s); retrying in 5 s", exc)
             if not assignment:
-                log.warning("none of %s exist yet; run `chatstream topics create`", ", ".join(self.kinds))
                 self._stop.wait(5)
         consumer.assign(assignment)
+
+    def _start_positions(self, consumer: Consumer) -> list[TopicPartition]:
+        """Every partition of the followed topics, ``backfill`` records before its end."""
+        assignment = []
+        meta = consumer.list_topics(timeout=10)
+        for topic in self.kinds:
+            if topic not in meta.topics or meta.topics[topic].error is not None:
+                continue
+            for p in meta.topics[topic].partitions:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                assignment.append(TopicPartition(topic, p, max(low, high - self.backfill)))
+        if not assignment:
+            log.warning("none of %s exist yet; run `chatstream topics create`", ", ".join(self.kinds))
+        return assignment
 
     def _run(self) -> None:
         consumer = self._consumer()
