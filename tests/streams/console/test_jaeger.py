@@ -43,3 +43,38 @@ def test_dependency_times_per_turn() -> None:
     assert set(deps) == {"Redis", "Embeddings", "Weaviate", "LLM openai"}
     assert deps["LLM openai"]["mean_ms"] == 0.4 and deps["LLM openai"]["turns"] == 2
     assert dependency_times([TRACE])[0]["dependency"] == "LLM openai"  # most time per turn first
+
+
+def _serve(body: str):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            data = body.encode()
+            self.send_response(200)
+            self.send_header("content-type", "text/html")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_placeholder_page_is_not_a_jaeger_ui() -> None:
+    from streams.console.jaeger import ui_available
+
+    placeholder = _serve("<h1>\U0001f94b: This is not the Jaeger UI you are looking for!</h1>")
+    real = _serve('<!doctype html><html><body><div id="jaeger-ui-root"></div></body></html>')
+    try:
+        assert not ui_available(f"http://127.0.0.1:{placeholder.server_port}")
+        assert ui_available(f"http://127.0.0.1:{real.server_port}")
+        assert not ui_available("http://127.0.0.1:9")  # nothing listens
+    finally:
+        placeholder.shutdown()
+        real.shutdown()
