@@ -36,7 +36,6 @@ from tests.e2e.turns import new_request
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
 
-STAGE_SPANS = {"chat.inbound process", "chat.enriched process", "chat.retrieved process", "chat.generated process"}
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -102,13 +101,16 @@ async def test_console_live_list_waterfall_and_dead_letter_replay(settings, work
             assert reply.status in (Status.ANSWERED, Status.FALLBACK)
             row = f"#turns tbody tr[data-message-id='{turn.message_id}']"
             await cdp.until(f"!!document.querySelector(\"{row}\")", 30, "the turn never appeared in the live list")
-            assert await cdp.js(f"document.querySelector(\"{row}\").innerText.includes('{reply.status.value}')")
+            await cdp.until(f"document.querySelector(\"{row}\").innerText.includes('{reply.status.value}')", 30,
+                            "the turn's reply status never showed in the live list")
 
             # its waterfall: spans arrive in Jaeger a few seconds after the reply, so click until they are there
+            t = settings.topics
+            stage_spans = {f"{topic} process" for topic in (t.inbound, t.enriched, t.retrieved, t.generated)}
             names: set[str] = set()
             deadline = time.monotonic() + 45
-            while not STAGE_SPANS <= names:
-                assert time.monotonic() < deadline, f"waterfall lacks {STAGE_SPANS - names}; has {names}"
+            while not stage_spans <= names:
+                assert time.monotonic() < deadline, f"waterfall lacks {stage_spans - names}; has {names}"
                 await cdp.js(f"document.querySelector(\"{row}\").click()")
                 await asyncio.sleep(2)
                 names = set(await cdp.js(
