@@ -173,9 +173,9 @@ function chart(id, title, x, series, unit = "") {
   plot.innerHTML = "";
   const opts = {
     width: Math.max(420, box.clientWidth - 10), height: 180,
-    series: [{}, ...names.map((n, i) => ({ label: n, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: true,
+    series: [{}, ...names.map((n, i) => ({ label: n, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: true, points: { show: true, size: 3 },
       value: (u, v) => v === null || v === undefined ? "–" : `${v.toFixed(v < 10 ? 2 : 0)}${unit}` }))],
-    axes: [{}, { size: 50 }],
+    axes: [{}, { size: 64 }],
     legend: { live: true },
   };
   state.charts[id] = { key, plot: new uPlot(opts, data, plot) };
