@@ -17,13 +17,14 @@ function ago(ms) {
 }
 
 // --- token and API ---------------------------------------------------------------------------
-function takeToken() {
-  const m = location.hash.match(/token=([^&]+)/);
-  if (m) {
-    sessionStorage.setItem("chatstream-console-token", decodeURIComponent(m[1]));
-    history.replaceState(null, "", location.pathname);
-  }
+// The fragment may carry token=..., tab=turns|metrics|questions|deadletters and trace=<message, session or trace id>
+// (fragments never reach a server or its logs); the token moves to sessionStorage and leaves the address bar.
+function takeFragment() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  if (params.get("token")) sessionStorage.setItem("chatstream-console-token", params.get("token"));
+  if (location.hash) history.replaceState(null, "", location.pathname);
   state.token = sessionStorage.getItem("chatstream-console-token");
+  return { tab: params.get("tab"), trace: params.get("trace") };
 }
 async function api(path, options = {}) {
   const resp = await fetch(path, {
@@ -264,6 +265,8 @@ $("#replay-btn").onclick = async () => {
   }
 };
 
-takeToken();
-refresh();
+const wanted = takeFragment();
+const tabButton = wanted.tab && document.querySelector(`#tabs button[data-tab="${CSS.escape(wanted.tab)}"]`);
+if (tabButton) tabButton.click(); else refresh();
+if (wanted.trace && state.token) showTrace(wanted.trace);
 schedule();
