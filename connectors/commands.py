@@ -31,6 +31,10 @@ def gateway(args: argparse.Namespace, settings: Any) -> int:
     port = args.port if args.port is not None else settings.gateway_port
     host = args.host or settings.bind_host
     app = create_app(settings)
+    if settings.gateway_metrics_port:
+        from streams.metrics import setup_metrics
+
+        setup_metrics(settings, settings.gateway_metrics_port)  # chatstream_feedback_total for Prometheus
     uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=False, server_header=False)
     return 0
 

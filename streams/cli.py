@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "streams.commands.stats_cmd",  # stats
     "streams.commands.replay_cmd",  # replay
     "streams.commands.eval_cmd",  # eval RUN | eval compare A B | eval calibrate
+    "streams.commands.console_cmd",  # console (operator web app)
     "streams.dev.commands",  # dev llm-server
     "connectors.commands",  # gateway, deliver, sink
 )

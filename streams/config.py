@@ -231,6 +231,18 @@ class Settings(BaseSettings):
     trace_sample_ratio: float = 1.0
     trace_include_content: bool = False
     metrics_port: int = 9464
+    gateway_metrics_port: int = Field(
+        default=9465, description="Prometheus endpoint of `chatstream gateway` (feedback counts); 0 turns it off."
+    )
+    console_port: int = Field(default=8090, description="Port of `chatstream console` (operator web app).")
+    console_token: SecretStr | None = Field(
+        default=None, description="Operator token of the console; unset = generated once into <home>/console-token."
+    )
+    console_max_turns: int = Field(default=100_000, description="Turns the console's store keeps (oldest pruned).")
+    console_backfill: int = Field(default=5000, description="Records per partition the console reads back at start.")
+    console_scrape_interval_s: float = Field(default=5.0, description="How often the console scrapes the worker.")
+    llm_input_cost_per_mtok: float = Field(default=0.15, description="USD per million prompt tokens (console cost).")
+    llm_output_cost_per_mtok: float = Field(default=0.60, description="USD per million completion tokens.")
 
     # --- gateway and channels --------------------------------------------------------------------
     gateway_port: int = 8000

@@ -28,6 +28,7 @@ RETRIEVAL_TOP_SCORE = _meter.create_histogram(
 REPLIES = _meter.create_counter("chatstream.replies", description="Replies by status (escalation rate = ESCALATED/all)")
 VALIDATION_FAILURES = _meter.create_counter("chatstream.validation.failures", description="Validation rules failed")
 FEEDBACK = _meter.create_counter("chatstream.feedback", description="User feedback by kind")
+CSAT = _meter.create_histogram("chatstream.feedback.csat", description="CSAT scores (1-5) given by users")
 
 
 def stage_processed(stage: str, seconds: float, outcome: str) -> None:
@@ -63,6 +64,13 @@ def validation_failed(rule: str) -> None:
     VALIDATION_FAILURES.add(1, {"rule": rule})
 
 
+def feedback_received(kind: str, channel: str, score: int) -> None:
+    """One ChatFeedback published to chat.feedback (counted by the gateway that publishes it)."""
+    FEEDBACK.add(1, {"kind": kind, "channel": channel})
+    if kind == "CSAT":
+        CSAT.record(score, {"channel": channel})
+
+
 _configured = False
 
 
@@ -96,15 +104,23 @@ def setup_metrics(settings, prometheus_port: int | None = None) -> None:
     _configured = True
 
 
-def register_lag_gauge(settings) -> None:
-    """Consumer lag by topic, computed when a reader collects (scrape or export), not on a timer."""
+def register_lag_gauge(settings, probe=None) -> None:
+    """Consumer lag by topic, computed when a reader collects (scrape or export), not on a timer.
+
+    One ``LagProbe`` (an admin client and a watermark consumer) lives as long as the gauge: a scrape
+    reuses its connections instead of opening new ones.
+    """
     from opentelemetry.metrics import CallbackOptions, Observation
 
-    from streams.lag import consumer_lag
+    from streams.lag import LagProbe
+
+    probes: list = [probe] if probe is not None else []  # a LagProbe, made on the first collection
 
     def observe(options: CallbackOptions):
         try:
-            lag = consumer_lag(settings, timeout_s=2.0)
+            if not probes:
+                probes.append(LagProbe(settings))
+            lag = probes[0].stage_lag(timeout_s=2.0)
         except Exception:
             return []
         return [Observation(value, {"topic": topic}) for topic, value in lag.items()]
@@ -124,3 +140,28 @@ def register_inflight_gauge(windows: dict) -> None:
         return out
 
     _meter.create_observable_gauge("chatstream.inflight", callbacks=[observe], description="Turns in a stage's window")
+
+
+_breakers: dict[str, object] = {}
+
+
+def register_circuit_gauge(breakers: dict[str, object]) -> None:
+    """Circuit state per LLM provider (0 closed, 1 half-open, 2 open), read at collection time."""
+    from opentelemetry.metrics import CallbackOptions, Observation
+
+    first = not _breakers
+    _breakers.update(breakers)
+    if not first:
+        return
+    levels = {"closed": 0, "half_open": 1, "open": 2}
+
+    def observe(options: CallbackOptions):
+        out = []
+        for provider, breaker in list(_breakers.items()):
+            state = str(getattr(breaker.state, "value", breaker.state)).lower()
+            out.append(Observation(levels.get(state, 2), {"provider": provider}))
+        return out
+
+    _meter.create_observable_gauge(
+        "chatstream.llm.circuit_state", callbacks=[observe], description="Circuit per LLM provider: 0 closed, 1 half-open, 2 open"
+    )

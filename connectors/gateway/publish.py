@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from opentelemetry.trace import SpanKind
 
 from processors.records import ChatFeedback, ChatRequest
+from streams import metrics
 from streams.codec import Codec
 from streams.producer import ProduceError
 from streams.tracing import hash_user, inject, record_failure, tracer
@@ -85,3 +86,4 @@ class Publisher:
             except Unavailable as exc:
                 record_failure(span, exc)
                 raise
+            metrics.feedback_received(fb.kind.value, fb.channel, fb.score)  # counted once Kafka has it

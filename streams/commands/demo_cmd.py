@@ -67,7 +67,15 @@ def run(args, settings: Settings) -> int:
         settings = settings.derive(llm_base_url=llm_proc.base_url, llm_api_key=SecretStr("demo"), llm_model="scripted-llm")
         print(f"== no LLM configured: scripted OpenAI-compatible server on {llm_proc.base_url} ({args.llm_latency_ms:.0f} ms)")
 
-    worker = WorkerProcess(settings)
+    from streams.commands.console_cmd import start_background
+
+    from stack.ports import free_port, port_in_use
+
+    metrics_port = settings.metrics_port if not port_in_use(settings.bind_host, settings.metrics_port) else free_port()
+    metrics_url = f"http://{settings.bind_host}:{metrics_port}/metrics"
+    console_address, console_pid = start_background(settings, metrics_url)
+    print(f"== console {console_address}" + (f" (pid {console_pid})" if console_pid else " (already running)"))
+    worker = WorkerProcess(settings, CHATSTREAM_METRICS_PORT=str(metrics_port))  # the console charts it
     print(f"== worker (pid follows), log {worker.log_path}")
     worker.start()
     try:
@@ -80,6 +88,7 @@ def run(args, settings: Settings) -> int:
         if llm_proc is not None:
             llm_proc.stop()
     print("done. Inspect a turn with `chatstream trace <message_id>`; stop the stack with `chatstream stack down`.")
+    print(f"The console keeps running: {console_address}" + (f" (stop it with `kill {console_pid}`)" if console_pid else ""))
     return 0
 
 

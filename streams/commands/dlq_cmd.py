@@ -94,12 +94,13 @@ def cmd_replay(args, settings: Settings) -> int:
         for l in chosen:
             print(f"would replay {l.ref} -> {l.record.topic} (message_id {l.record.message_id or '-'})")
         return 0
-    asyncio.run(_replay(settings, chosen))
+    asyncio.run(replay_letters(settings, chosen))
     print(f"replayed {len(chosen)} dead letter(s)")
     return 0
 
 
-async def _replay(settings: Settings, letters: list[Letter]) -> None:
+async def replay_letters(settings: Settings, letters: list[Letter]) -> None:
+    """Re-produce each letter's original key, value and headers to its source topic (CLI and console)."""
     from streams.producer import PIPELINE_MAX_REQUEST, AsyncProducer
 
     producer = AsyncProducer(settings.kafka_bootstrap, **PIPELINE_MAX_REQUEST)

@@ -114,9 +114,15 @@ def run(args, settings: Settings) -> int:
         raise CommandError(f"cannot reach Jaeger's query API at {base}: {exc}. Is the stack up (`chatstream stack status`)?")
     if not ids:
         raise CommandError(f"no trace found for message_id {args.message_id} in Jaeger at {base}")
+    from streams.console.jaeger import ui_available
+
+    ui = ui_available(base)
     for trace_id in ids:
         rows = fetch_trace(base, trace_id)
         print(f"trace {trace_id}: {len(rows)} spans")
         print("\n".join(waterfall(rows)))
-        print(f"Jaeger UI: {base}/trace/{trace_id}")
+        if ui:
+            print(f"Jaeger UI: {base}/trace/{trace_id}")
+    if not ui:
+        print(f"(no Jaeger UI at {base}: a Go-module build serves a placeholder page; `chatstream console` shows waterfalls)")
     return 0

@@ -21,6 +21,8 @@ class GenerateStage(Stage):
         from processors.generation.generator import build_generator
 
         self.generator = build_generator(self.settings)
+        providers = getattr(self.generator.provider, "providers", [])  # a FailoverProvider's chain
+        metrics.register_circuit_gauge({p.name: p.breaker for p in providers if hasattr(p, "breaker")})
 
     async def stop(self) -> None:
         await self.generator.aclose()  # the providers' HTTP connection pools

@@ -157,7 +157,13 @@ async def test_trace_command_prints_the_waterfall(client: ChatClient, settings, 
     t = settings.topics
     for hop in (t.inbound, t.enriched, t.retrieved, t.generated):
         assert f"{hop} process" in out
-    assert "chatstream-worker" in out and "Jaeger UI: " in out
+    assert "chatstream-worker" in out
+    from streams.console.jaeger import ui_available
+
+    if ui_available(settings.jaeger_query_url):  # e.g. the compose file's Jaeger image
+        assert "Jaeger UI: " in out
+    else:  # the local stack's Go-module build serves a placeholder page: no address that leads there
+        assert "Jaeger UI: " not in out and "no Jaeger UI at" in out
     lines = [line for line in out.splitlines() if " process" in line]
     assert all("ms" in line for line in lines)
 

@@ -33,8 +33,26 @@ def published(service: dict) -> dict[int, str]:
     return out
 
 
+OBSERVABILITY = {"prometheus", "grafana"}  # compose-only: Prometheus users' stack (stack/observability/)
+
+
 def test_same_services(compose: dict) -> None:
-    assert set(compose["services"]) == set(SERVICE_NAMES)
+    assert set(compose["services"]) == set(SERVICE_NAMES) | OBSERVABILITY
+
+
+def test_prometheus_and_grafana_on_loopback_provisioned_from_the_repo(compose: dict, defaults: Settings) -> None:
+    root = COMPOSE.parent
+    prom, graf = compose["services"]["prometheus"], compose["services"]["grafana"]
+    assert f"--web.listen-address={defaults.bind_host}:9090" in prom["command"]
+    assert graf["environment"]["GF_SERVER_HTTP_ADDR"] == defaults.bind_host
+    for svc in (prom, graf):
+        assert svc["network_mode"] == "host" and "ports" not in svc  # reaches the worker on the host's loopback
+        for volume in svc["volumes"]:
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (root / source).exists(), source
+    mounted = {v.split(":")[1] for v in prom["volumes"]}
+    assert {"/etc/prometheus/prometheus.yml", "/etc/prometheus/alerts.yml"} <= mounted
 
 
 def test_versions_match_the_local_stack(compose: dict, defaults: Settings) -> None:

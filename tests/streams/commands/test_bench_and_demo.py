@@ -37,9 +37,21 @@ def test_bench_prints_every_figure_and_counts_every_reply(capsys) -> None:
 
 
 @pytest.mark.stack
-def test_demo_plays_the_conversations_with_grounded_answers(capsys) -> None:
+def test_demo_plays_the_conversations_with_grounded_answers(capsys, monkeypatch) -> None:
+    import os
+    import signal
+
+    from stack.ports import free_port
+
+    console_port = free_port()
+    monkeypatch.setenv("CHATSTREAM_CONSOLE_PORT", str(console_port))
+    monkeypatch.setenv("CHATSTREAM_CONSOLE_TOKEN", "demo-test-token")
     assert main(["demo", "--no-stack", "--llm-latency-ms", "0"]) == 0
     out = capsys.readouterr().out
+    console = re.search(r"== console (http://\S+) \(pid (\d+)\)", out)
+    assert console, out
+    os.kill(int(console.group(2)), signal.SIGTERM)  # the demo leaves it running for the newcomer
+    assert console.group(1) == f"http://127.0.0.1:{console_port}/#token=demo-test-token"
     answers = re.findall(r"\[(ANSWERED|FALLBACK|ESCALATED|BLOCKED)\]", out)
     assert len(answers) == 8, out
     assert answers.count("ANSWERED") >= 5, out
