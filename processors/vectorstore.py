@@ -80,6 +80,10 @@ class VectorStore(Protocol):
 
     async def delete_chunks(self, chunk_ids: Sequence[str], *, tenant: str) -> int: ...
 
+    async def embedding_model(self, tenant: str) -> str | None: ...
+
+    async def record_embedding_model(self, tenant: str, model: str) -> None: ...
+
     async def close(self) -> None: ...
 
 
@@ -307,12 +311,65 @@ class WeaviateStore:
             collection = client.collections.use(self.collection_name)
             if await collection.tenants.exists(check_tenant(tenant)):
                 await collection.tenants.remove([tenant])
+        if await client.collections.exists(self._models_name):
+            await client.collections.use(self._models_name).data.delete_many(where=_filter_tenant(tenant))
         self._tenants.discard(tenant)
+
+    # --- the embedding model per tenant ----------------------------------------------------------
+    # Kept beside the chunks (a small collection without multi-tenancy, one object per tenant) so
+    # the record lives and dies with the vectors it describes; see processors.ingest.check_embedding_model.
+
+    @property
+    def _models_name(self) -> str:
+        return f"{self.collection_name}Models"
+
+    async def embedding_model(self, tenant: str) -> str | None:
+        """The model the tenant's vectors were made with, or None when nothing is recorded."""
+        check_tenant(tenant)
+        client = await self._connected()
+        if not await client.collections.exists(self._models_name):
+            return None
+        obj = await client.collections.use(self._models_name).query.fetch_object_by_id(_model_uuid(tenant))
+        return None if obj is None else str(obj.properties["model"])
+
+    async def record_embedding_model(self, tenant: str, model: str) -> None:
+        from weaviate.classes.config import Configure, DataType, Property, Tokenization
+        from weaviate.exceptions import UnexpectedStatusCodeError
+
+        check_tenant(tenant)
+        client = await self._connected()
+        if not await client.collections.exists(self._models_name):
+            try:
+                await client.collections.create(
+                    self._models_name,
+                    description="The embedding model of each knowledge-base tenant.",
+                    vector_config=Configure.Vectors.self_provided(),
+                    properties=[
+                        Property(name="tenant", data_type=DataType.TEXT, tokenization=Tokenization.FIELD),
+                        Property(name="model", data_type=DataType.TEXT, tokenization=Tokenization.FIELD),
+                    ],
+                )
+            except UnexpectedStatusCodeError as exc:
+                if "already exists" not in str(exc):
+                    raise
+        models = client.collections.use(self._models_name)
+        if await models.query.fetch_object_by_id(_model_uuid(tenant)) is None:
+            await models.data.insert({"tenant": tenant, "model": model}, uuid=_model_uuid(tenant))
 
     async def close(self) -> None:
         client, self._client = self._client, None
         if client is not None:
             await _close_quietly(client)
+
+
+def _model_uuid(tenant: str) -> str:
+    return str(uuid.uuid5(_CHUNK_NAMESPACE, f"embedding-model:{tenant}"))
+
+
+def _filter_tenant(tenant: str):  # type: ignore[no-untyped-def]
+    from weaviate.classes.query import Filter
+
+    return Filter.by_property("tenant").equal(tenant)
 
 
 async def _close_quietly(client) -> None:  # type: ignore[no-untyped-def]

@@ -138,6 +138,8 @@ class Settings(BaseSettings):
     embedding_api_key: SecretStr | None = Field(default=None, description="Falls back to llm_api_key.")
     embedding_dimension: int | None = Field(default=None, description="Vector size of an API model the client does not know.")
     embedding_cache_size: int = Field(default=4096, description="Query vectors kept by exact text (LRU); 0 turns the cache off.")
+    ingest_workers: int = Field(default=0, description="Embedding threads (local model) or requests in flight (API) during ingest; 0 = one per core.")
+    ingest_embed_batch: int = Field(default=0, description="Texts per embedding batch during ingest, grouped by length; 0 = 8 local, 64 API.")
     collection: str = "HelpCenter"
     tenant: str = "default"
     retrieval_alpha: float = Field(default=0.75, description="Hybrid weight: 0 = BM25 only, 1 = vector only (0.75 ranked best on the sample probe).")
