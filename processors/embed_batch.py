@@ -19,34 +19,7 @@ import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from processors.embeddings import Embedder, EmbeddingError
-
-
-class EmbeddingModelMismatch(EmbeddingError):
-    """A tenant's vectors come from one model and this embedder is another: searching or adding
-    would compare vectors of two different spaces, which ranks garbage without any error."""
-
-    def __init__(self, tenant: str, recorded: str, current: str) -> None:
-        super().__init__(
-            f"tenant {tenant!r} was embedded with {recorded!r} but this embedder is {current!r}; "
-            f"use the same embedding settings, or ingest into a new tenant (or drop this one) to switch models"
-        )
-        self.tenant, self.recorded, self.current = tenant, recorded, current
-
-
-def model_id(embedder: Embedder) -> str:
-    """A name for the vector space an embedder produces; a tenant's vectors must all share it.
-
-    Wrappers (caches) expose the embedder they wrap as ``inner`` and do not change the space.
-    """
-    inner = embedder
-    while getattr(inner, "inner", None) is not None:
-        inner = inner.inner  # type: ignore[attr-defined]
-    name = getattr(inner, "name", type(inner).__name__)
-    model = getattr(inner, "model", None)
-    if name == "local-minilm":
-        return "local:all-MiniLM-L6-v2-int8"
-    return f"{name}:{model}" if model else str(name)
+from processors.embeddings import Embedder
 
 
 def length_grouped(texts: Sequence[str], batch_size: int) -> list[list[int]]:

@@ -19,14 +19,15 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from processors.embed_batch import BulkEmbedder, EmbeddingModelMismatch, model_id
+from processors.embed_batch import BulkEmbedder
 from processors.embeddings import Embedder
+from processors.tenant_model import check_embedding_model, model_id
 from processors.vectorstore import Chunk, VectorStore
 
 SUPPORTED_SUFFIXES = {".md", ".markdown", ".txt", ".jsonl"}
@@ -331,6 +332,7 @@ async def ingest(
     embed_batch_size: int | None = None,
     workers: int | None = None,
     progress: Callable[[IngestProgress], None] | None = None,
+    on_change: Callable[[], Awaitable[None]] | None = None,
 ) -> IngestReport:
     """Make the tenant's index match the documents under ``path``; see the module doc for the rules.
 
@@ -339,6 +341,8 @@ async def ingest(
     crash continues where it stopped when run again. Embedding runs on every core
     (``processors.embed_batch``); the embedding model is recorded for the tenant, and an ingest
     with another model is refused before anything is written (vectors of two models never mix).
+    ``on_change`` is awaited before the first write and again after the last one when anything
+    changed (the retrieval cache's invalidation).
     """
     started = time.perf_counter()
     docs = load_documents(path)
@@ -361,6 +365,13 @@ async def ingest(
 
     if to_write:
         await check_embedding_model(store, tenant, model_id(embedder), record=True)
+    wanted = {c.chunk_id for c in chunks}
+    loaded_docs = {d.doc_id for d in docs}
+    stale = sorted(
+        cid for cid, known in stored.items() if cid not in wanted and (prune or known.doc_id in loaded_docs)
+    )
+    if on_change is not None and (to_write or stale):
+        await on_change()
     state = IngestProgress(tenant, len(docs), len(chunks), len(to_write))
     state.embed_started_s = state.elapsed_s = time.perf_counter() - started
     if progress is not None:
@@ -387,31 +398,14 @@ async def ingest(
     if ready_chunks:
         await flush()
 
-    wanted = {c.chunk_id for c in chunks}
-    loaded_docs = {d.doc_id for d in docs}
-    stale = sorted(
-        cid for cid, known in stored.items() if cid not in wanted and (prune or known.doc_id in loaded_docs)
-    )
     if stale:
         await store.delete_chunks(stale, tenant=tenant)
+    if on_change is not None and (to_write or stale):
+        await on_change()
     report.deleted_ids = stale
     report.added, report.updated, report.deleted = len(report.added_ids), len(report.updated_ids), len(stale)
     report.elapsed_s = time.perf_counter() - started
     return report
-
-
-async def check_embedding_model(store: VectorStore, tenant: str, model: str, *, record: bool = False) -> None:
-    """Refuse a tenant whose vectors come from another model; with ``record``, claim an unclaimed one.
-
-    A tenant ingested before models were recorded is claimed by its next ingest.
-    """
-    recorded = await store.embedding_model(tenant)
-    if recorded is None:
-        if record:
-            await store.record_embedding_model(tenant, model)
-        return
-    if recorded != model:
-        raise EmbeddingModelMismatch(tenant, recorded, model)
 
 
 def summarize_ids(ids: Sequence[str], limit: int = 5) -> str:

@@ -21,6 +21,7 @@ from typing import Protocol, runtime_checkable
 from opentelemetry import trace
 
 from processors.records import Passage
+from processors.search_profile import SearchProfile
 
 tracer = trace.get_tracer("chatstream.retrieval")
 
@@ -102,6 +103,7 @@ class WeaviateStore:
         *,
         query_timeout_s: float = 5.0,
         insert_timeout_s: float = 60.0,
+        profile: SearchProfile | None = None,
     ) -> None:
         if not re.match(r"^[A-Z][A-Za-z0-9_]*$", collection):
             raise ValueError(f"collection {collection!r} must start with a capital letter (Weaviate class name rules)")
@@ -109,6 +111,7 @@ class WeaviateStore:
         self.collection_name = collection
         self.query_timeout_s = query_timeout_s
         self.insert_timeout_s = insert_timeout_s
+        self.profile = profile or SearchProfile()
         self._client = None
         self._connect_lock = asyncio.Lock()
         self._collection_ready = False
@@ -248,11 +251,10 @@ class WeaviateStore:
             span.set_attribute("chatstream.retrieval.k", k)
             span.set_attribute("chatstream.retrieval.alpha", alpha)
             result = await collection.query.hybrid(
-                query=query,
+                **self.profile.hybrid_kwargs(query),  # query text, BM25 properties, fusion (search_profile.py)
                 vector=vector,
                 alpha=alpha,
                 limit=k,
-                query_properties=["title^2", "text"],
                 return_metadata=MetadataQuery(score=True),
                 return_properties=_RETURN_PROPERTIES,
             )

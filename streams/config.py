@@ -147,6 +147,8 @@ class Settings(BaseSettings):
     retrieval_timeout_s: float = Field(default=5.0, description="Bound on one embed + hybrid search; past it the turn goes on without passages.")
     retrieval_breaker_failures: int = Field(default=2, description="Consecutive lookup failures that open the retrieval breaker.")
     retrieval_breaker_reset_s: float = Field(default=2.0, description="While open, turns skip the lookup; then one probe tries again.")
+    retrieval_cache_ttl_s: float = Field(default=0.0, description="Search results per tenant cached in Redis this long (0 = off); ingest invalidates them.")
+    embedding_shared_cache_ttl_s: float = Field(default=86400.0, description="Query vectors shared by workers in Redis, keyed by model + normalised text (0 = off).")
     chunk_chars: int = 800
     chunk_overlap: int = 120
 

@@ -25,6 +25,9 @@ def register(sub) -> None:
     parser.add_argument("--in-flight", type=int, default=None, help="worker's max in-flight turns per stage")
     parser.add_argument("--workers", type=int, default=1, help="worker processes sharing the consumer group")
     parser.add_argument("--timeout", type=float, default=600)
+    from streams.commands import bench_kb  # retrieval cost at knowledge-base size (issue 13)
+
+    bench_kb.add_arguments(parser)
     parser.set_defaults(handler=run)
 
 
@@ -133,6 +136,10 @@ def report(result: BenchResult, llm_latency_ms: float, in_flight: int) -> str:
 
 
 def run(args, settings: Settings) -> int:
+    if getattr(args, "kb", None):
+        from streams.commands import bench_kb
+
+        return bench_kb.run(args, settings)
     from streams.dev.llm_process import LLMServerProcess
     from streams.dev.worker_process import WorkerProcess
     from streams.topics import create_topics

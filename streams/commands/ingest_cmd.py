@@ -96,6 +96,7 @@ async def ingest_path(settings: Settings, path: Path, tenant: str, *, prune: boo
             workers=settings.ingest_workers or None,
             embed_batch_size=settings.ingest_embed_batch or None,
             progress=progress,
+            on_change=lambda: _invalidate_cached_results(settings, tenant),
         )
     except VectorStoreError as exc:
         raise CommandError(f"{exc} (is the stack up? `chatstream stack up`)") from exc
@@ -104,3 +105,23 @@ async def ingest_path(settings: Settings, path: Path, tenant: str, *, prune: boo
     finally:
         await store.close()
         await embedder.close()
+
+
+async def _invalidate_cached_results(settings: Settings, tenant: str) -> None:
+    """Workers may cache search results per tenant (``retrieval_cache_ttl_s``): make them stale."""
+    import redis.asyncio as aioredis
+
+    from processors.kb_cache import invalidate_tenant
+
+    client = aioredis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=3)
+    try:
+        await invalidate_tenant(client, tenant)
+    except Exception as exc:  # noqa: BLE001 - the ingest itself must go on
+        print(
+            f"warning: could not invalidate cached search results of {tenant!r} in Redis ({exc}); "
+            f"workers with a result cache may serve results older than this ingest for up to "
+            f"CHATSTREAM_RETRIEVAL_CACHE_TTL_S ({settings.retrieval_cache_ttl_s:g}s)",
+            file=sys.stderr,
+        )
+    finally:
+        await client.aclose()

@@ -26,9 +26,15 @@ class RetrieveStage(Stage):
         from processors.retrieval import build_retriever
         from processors.vectorstore import build_store
 
+        from processors.kb_cache import share_query_vectors
+        from streams.stages.clients import redis_client
+
         self.store = build_store(self.settings)
         self.embedder = build_embedder(self.settings)
-        self.retriever = build_retriever(self.settings, self.store, self.embedder)
+        redis = redis_client(self.settings)  # query vectors and (optionally) results shared by workers
+        if self.settings.embedding_shared_cache_ttl_s > 0:
+            self.embedder = share_query_vectors(self.embedder, redis, ttl_s=self.settings.embedding_shared_cache_ttl_s)
+        self.retriever = build_retriever(self.settings, self.store, self.embedder, redis=redis)
         warm_up = getattr(self.embedder, "warm_up", None)
         if warm_up is not None:
             await warm_up()  # load the model now, not on the first user's turn

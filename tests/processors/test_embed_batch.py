@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from fakes_retrieval import HashEmbedder
 
-from processors.embed_batch import BulkEmbedder, length_grouped, model_id
+from processors.embed_batch import BulkEmbedder, length_grouped
+from processors.tenant_model import model_id
 from processors.embeddings import CachedEmbedder
 from processors.ingest import chunk_documents, embedding_text, load_documents
 from streams.commands.ingest_cmd import SAMPLE_KNOWLEDGE_BASE

@@ -234,7 +234,7 @@ async def test_progress_reports_every_stored_batch_then_the_total(tmp_path):
 
 
 async def test_an_ingest_with_another_embedding_model_is_refused(tmp_path):
-    from processors.embed_batch import EmbeddingModelMismatch
+    from processors.tenant_model import EmbeddingModelMismatch
 
     class OtherModel(HashEmbedder):
         name, model = "openai", "text-embedding-3-small"
