@@ -68,3 +68,55 @@ async def test_length_grouped_parallel_batches_equal_one_by_one_vectors():
         np.testing.assert_allclose(via_embed, one_by_one[:6], atol=1e-5)
     finally:
         await embedder.close()
+
+
+async def test_ingest_through_an_openai_compatible_embeddings_endpoint(tmp_path):
+    """Batched, several requests in flight, each chunk stored with its own vector; model recorded."""
+    import httpx
+    from fakes_retrieval import MemoryStore
+
+    from processors.embeddings import OpenAIEmbedder
+    from processors.ingest import ingest
+    from streams.dev.llm_process import LLMServerProcess
+    from streams.dev.llm_server import hash_embedding
+
+    for i in range(40):
+        (tmp_path / f"doc-{i:02d}.md").write_text(f"# Topic {i}\n\n" + f"facts about subject {i} " * (3 + i % 5))
+    store = MemoryStore()
+    with LLMServerProcess() as llm:
+        embedder = OpenAIEmbedder(llm.base_url, "key", "scripted-embedding")
+        try:
+            report = await ingest(tmp_path, store, embedder, "api", embed_batch_size=8, workers=3, batch_size=16)
+        finally:
+            await embedder.close()
+        requests = httpx.get(llm.base_url.removesuffix("/v1") + "/_stats").json()
+    assert report.added == report.chunks == 40
+    assert requests["by_endpoint"]["embeddings"] == 5, requests  # 40 chunks in batches of 8
+    assert store.models == {"api": "openai:scripted-embedding"}
+    for chunk, vector in store.tenants["api"].values():
+        assert vector == pytest.approx(hash_embedding(embedding_text(chunk), 384), abs=1e-6)
+
+
+async def test_the_retriever_refuses_a_tenant_of_another_model(tmp_path):
+    from fakes_retrieval import MemoryStore
+
+    from processors.ingest import ingest
+    from processors.records import ChatRequest, ChatTurn, now_ms
+    from processors.retrieval import Retriever
+    from processors.tenant_model import TenantModelGuard
+
+    class ApiModel(HashEmbedder):
+        name, model = "openai", "text-embedding-3-small"
+
+    (tmp_path / "a.md").write_text("# Password reset\n\nClick forgot password.")
+    store = MemoryStore()
+    await ingest(tmp_path, store, ApiModel(), "kb")
+    local = HashEmbedder()
+    retriever = Retriever(store, local, top_k=1, alpha=0.5, model_guard=TenantModelGuard(store, model_id(local)))
+    out = await retriever.retrieve(ChatTurn(request=ChatRequest("m1", "s", "u", "web", "reset password", now_ms(), tenant="kb")))
+    assert not out.retrieval_ok and out.passages == []
+    assert "'openai:text-embedding-3-small' but this embedder is 'HashEmbedder'" in out.retrieval_error
+    assert store.searches == [] and local.calls == []  # refused before embedding or searching
+    same = Retriever(store, ApiModel(), top_k=1, alpha=0.5, model_guard=TenantModelGuard(store, "openai:text-embedding-3-small"))
+    ok = await same.retrieve(ChatTurn(request=ChatRequest("m2", "s", "u", "web", "reset password", now_ms(), tenant="kb")))
+    assert ok.retrieval_ok and ok.passages[0].doc_id == "a"
