@@ -306,6 +306,9 @@ class IngestProgress:
     embedded: int = 0
     elapsed_s: float = 0.0
     embed_started_s: float = 0.0  # when embedding began (loading and diffing come first)
+    # batches go shortest first, so the ETA follows characters, not chunks
+    chars_total: int = 0
+    chars_embedded: int = 0
 
     @property
     def rate(self) -> float:
@@ -315,6 +318,9 @@ class IngestProgress:
 
     @property
     def eta_s(self) -> float | None:
+        spent = self.elapsed_s - self.embed_started_s
+        if self.chars_total and self.chars_embedded and spent > 0:
+            return (self.chars_total - self.chars_embedded) / (self.chars_embedded / spent)
         rate = self.rate
         return (self.to_embed - self.embedded) / rate if rate > 0 else None
 
@@ -372,18 +378,19 @@ async def ingest(
     )
     if on_change is not None and (to_write or stale):
         await on_change()
-    state = IngestProgress(tenant, len(docs), len(chunks), len(to_write))
+    texts = [embedding_text(c) for c in to_write]
+    state = IngestProgress(tenant, len(docs), len(chunks), len(to_write), chars_total=sum(map(len, texts)))
     state.embed_started_s = state.elapsed_s = time.perf_counter() - started
     if progress is not None:
         progress(state)
     bulk = BulkEmbedder(embedder, workers=workers, batch_size=embed_batch_size)
-    texts = [embedding_text(c) for c in to_write]
     ready_chunks: list[Chunk] = []
     ready_vectors: list[list[float]] = []
 
     async def flush() -> None:
         await store.upsert(ready_chunks, ready_vectors, tenant=tenant)
         state.embedded += len(ready_chunks)
+        state.chars_embedded += sum(len(embedding_text(c)) for c in ready_chunks)
         state.elapsed_s = time.perf_counter() - started
         ready_chunks.clear()
         ready_vectors.clear()

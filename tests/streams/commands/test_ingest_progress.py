@@ -50,3 +50,8 @@ def test_lines_are_throttled_but_the_last_one_always_shows():
     for done in (0, 10, 20, 30):
         show(IngestProgress("t", 1, 30, 30, embedded=done, elapsed_s=1.0 + done))
     assert [line.split(":")[1].split()[0] for line in out.getvalue().splitlines()] == ["0/30", "30/30"]
+
+
+def test_the_eta_follows_characters_because_short_chunks_go_first():
+    p = IngestProgress("t", 10, 100, 100, embedded=50, elapsed_s=10.0, chars_total=10_000, chars_embedded=2_000)
+    assert p.rate == 5.0 and p.eta_s == 40.0  # 8,000 characters left at 200 per second, not 50 chunks at 5/s
