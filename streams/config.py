@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     weaviate_data_port: int = 7947
     weaviate_raft_port: int = 8300
     weaviate_raft_rpc_port: int = 8301
+    weaviate_hybrid_max_results: int = Field(
+        default=100,
+        description="Candidates each half of a hybrid search fetches before fusion (Weaviate's QUERY_HYBRID_MAXIMUM_RESULTS).",
+    )
     jaeger_query_grpc_port: int = 16685
     jaeger_max_traces: int = 100_000
     stack_start_timeout_s: float = Field(

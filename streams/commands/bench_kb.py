@@ -95,6 +95,20 @@ class CpuMeter:
         self.spent["bench"] = time.process_time() - self._own
 
 
+def server_env(pid: int | None, name: str) -> str | None:
+    """A variable of a running server's environment (what it was really started with)."""
+    if pid is None:
+        return None
+    try:
+        for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+            key, _, value = item.decode(errors="replace").partition("=")
+            if key == name:
+                return value
+    except OSError:
+        return None
+    return None
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))] if ordered else float("nan")
@@ -228,7 +242,8 @@ async def run_bench(args, settings: Settings) -> int:  # type: ignore[no-untyped
     try:
         stored = await store.stored_chunks(tenant)
         print(f"tenant {tenant}: {len(stored)} chunks; {len(labelled)} labelled + {len(known)} known-item questions; "
-              f"k={settings.retrieval_top_k}, alpha={settings.retrieval_alpha}, weaviate pid {pids['weaviate']}")
+              f"k={settings.retrieval_top_k}, alpha={settings.retrieval_alpha}, weaviate pid {pids['weaviate']} "
+              f"(QUERY_HYBRID_MAXIMUM_RESULTS={server_env(pids['weaviate'], 'QUERY_HYBRID_MAXIMUM_RESULTS') or 'default 100'})")
         vectors = await model.embed([q for q, _ in questions])
         results: list[ProfileResult] = []
         names = [n.strip() for n in args.kb_profiles.split(",") if n.strip()]
