@@ -55,3 +55,13 @@ def test_lines_are_throttled_but_the_last_one_always_shows():
 def test_the_eta_follows_characters_because_short_chunks_go_first():
     p = IngestProgress("t", 10, 100, 100, embedded=50, elapsed_s=10.0, chars_total=10_000, chars_embedded=2_000)
     assert p.rate == 5.0 and p.eta_s == 40.0  # 8,000 characters left at 200 per second, not 50 chunks at 5/s
+
+
+def test_a_terminal_gets_a_bar_with_the_same_figures():
+    out = FakeTerminal()
+    bar = progress_for(out)
+    for done in (0, 40, 100):
+        bar(IngestProgress("wiki", 10, 100, 100, embedded=done, elapsed_s=1.0 + done / 10))
+    bar.close()
+    text = out.getvalue()
+    assert "ingest wiki" in text and "100/100" in text and "chunks" in text and "10 docs" in text
