@@ -57,6 +57,7 @@ def add_arguments(parser) -> None:  # type: ignore[no-untyped-def]
     parser.add_argument("--kb-ef", default="", help="comma-separated HNSW ef values to try with the first profile")
     parser.add_argument("--kb-questions", type=int, default=200, help="known-item questions drawn from the corpus")
     parser.add_argument("--kb-concurrency", type=int, default=8)
+    parser.add_argument("--kb-runs", type=int, default=1, help="measure every profile this many times (one lock, one run)")
     parser.add_argument("--kb-zipf", type=int, default=0, help="also run N Zipf-repeated questions through the caches")
     parser.add_argument("--kb-zipf-pool", type=int, default=300, help="distinct questions the Zipf traffic draws from")
 
@@ -186,7 +187,7 @@ async def measure_profile(name, store, profile, alpha, tenant, questions, vector
             latencies.append((time.perf_counter() - started) * 1000)
             tops.append(hits[0].doc_id if hits else None)
     weaviate_ms = meter.spent.get("weaviate", float("nan")) * 1000 / len(questions)
-    order = list(range(len(questions))) * 2
+    order = list(range(len(questions)))
     cursor = iter(order)
 
     async def worker() -> None:
@@ -247,7 +248,7 @@ async def run_bench(args, settings: Settings) -> int:  # type: ignore[no-untyped
         vectors = await model.embed([q for q, _ in questions])
         results: list[ProfileResult] = []
         names = [n.strip() for n in args.kb_profiles.split(",") if n.strip()]
-        for name in names:
+        for name in names * max(1, args.kb_runs):
             if name not in PROFILES:
                 raise ValueError(f"unknown profile {name!r}; choose from {', '.join(PROFILES)}")
             profile, alpha = PROFILES[name]
@@ -257,7 +258,7 @@ async def run_bench(args, settings: Settings) -> int:  # type: ignore[no-untyped
             )
             results.append(result)
             print(result.line(), flush=True)
-        for ef in [int(e) for e in args.kb_ef.split(",") if e.strip()]:
+        for ef in [int(e) for e in args.kb_ef.split(",") if e.strip()] * max(1, args.kb_runs):
             await set_ef(store, ef)
             profile, alpha = PROFILES[names[0]]
             result = await measure_profile(
