@@ -319,7 +319,7 @@ class WeaviateStore:
 
     # --- the embedding model per tenant ----------------------------------------------------------
     # Kept beside the chunks (a small collection without multi-tenancy, one object per tenant) so
-    # the record lives and dies with the vectors it describes; see processors.ingest.check_embedding_model.
+    # the record lives and dies with the vectors it describes; see processors.tenant_model.
 
     @property
     def _models_name(self) -> str:
