@@ -209,7 +209,9 @@ async def set_ef(store, ef: int) -> None:  # type: ignore[no-untyped-def]
     from weaviate.classes.config import Reconfigure
 
     client = await store._connected()
-    await client.collections.use(store.collection_name).config.update(vector_index_config=Reconfigure.VectorIndex.hnsw(ef=ef))
+    # the collection's vector is the unnamed self-provided one, which Weaviate calls "default"
+    update = Reconfigure.Vectors.update(name="default", vector_index_config=Reconfigure.VectorIndex.hnsw(ef=ef))
+    await client.collections.use(store.collection_name).config.update(vector_config=update)
 
 
 async def run_bench(args, settings: Settings) -> int:  # type: ignore[no-untyped-def]
