@@ -19,13 +19,15 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from processors.embed_batch import BulkEmbedder
 from processors.embeddings import Embedder
+from processors.tenant_model import check_embedding_model, model_id
 from processors.vectorstore import Chunk, VectorStore
 
 SUPPORTED_SUFFIXES = {".md", ".markdown", ".txt", ".jsonl"}
@@ -293,6 +295,36 @@ def embedding_text(chunk: Chunk) -> str:
 # --- sync ----------------------------------------------------------------------------------------
 
 
+@dataclass
+class IngestProgress:
+    """Where an ingest is, handed to the ``progress`` callback after each stored batch."""
+
+    tenant: str
+    documents: int
+    chunks: int
+    to_embed: int
+    embedded: int = 0
+    elapsed_s: float = 0.0
+    embed_started_s: float = 0.0  # when embedding began (loading and diffing come first)
+    # batches go shortest first, so the ETA follows characters, not chunks
+    chars_total: int = 0
+    chars_embedded: int = 0
+
+    @property
+    def rate(self) -> float:
+        """Chunks embedded and stored per second since embedding began."""
+        spent = self.elapsed_s - self.embed_started_s
+        return self.embedded / spent if spent > 0 else 0.0
+
+    @property
+    def eta_s(self) -> float | None:
+        spent = self.elapsed_s - self.embed_started_s
+        if self.chars_total and self.chars_embedded and spent > 0:
+            return (self.chars_total - self.chars_embedded) / (self.chars_embedded / spent)
+        rate = self.rate
+        return (self.to_embed - self.embedded) / rate if rate > 0 else None
+
+
 async def ingest(
     path: str | Path,
     store: VectorStore,
@@ -302,9 +334,22 @@ async def ingest(
     chunk_chars: int = 800,
     chunk_overlap: int = 120,
     prune: bool = False,
-    batch_size: int = 32,
+    batch_size: int = 64,
+    embed_batch_size: int | None = None,
+    workers: int | None = None,
+    progress: Callable[[IngestProgress], None] | None = None,
+    on_change: Callable[[], Awaitable[None]] | None = None,
 ) -> IngestReport:
-    """Make the tenant's index match the documents under ``path``; see the module doc for the rules."""
+    """Make the tenant's index match the documents under ``path``; see the module doc for the rules.
+
+    Resumable: chunks are stored every ``batch_size`` as they are embedded, and a chunk whose id and
+    content hash are already stored is never embedded again, so an ingest stopped by Ctrl-C or a
+    crash continues where it stopped when run again. Embedding runs on every core
+    (``processors.embed_batch``); the embedding model is recorded for the tenant, and an ingest
+    with another model is refused before anything is written (vectors of two models never mix).
+    ``on_change`` is awaited before the first write and again after the last one when anything
+    changed (the retrieval cache's invalidation).
+    """
     started = time.perf_counter()
     docs = load_documents(path)
     chunks = chunk_documents(docs, chunk_chars=chunk_chars, chunk_overlap=chunk_overlap)
@@ -324,18 +369,46 @@ async def ingest(
         else:
             report.unchanged += 1
 
-    for start in range(0, len(to_write), batch_size):
-        batch = to_write[start : start + batch_size]
-        vectors = await embedder.embed([embedding_text(c) for c in batch])
-        await store.upsert(batch, vectors, tenant=tenant)
-
+    if to_write:
+        await check_embedding_model(store, tenant, model_id(embedder), record=True)
     wanted = {c.chunk_id for c in chunks}
     loaded_docs = {d.doc_id for d in docs}
     stale = sorted(
         cid for cid, known in stored.items() if cid not in wanted and (prune or known.doc_id in loaded_docs)
     )
+    if on_change is not None and (to_write or stale):
+        await on_change()
+    texts = [embedding_text(c) for c in to_write]
+    state = IngestProgress(tenant, len(docs), len(chunks), len(to_write), chars_total=sum(map(len, texts)))
+    state.embed_started_s = state.elapsed_s = time.perf_counter() - started
+    if progress is not None:
+        progress(state)
+    bulk = BulkEmbedder(embedder, workers=workers, batch_size=embed_batch_size)
+    ready_chunks: list[Chunk] = []
+    ready_vectors: list[list[float]] = []
+
+    async def flush() -> None:
+        await store.upsert(ready_chunks, ready_vectors, tenant=tenant)
+        state.embedded += len(ready_chunks)
+        state.chars_embedded += sum(len(embedding_text(c)) for c in ready_chunks)
+        state.elapsed_s = time.perf_counter() - started
+        ready_chunks.clear()
+        ready_vectors.clear()
+        if progress is not None:
+            progress(state)
+
+    async for indices, vectors in bulk.embed(texts):
+        ready_chunks.extend(to_write[i] for i in indices)
+        ready_vectors.extend(vectors)
+        if len(ready_chunks) >= batch_size:
+            await flush()
+    if ready_chunks:
+        await flush()
+
     if stale:
         await store.delete_chunks(stale, tenant=tenant)
+    if on_change is not None and (to_write or stale):
+        await on_change()
     report.deleted_ids = stale
     report.added, report.updated, report.deleted = len(report.added_ids), len(report.updated_ids), len(stale)
     report.elapsed_s = time.perf_counter() - started

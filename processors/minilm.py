@@ -166,6 +166,15 @@ class LocalMiniLMEmbedder:
     def _run_batch(self, texts: list[str]) -> np.ndarray:
         return self._load().embed(texts, self.sub_batch)
 
+    def encode_blocking(self, texts: list[str]) -> np.ndarray:
+        """Embed ``texts`` on the calling thread, bypassing the micro-batcher.
+
+        For bulk ingestion (``processors.embed_batch``), which runs several of these at once from its
+        own thread pool: ONNX Runtime's ``run`` is thread-safe and releases the GIL, so one thread
+        per core with one intra-op thread each uses every core without intra-op spinning.
+        """
+        return self._load().embed([t if t.strip() else " " for t in texts], self.sub_batch)
+
     async def warm_up(self) -> None:
         """Load the model now rather than on the first turn."""
         loop = asyncio.get_running_loop()

@@ -34,8 +34,10 @@ from opentelemetry.trace import StatusCode
 
 from processors.circuit import CircuitBreaker
 from processors.embeddings import Embedder
+from processors.kb_cache import RetrievalCache, is_uncased
 from processors.records import ChatTurn
 from processors.relevance import RelevanceMeter, covers, turn_score
+from processors.tenant_model import TenantModelGuard, model_id
 from processors.vectorstore import VectorStore
 
 tracer = trace.get_tracer("chatstream.retrieval")
@@ -113,6 +115,8 @@ class Retriever:
         breaker_reset_s: float = 2.0,
         min_relevance: float = 0.0,
         relevance_embedder: Embedder | None = None,
+        cache: RetrievalCache | None = None,
+        model_guard: TenantModelGuard | None = None,
     ) -> None:
         if top_k < 1 or not 0.0 <= alpha <= 1.0 or timeout_s <= 0:
             raise ValueError("top_k must be >= 1, alpha within [0, 1], timeout_s > 0")
@@ -131,6 +135,10 @@ class Retriever:
         self.meter = RelevanceMeter(relevance_embedder or embedder)
         self._breakers: dict[str, CircuitBreaker] = {}
         self._last_error: dict[str, str] = {}
+        self.cache = cache
+        self.model_guard = model_guard
+        self._model = model_id(embedder)
+        self._uncased = is_uncased(self._model)
 
     def breaker(self, tenant: str) -> CircuitBreaker:
         """Per tenant, so one misconfigured knowledge base cannot switch retrieval off for the others."""
@@ -190,6 +198,22 @@ class Retriever:
         )
 
     async def _search(self, query: str, tenant: str):  # type: ignore[no-untyped-def]
+        if self.model_guard is not None:
+            await self.model_guard.check(tenant)  # never a query vector of one model against another's
+        if self.cache is None:
+            return await self._lookup(query, tenant)
+        key = self.cache.query_key(query, model=self._model, k=self.top_k, alpha=self.alpha, uncased=self._uncased)
+        generation, passages = await self.cache.get(tenant, key)
+        if passages is not None:
+            # relevance is measured against the query vector; the embedding caches make this cheap
+            (vector,) = await self.embedder.embed([query])
+            return vector, passages
+        vector, passages = await self._lookup(query, tenant)
+        if generation is not None:
+            await self.cache.put(tenant, generation, key, passages)
+        return vector, passages
+
+    async def _lookup(self, query: str, tenant: str):  # type: ignore[no-untyped-def]
         (vector,) = await self.embedder.embed([query])
         passages = await self.store.hybrid_search(query, vector, tenant=tenant, k=self.top_k, alpha=self.alpha)
         return vector, passages
@@ -222,8 +246,13 @@ class Retriever:
             return passages
 
 
-def build_retriever(settings, store: VectorStore, embedder: Embedder, relevance_embedder: Embedder | None = None) -> Retriever:  # type: ignore[no-untyped-def]
-    """The retriever configured from ``streams.config.Settings``."""
+def build_retriever(  # type: ignore[no-untyped-def]
+    settings, store: VectorStore, embedder: Embedder, relevance_embedder: Embedder | None = None, *, redis=None
+) -> Retriever:
+    """The retriever configured from ``streams.config.Settings``; ``redis`` enables the result cache."""
+    cache = None
+    if redis is not None and settings.retrieval_cache_ttl_s > 0:
+        cache = RetrievalCache(redis, ttl_s=settings.retrieval_cache_ttl_s)
     return Retriever(
         store,
         embedder,
@@ -234,4 +263,6 @@ def build_retriever(settings, store: VectorStore, embedder: Embedder, relevance_
         breaker_reset_s=settings.retrieval_breaker_reset_s,
         min_relevance=settings.answerability_min_relevance,
         relevance_embedder=relevance_embedder,
+        cache=cache,
+        model_guard=TenantModelGuard(store, model_id(embedder)),
     )

@@ -21,6 +21,7 @@ from typing import Protocol, runtime_checkable
 from opentelemetry import trace
 
 from processors.records import Passage
+from processors.search_profile import SearchProfile
 
 tracer = trace.get_tracer("chatstream.retrieval")
 
@@ -80,6 +81,10 @@ class VectorStore(Protocol):
 
     async def delete_chunks(self, chunk_ids: Sequence[str], *, tenant: str) -> int: ...
 
+    async def embedding_model(self, tenant: str) -> str | None: ...
+
+    async def record_embedding_model(self, tenant: str, model: str) -> None: ...
+
     async def close(self) -> None: ...
 
 
@@ -98,6 +103,7 @@ class WeaviateStore:
         *,
         query_timeout_s: float = 5.0,
         insert_timeout_s: float = 60.0,
+        profile: SearchProfile | None = None,
     ) -> None:
         if not re.match(r"^[A-Z][A-Za-z0-9_]*$", collection):
             raise ValueError(f"collection {collection!r} must start with a capital letter (Weaviate class name rules)")
@@ -105,6 +111,7 @@ class WeaviateStore:
         self.collection_name = collection
         self.query_timeout_s = query_timeout_s
         self.insert_timeout_s = insert_timeout_s
+        self.profile = profile or SearchProfile()
         self._client = None
         self._connect_lock = asyncio.Lock()
         self._collection_ready = False
@@ -248,11 +255,10 @@ class WeaviateStore:
             span.set_attribute("chatstream.retrieval.k", k)
             span.set_attribute("chatstream.retrieval.alpha", alpha)
             result = await collection.query.hybrid(
-                query=query,
+                **self.profile.hybrid_kwargs(query),  # query text, BM25 properties, fusion (search_profile.py)
                 vector=vector,
                 alpha=alpha,
                 limit=k,
-                query_properties=["title^2", "text"],
                 return_metadata=MetadataQuery(score=True),
                 return_properties=_RETURN_PROPERTIES,
             )
@@ -311,7 +317,50 @@ class WeaviateStore:
             collection = client.collections.use(self.collection_name)
             if await collection.tenants.exists(check_tenant(tenant)):
                 await collection.tenants.remove([tenant])
+        if await client.collections.exists(self._models_name):
+            await client.collections.use(self._models_name).data.delete_many(where=_filter_tenant(tenant))
         self._tenants.discard(tenant)
+
+    # --- the embedding model per tenant ----------------------------------------------------------
+    # Kept beside the chunks (a small collection without multi-tenancy, one object per tenant) so
+    # the record lives and dies with the vectors it describes; see processors.tenant_model.
+
+    @property
+    def _models_name(self) -> str:
+        return f"{self.collection_name}Models"
+
+    async def embedding_model(self, tenant: str) -> str | None:
+        """The model the tenant's vectors were made with, or None when nothing is recorded."""
+        check_tenant(tenant)
+        client = await self._connected()
+        if not await client.collections.exists(self._models_name):
+            return None
+        obj = await client.collections.use(self._models_name).query.fetch_object_by_id(_model_uuid(tenant))
+        return None if obj is None else str(obj.properties["model"])
+
+    async def record_embedding_model(self, tenant: str, model: str) -> None:
+        from weaviate.classes.config import Configure, DataType, Property, Tokenization
+        from weaviate.exceptions import UnexpectedStatusCodeError
+
+        check_tenant(tenant)
+        client = await self._connected()
+        if not await client.collections.exists(self._models_name):
+            try:
+                await client.collections.create(
+                    self._models_name,
+                    description="The embedding model of each knowledge-base tenant.",
+                    vector_config=Configure.Vectors.self_provided(),
+                    properties=[
+                        Property(name="tenant", data_type=DataType.TEXT, tokenization=Tokenization.FIELD),
+                        Property(name="model", data_type=DataType.TEXT, tokenization=Tokenization.FIELD),
+                    ],
+                )
+            except UnexpectedStatusCodeError as exc:
+                if "already exists" not in str(exc):
+                    raise
+        models = client.collections.use(self._models_name)
+        if await models.query.fetch_object_by_id(_model_uuid(tenant)) is None:
+            await models.data.insert({"tenant": tenant, "model": model}, uuid=_model_uuid(tenant))
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -322,6 +371,16 @@ class WeaviateStore:
 def _import_client() -> None:
     import weaviate  # noqa: F401
     from weaviate.classes.query import MetadataQuery  # noqa: F401
+
+
+def _model_uuid(tenant: str) -> str:
+    return str(uuid.uuid5(_CHUNK_NAMESPACE, f"embedding-model:{tenant}"))
+
+
+def _filter_tenant(tenant: str):  # type: ignore[no-untyped-def]
+    from weaviate.classes.query import Filter
+
+    return Filter.by_property("tenant").equal(tenant)
 
 
 async def _close_quietly(client) -> None:  # type: ignore[no-untyped-def]

@@ -89,6 +89,8 @@ class Weaviate(Service):
             "GO_PROFILING_DISABLE": "true",  # else pprof listens on :6060, all interfaces
             "PROMETHEUS_MONITORING_ENABLED": "false",
             "QUERY_DEFAULTS_LIMIT": "25",
+            # each half of a hybrid search fetches this many objects before fusing; see bench --kb
+            "QUERY_HYBRID_MAXIMUM_RESULTS": str(s.weaviate_hybrid_max_results),
             "LOG_LEVEL": "info",
         }
 

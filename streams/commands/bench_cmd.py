@@ -32,6 +32,9 @@ def register(sub) -> None:
         help="then push the same turns through the same processors in this process, without Kafka, and print the ratios",
     )
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object instead of text")
+    from streams.commands import bench_kb  # retrieval cost at knowledge-base size (issue 13)
+
+    bench_kb.add_arguments(parser)
     parser.set_defaults(handler=run)
 
 
@@ -251,6 +254,10 @@ def baseline_report(result: Any, pipeline: BenchResult) -> str:
 
 
 def run(args, settings: Settings) -> int:
+    if getattr(args, "kb", None):
+        from streams.commands import bench_kb
+
+        return bench_kb.run(args, settings)
     import json
     import os
 

@@ -24,11 +24,17 @@ class RetrieveStage(Stage):
         from processors.retrieval import build_retriever
         from processors.vectorstore import build_store
 
+        from processors.kb_cache import share_query_vectors
+        from streams.stages.clients import redis_client
+
         self.store = build_store(self.settings)
         self.embedder = build_embedder(self.settings)
+        redis = redis_client(self.settings)  # query vectors and (optionally) results shared by workers
+        if self.settings.embedding_shared_cache_ttl_s > 0:
+            self.embedder = share_query_vectors(self.embedder, redis, ttl_s=self.settings.embedding_shared_cache_ttl_s)
         # answerability measures passage sentences with a second embedder (processors.relevance)
         self.relevance_embedder = build_embedder(self.settings) if self.settings.answerability_min_relevance > 0 else None
-        self.retriever = build_retriever(self.settings, self.store, self.embedder, self.relevance_embedder)
+        self.retriever = build_retriever(self.settings, self.store, self.embedder, self.relevance_embedder, redis=redis)
         for part in (self.embedder, self.relevance_embedder, self.store):
             warm_up = getattr(part, "warm_up", None)
             if warm_up is not None:

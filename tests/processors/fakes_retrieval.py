@@ -45,6 +45,7 @@ class MemoryStore:
         self.upserts = 0
         self.fail: Exception | None = None
         self.searches: list[tuple[str, str, int, float]] = []
+        self.models: dict[str, str] = {}
 
     async def ensure_collection(self, tenant: str) -> None:
         self.tenants.setdefault(check_tenant(tenant), {})
@@ -78,6 +79,12 @@ class MemoryStore:
         for cid in chunk_ids:
             n += self.tenants[tenant].pop(cid, None) is not None
         return n
+
+    async def embedding_model(self, tenant: str) -> str | None:
+        return self.models.get(tenant)
+
+    async def record_embedding_model(self, tenant: str, model: str) -> None:
+        self.models.setdefault(tenant, model)
 
     async def close(self) -> None:
         pass

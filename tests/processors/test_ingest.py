@@ -140,7 +140,8 @@ async def test_reingest_is_idempotent_and_tracks_changes(tmp_path):
     store, embedder = MemoryStore(), HashEmbedder()
     first = await ingest(kb, store, embedder, "t1", chunk_chars=400, chunk_overlap=50)
     assert first.added == first.chunks > 2 and first.updated == first.unchanged == first.deleted == 0
-    assert embedder.calls[0][0].startswith("A\n")  # the title is embedded with the text
+    embedded = [t for call in embedder.calls for t in call]
+    assert any(t.startswith("A\nalpha paragraph 0") for t in embedded)  # the title is embedded with the text
 
     again = await ingest(kb, store, embedder, "t1", chunk_chars=400, chunk_overlap=50)
     assert (again.added, again.updated, again.unchanged, again.deleted) == (0, 0, first.chunks, 0)
@@ -176,6 +177,80 @@ async def test_tenants_are_separate(tmp_path):
     assert report.added == 1 and set(store.tenants) == {"one", "two"}
     with pytest.raises(ValueError, match="tenant"):
         await ingest(tmp_path, store, embedder, "bad tenant!")
+
+
+# --- resume, progress, model per tenant ----------------------------------------------------------
+
+
+class CrashingStore(MemoryStore):
+    """Stores ``survive`` upserts, then fails as a crash (or Ctrl-C) in the middle of an ingest would."""
+
+    def __init__(self, survive: int) -> None:
+        super().__init__()
+        self.survive = survive
+
+    async def upsert(self, chunks, vectors, *, tenant: str) -> None:
+        if self.survive <= 0:
+            raise KeyboardInterrupt
+        self.survive -= 1
+        await super().upsert(chunks, vectors, tenant=tenant)
+
+
+def many_docs(kb: Path, n: int) -> None:
+    for i in range(n):
+        write(kb / f"doc-{i:03d}.md", f"# Doc {i}\n\n" + f"paragraph about topic {i} " * (5 + i % 9))
+
+
+async def test_an_interrupted_ingest_resumes_without_re_embedding_what_is_stored(tmp_path):
+    kb = tmp_path / "kb"
+    many_docs(kb, 60)
+    store, embedder = CrashingStore(survive=3), HashEmbedder()
+    with pytest.raises(KeyboardInterrupt):
+        await ingest(kb, store, embedder, "t1", batch_size=10, embed_batch_size=4, workers=2)
+    stored_before = set(store.tenants["t1"])
+    assert 30 <= len(stored_before) < 60  # three writes of >= 10 chunks made it
+    first_embedded = sum(len(c) for c in embedder.calls)
+
+    store.survive = 10**6
+    resumed_embedder = HashEmbedder()
+    report = await ingest(kb, store, resumed_embedder, "t1", batch_size=10, embed_batch_size=4, workers=2)
+    assert report.chunks == 60 and report.unchanged == len(stored_before) and report.added == 60 - len(stored_before)
+    re_embedded = {t.split("\n")[0] for call in resumed_embedder.calls for t in call}
+    assert not re_embedded & {store.tenants["t1"][cid][0].title for cid in stored_before}
+    assert sum(len(c) for c in resumed_embedder.calls) == 60 - len(stored_before)
+    assert first_embedded >= len(stored_before)
+    assert len(store.tenants["t1"]) == 60
+
+
+async def test_progress_reports_every_stored_batch_then_the_total(tmp_path):
+    kb = tmp_path / "kb"
+    many_docs(kb, 25)
+    seen = []
+    await ingest(kb, MemoryStore(), HashEmbedder(), "t1", batch_size=10, embed_batch_size=4, progress=lambda p: seen.append(
+        (p.documents, p.chunks, p.to_embed, p.embedded, p.rate, p.eta_s)))
+    assert seen[0][:4] == (25, 25, 25, 0)
+    assert [s[3] for s in seen] == sorted(s[3] for s in seen) and seen[-1][3] == 25
+    assert len(seen) >= 3 and seen[-1][4] > 0 and seen[-1][5] == 0
+
+
+async def test_an_ingest_with_another_embedding_model_is_refused(tmp_path):
+    from processors.tenant_model import EmbeddingModelMismatch
+
+    class OtherModel(HashEmbedder):
+        name, model = "openai", "text-embedding-3-small"
+
+    kb = tmp_path / "kb"
+    many_docs(kb, 3)
+    store = MemoryStore()
+    await ingest(kb, store, HashEmbedder(), "t1")
+    assert store.models == {"t1": "HashEmbedder"}
+    write(kb / "new.md", "# New\n\nsomething new to embed")
+    other = OtherModel()
+    with pytest.raises(EmbeddingModelMismatch, match="'HashEmbedder' but this embedder is 'openai:text-embedding-3-small'"):
+        await ingest(kb, store, other, "t1")
+    assert other.calls == [] and "new#0" not in store.tenants["t1"]  # refused before embedding anything
+    await ingest(kb, store, other, "t2")  # a new tenant may use the other model
+    assert store.models["t2"] == "openai:text-embedding-3-small"
 
 
 # --- real Weaviate -------------------------------------------------------------------------------
