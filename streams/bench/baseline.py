@@ -75,21 +75,14 @@ class BaselinePipeline:
         self.settings = settings
 
     async def start(self) -> None:
-        from processors.embeddings import build_embedder
         from processors.generation.generator import build_generator
-        from processors.retrieval import build_retriever
         from processors.validation import Validator
-        from processors.vectorstore import build_store
         from streams.stages import clients
+        from streams.stages.retrieve import open_retrieval
 
         self.sessions = clients.session_store(self.settings)
-        self.store = build_store(self.settings)
-        self.embedder = build_embedder(self.settings)
-        self.retriever = build_retriever(self.settings, self.store, self.embedder)
-        for part in (self.embedder, self.store):  # as RetrieveStage.start does
-            warm_up = getattr(part, "warm_up", None)
-            if warm_up is not None:
-                await warm_up()
+        self.retrieval = await open_retrieval(self.settings)  # exactly as RetrieveStage.start
+        self.retriever = self.retrieval.retriever
         self.generator = build_generator(self.settings)
         self.validator = Validator.from_settings(self.settings)
         limit = self.settings.max_in_flight
@@ -100,8 +93,7 @@ class BaselinePipeline:
         from streams.stages import clients
 
         await self.generator.aclose()
-        await self.store.close()
-        await self.embedder.close()
+        await self.retrieval.close()
         await clients.close_all()
 
     async def turn(self, request: ChatRequest) -> ChatResponse | None:

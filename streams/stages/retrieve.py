@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import Any
 
 from opentelemetry.trace import Span
 
@@ -15,36 +17,55 @@ from streams.message import InboundMessage, OutboundRecord
 from streams.stage import Stage
 
 
+@dataclass
+class RetrievalParts:
+    """What retrieval holds open: the store, the query embedder, the relevance embedder, the retriever."""
+
+    store: Any
+    embedder: Any
+    relevance_embedder: Any
+    retriever: Any
+
+    async def close(self) -> None:
+        await self.store.close()
+        await self.embedder.close()
+        if self.relevance_embedder is not None:
+            await self.relevance_embedder.close()
+
+
+async def open_retrieval(settings: Any) -> RetrievalParts:
+    """Build and warm up retrieval as a worker runs it (the stage and the bench's baseline share this)."""
+    from processors.embeddings import build_embedder
+    from processors.kb_cache import share_query_vectors
+    from processors.retrieval import build_retriever
+    from processors.vectorstore import build_store
+    from streams.stages.clients import redis_client
+
+    store = build_store(settings)
+    embedder = build_embedder(settings)
+    redis = redis_client(settings)  # query vectors and (optionally) results shared by workers
+    if settings.embedding_shared_cache_ttl_s > 0:
+        embedder = share_query_vectors(embedder, redis, ttl_s=settings.embedding_shared_cache_ttl_s)
+    # answerability measures passage sentences with a second embedder (processors.relevance)
+    relevance_embedder = build_embedder(settings) if settings.answerability_min_relevance > 0 else None
+    retriever = build_retriever(settings, store, embedder, relevance_embedder, redis=redis)
+    for part in (embedder, relevance_embedder, store):
+        warm_up = getattr(part, "warm_up", None)
+        if warm_up is not None:
+            await warm_up()  # load the models and the client library now, not on the first user's turn
+    return RetrievalParts(store, embedder, relevance_embedder, retriever)
+
+
 class RetrieveStage(Stage):
     name = "retrieve"
     input_type = ChatTurn
 
     async def start(self, codec: Codec) -> None:
-        from processors.embeddings import build_embedder
-        from processors.retrieval import build_retriever
-        from processors.vectorstore import build_store
-
-        from processors.kb_cache import share_query_vectors
-        from streams.stages.clients import redis_client
-
-        self.store = build_store(self.settings)
-        self.embedder = build_embedder(self.settings)
-        redis = redis_client(self.settings)  # query vectors and (optionally) results shared by workers
-        if self.settings.embedding_shared_cache_ttl_s > 0:
-            self.embedder = share_query_vectors(self.embedder, redis, ttl_s=self.settings.embedding_shared_cache_ttl_s)
-        # answerability measures passage sentences with a second embedder (processors.relevance)
-        self.relevance_embedder = build_embedder(self.settings) if self.settings.answerability_min_relevance > 0 else None
-        self.retriever = build_retriever(self.settings, self.store, self.embedder, self.relevance_embedder, redis=redis)
-        for part in (self.embedder, self.relevance_embedder, self.store):
-            warm_up = getattr(part, "warm_up", None)
-            if warm_up is not None:
-                await warm_up()  # load the models and the client library now, not on the first user's turn
+        self.parts = await open_retrieval(self.settings)
+        self.retriever = self.parts.retriever
 
     async def stop(self) -> None:
-        await self.store.close()
-        await self.embedder.close()
-        if self.relevance_embedder is not None:
-            await self.relevance_embedder.close()
+        await self.parts.close()
 
     async def process(self, turn: ChatTurn, msg: InboundMessage, span: Span) -> list[OutboundRecord]:
         started = time.perf_counter()
