@@ -11,6 +11,7 @@ import os
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -96,6 +97,15 @@ class Settings(BaseSettings):
         default=None, description="OTLP/gRPC endpoint for metrics (Jaeger takes traces only); off when empty."
     )
     jaeger_query_url: str = "http://127.0.0.1:16686"
+    weaviate_api_key: SecretStr | None = Field(
+        default=None,
+        description="Weaviate API key; unset = the key `stack up` generated into <home>/secrets/weaviate_api_key, "
+        "if that file exists (no file: anonymous, a stack started before keys existed).",
+    )
+    redis_password: SecretStr | None = Field(
+        default=None,
+        description="Redis AUTH password; unset = <home>/secrets/redis_password written by `stack up`, if it exists.",
+    )
 
     # --- topics ----------------------------------------------------------------------------------
     topic_prefix: str = ""
@@ -258,6 +268,34 @@ class Settings(BaseSettings):
         copy = self.model_copy(update=overrides)
         copy.__dict__.pop("topics", None)  # recomputed from the new prefix
         return copy
+
+    def secret_path(self, name: str) -> Path:
+        """Where `stack up` keeps a generated secret of the local stack (mode 0600, in the state folder)."""
+        return self.home.expanduser().resolve() / "secrets" / name
+
+    def stack_secret(self, name: str) -> str | None:
+        """The setting ``name`` when set, else the secret `stack up` generated for it, else None.
+
+        None means "this stack runs without that credential": a stack started before the lockdown has
+        no secrets folder, and its clients must keep connecting anonymously until it is restarted.
+        """
+        explicit = secret(getattr(self, name))
+        if explicit:
+            return explicit
+        try:
+            return self.secret_path(name).read_text().strip() or None
+        except OSError:
+            return None
+
+    @property
+    def redis_connection_url(self) -> str:
+        """``redis_url`` with the stack's password in it: the one URL every Redis client connects to."""
+        password = self.stack_secret("redis_password")
+        parts = urlsplit(self.redis_url)
+        if not password or parts.password is not None or parts.scheme not in ("redis", "rediss"):
+            return self.redis_url
+        netloc = f":{quote(password, safe='')}@{parts.netloc.rsplit('@', 1)[-1]}"
+        return urlunsplit(parts._replace(netloc=netloc))
 
     def masked(self) -> dict[str, object]:
         """Settings as plain values with every secret replaced, safe to print or log."""
