@@ -118,6 +118,13 @@ class Settings(BaseSettings):
     max_in_flight: int = 64
     stage_timeout_s: float = 60.0
     shutdown_grace_s: float = 20.0
+    reply_claim_ttl_s: float = Field(
+        default=30.0,
+        description=(
+            "Life of the Redis claim a stage takes right before producing a reply: another worker that "
+            "reprocesses the turn meanwhile waits for it; a claim of a dead worker expires after this."
+        ),
+    )
     stream_buffer_maxsize: int = Field(
         default=4096,
         description=(

@@ -23,7 +23,7 @@ import pytest
 import redis
 
 from stack.manager import Stack
-from stack.ports import free_port
+from stack.ports import port_in_use
 from stack.secrets import REDIS_PASSWORD, WEAVIATE_API_KEY
 from streams.config import Settings
 
@@ -52,12 +52,16 @@ class Listener:
         return address.is_loopback
 
 
+FIRST_PORT = 21500  # a range of its own, away from the shared stack's and the fault stack's ports
+
+
 def _distinct_free_ports(count: int) -> list[int]:
     ports: list[int] = []
+    candidate = FIRST_PORT
     while len(ports) < count:
-        port = free_port()
-        if port not in ports:
-            ports.append(port)
+        if not port_in_use("127.0.0.1", candidate):  # a wildcard listener makes this bind fail too
+            ports.append(candidate)
+        candidate += 1
     return ports
 
 
