@@ -74,6 +74,11 @@ class Settings(BaseSettings):
         description="Go module version of jaeger cut with jaeger_version (the module path has no /v2).",
     )
     kafka_heap: str = Field(default="512m", description="-Xmx of the local Kafka broker.")
+    kafka_brokers: int = Field(
+        default=1,
+        description="Nodes of the local KRaft cluster (`stack up --brokers 3`); node i listens on "
+        "kafka_port + 2(i-1), its controller on kafka_controller_port + 2(i-1).",
+    )
     weaviate_gossip_port: int = 7946
     weaviate_data_port: int = 7947
     weaviate_raft_port: int = 8300
@@ -110,7 +115,9 @@ class Settings(BaseSettings):
     # --- topics ----------------------------------------------------------------------------------
     topic_prefix: str = ""
     partitions: int = 6
-    replication_factor: int = 1
+    replication_factor: int | None = Field(
+        default=None, description="Replicas per topic; unset = follow the cluster: min(3, brokers)."
+    )
     retention_ms: int = 7 * 24 * 3600 * 1000
     consumer_group: str = "chatstream"
 
