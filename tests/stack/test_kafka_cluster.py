@@ -13,7 +13,7 @@ def _props(text: str) -> dict[str, str]:
 
 
 def test_three_nodes_form_one_quorum_on_their_own_ports(tmp_path) -> None:
-    s = Settings(home=tmp_path, kafka_brokers=3, kafka_port=22092, kafka_controller_port=22093)
+    s = Settings(home=tmp_path, kafka_brokers=3, kafka_port=22092, kafka_controller_port=22093, bind_host="127.0.0.1")
     nodes = kafka_nodes(s)
     assert [n.name for n in nodes] == ["kafka", "kafka2", "kafka3"]
     assert [(n.port, n.controller_port) for n in nodes] == [(22092, 22093), (22094, 22095), (22096, 22097)]
@@ -32,14 +32,14 @@ def test_three_nodes_form_one_quorum_on_their_own_ports(tmp_path) -> None:
 
 
 def test_one_node_keeps_the_single_broker_layout(tmp_path) -> None:
-    (node,) = kafka_nodes(Settings(home=tmp_path))
+    (node,) = kafka_nodes(Settings(home=tmp_path, kafka_brokers=1, bind_host="127.0.0.1", kafka_controller_port=9093))
     props = _props(node.render_server_properties())
     assert props["controller.quorum.voters"] == "1@127.0.0.1:9093"
     assert props["offsets.topic.replication.factor"] == props["min.insync.replicas"] == "1"
 
 
 def test_topics_follow_the_cluster_size() -> None:
-    s = Settings()
+    s = Settings(replication_factor=None)
     assert [replicas_for(s, n) for n in (1, 2, 3, 5)] == [1, 2, 3, 3]
     assert replicas_for(s.derive(replication_factor=2), 3) == 2
     specs = topic_specs(s, 3)
