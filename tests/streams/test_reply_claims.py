@@ -21,6 +21,7 @@ from streams.config import Settings
 from streams.message import InboundMessage
 from streams.producer import AsyncProducer
 from streams.stage import StageRunner
+from streams.stages import clients
 from streams.stages.validate import ValidateStage
 from streams.topic_reader import read_topic
 from streams.topics import create_topics
@@ -106,6 +107,7 @@ async def test_reprocessing_waits_for_the_stuck_owners_claim_and_drops_the_turn(
     ]
     assert replies == [turn.request.message_id], f"{len(replies)} replies for one message"
     assert await old_owner.sessions.is_replied(turn.request.message_id)
+    await clients.close_all()  # the worker's shared Redis client belongs to this test's event loop
 
 
 async def test_a_claim_left_by_a_dead_owner_expires(claim_settings: Settings) -> None:
@@ -134,6 +136,7 @@ async def test_a_claim_left_by_a_dead_owner_expires(claim_settings: Settings) ->
         await real.close()
         await dead.stop()
         await survivor.stop()
+        await clients.close_all()
     replies = await asyncio.to_thread(lambda: list(read_topic(s, s.topics.outbound)))
     assert len(replies) == 1
     assert 0.5 <= waited < 10, f"the survivor waited {waited:.1f}s for a 1 s claim"
