@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     status.set_defaults(handler=cmd_status)
 
     logs = actions.add_parser("logs", help="the tail of a service's log (or of its build log with --build)")
-    logs.add_argument("name", choices=SERVICE_NAMES)
+    logs.add_argument("name", choices=(*SERVICE_NAMES, "kafka2", "kafka3"))
     logs.add_argument("-n", "--lines", type=int, default=50)
     logs.add_argument("--build", action="store_true", help="show the log of its last build instead")
     logs.set_defaults(handler=cmd_logs)
@@ -87,6 +87,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:
+    if args.name in ("kafka2", "kafka3") and settings.kafka_brokers < 3:
+        settings = settings.derive(kafka_brokers=3)  # the other nodes of a `--brokers 3` cluster
     stack = Stack(settings, out=_say)
     (service,) = stack.select([args.name])
     if args.build:
