@@ -7,7 +7,8 @@ a stack of your own), ``llm`` (the LLM answers 503 for 10 s), ``broker`` (restar
 ``kafka_brokers=3`` cluster). Each minute it prints throughput, p99 latency of the replies that came
 in that minute, worker RSS and open fds, consumer lag and Redis memory; at the end: lost and doubled
 turns, and the drift between the first and the last five minutes (halves when shorter). It stops by
-itself: sending ends after ``--minutes``, and it waits at most ``--drain`` seconds for the last replies.
+itself: sending ends after ``--minutes``; it then waits for the backlog while replies keep coming, and
+gives up after ``--drain`` seconds without one (those turns count as lost).
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ def register(sub) -> None:
     parser.add_argument("--fault-every", type=float, default=3.0, help="minutes between faults (0 = none)")
     parser.add_argument("--faults", default="worker,redis,llm,broker",
                         help=f"comma list of {', '.join(FAULTS)}; broker only with kafka_brokers=3")
-    parser.add_argument("--drain", type=float, default=180, help="seconds to wait for the last replies")
+    parser.add_argument("--drain", type=float, default=60,
+                        help="after the last turn, stop waiting for replies once none came for this many seconds")
     parser.set_defaults(handler=run)
 
 
@@ -183,9 +185,12 @@ class Soak:
             if fault_task is not None:
                 await fault_task
             last = minutes[current]
-            deadline = time.monotonic() + args.drain
+            # a backlog drains as long as replies keep coming; give up after --drain s without one
+            deadline, got = time.monotonic() + args.drain, len(client.reply_order)
             while any(r.message_id not in client.replies for r in requests) and time.monotonic() < deadline:
                 await asyncio.sleep(0.5)
+                if len(client.reply_order) != got:
+                    deadline, got = time.monotonic() + args.drain, len(client.reply_order)
             await client.settle(3.0)
             self._close_minute(last, client, seen)
             await self.sample(last, redis)
