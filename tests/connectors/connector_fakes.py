@@ -161,7 +161,13 @@ class SlackFake:
                 self.wfile.write(raw)
 
             def do_POST(self) -> None:  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)) or b"{}")
+                raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+                try:
+                    body = json.loads(raw)
+                    body["channel"]
+                except (ValueError, KeyError, TypeError):  # cut off: the sender died mid-request
+                    self._answer({"ok": False, "error": "invalid_arguments"})
+                    return
                 with fake.lock:
                     fake.posts += 1
                     ts = f"{_time.time():.6f}"

@@ -82,6 +82,7 @@ def test_deliver_killed_repeatedly_posts_each_reply_once(slack_fake: SlackFake, 
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
             kills += 1
+    time.sleep(2.0)  # requests a killed deliver had already sent may still be in the stand-in's threads
     counts = posted()
     doubled = {mid: n for mid, n in counts.items() if n > 1}
     lookups = len(slack_fake.lookups)
@@ -89,5 +90,6 @@ def test_deliver_killed_repeatedly_posts_each_reply_once(slack_fake: SlackFake, 
           f"{lookups} history lookups after a crash, doubled {len(doubled)}, lost {REPLIES - len(counts)}, "
           f"{time.monotonic() - began:.0f} s")
     assert kills >= 3, "deliver finished before it could be killed a few times"
+    assert sum(counts.values()) == len(slack_fake.messages) == slack_fake.posts
     assert set(counts) == set(ids), "lost replies"
     assert not doubled, f"posted more than once: {doubled}"
