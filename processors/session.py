@@ -13,6 +13,8 @@ Keys (``{session_id}`` is a Redis Cluster hash tag, so one session's keys share 
 - ``<prefix>s:{sid}:ids``    set of appended turn ids (``u:<message_id>`` / ``a:<message_id>``)
 - ``<prefix>rl:<user_id>``   token bucket (hash: tokens, ts)
 - ``<prefix>replied:<message_id>``  exactly-one-reply marker, TTL ``idempotency_ttl_s``
+- ``<prefix>claim:<message_id>``    ``<owner>:<token>`` of the stage about to produce the reply (short TTL)
+- ``<prefix>claimseq:<message_id>`` the fencing-token counter of that message id
 
 The session keys share a TTL that every turn refreshes. A "turn" of the history is one message
 (a user or an assistant message), so ``history_turns=8`` keeps four exchanges verbatim; older
@@ -32,8 +34,12 @@ no message text goes into attributes.
 from __future__ import annotations
 
 import json
+import os
+import socket
+import uuid
 from collections.abc import Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -42,7 +48,7 @@ from redis.exceptions import NoScriptError
 
 from processors.coalesce import Coalescer
 from processors.records import ChatRequest, ChatResponse, ChatTurn, HistoryTurn, Status, now_ms
-from processors.session_scripts import ENRICH, RECORD, TOKEN_BUCKET
+from processors.session_scripts import CLAIM_REPLY, ENRICH, MARK_CLAIMED, RECORD, TOKEN_BUCKET
 
 tracer = trace.get_tracer("chatstream.session")
 
@@ -113,6 +119,10 @@ class SessionStore:
         self._enrich = redis.register_script(ENRICH)
         self._record = redis.register_script(RECORD)
         self._bucket = redis.register_script(TOKEN_BUCKET)
+        self._claim = redis.register_script(CLAIM_REPLY)
+        self._mark_claimed = redis.register_script(MARK_CLAIMED)
+        # who holds a reply claim: unique per store (one per stage of a worker process), readable in Redis
+        self.owner = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
         self._scripts_loaded = False
         self._enrich_co: Coalescer[ChatRequest, ChatTurn] = Coalescer(self._enrich_batch)
         self._record_co: Coalescer[tuple[ChatRequest, ChatResponse], None] = Coalescer(self._record_batch)
@@ -166,7 +176,7 @@ class SessionStore:
         """
         for attempt in (1, 2):
             if not self._scripts_loaded:
-                for script in (self._enrich, self._record, self._bucket):
+                for script in (self._enrich, self._record, self._bucket, self._claim, self._mark_claimed):
                     script.sha = await self.redis.script_load(script.script)
                 self._scripts_loaded = True
             try:
@@ -329,6 +339,32 @@ class SessionStore:
             await pipe.execute()
         return [None] * len(message_ids)
 
+    # --- reply claims with a fencing token ------------------------------------------------------
+    def _claim_keys(self, message_id: str) -> list[str]:
+        return [self._replied_key(message_id), f"{self.prefix}claim:{message_id}", f"{self.prefix}claimseq:{message_id}"]
+
+    async def claim_reply(self, message_id: str, ttl_ms: int) -> ReplyClaim:
+        """Ask to produce the reply of ``message_id`` now (atomic with the replied-marker check).
+
+        ``ok``: the claim is ours with a fresh fencing token, produce and then :meth:`mark_claimed`;
+        ``replied``: a reply exists, drop the turn; ``held``: another owner is producing it right now,
+        ask again after ``wait_ms`` (its claim expires by then if it died).
+        """
+        with self._span("redis reply.claim", "EVALSHA", 1):
+            ((token, state, wait_ms),) = await self._run_scripts(
+                [(self._claim, self._claim_keys(message_id), [self.owner, ttl_ms, self.idempotency_ttl_s])]
+            )
+        return ReplyClaim(message_id, self.owner, int(token), _text(state), max(0, int(wait_ms)))
+
+    async def mark_claimed(self, claim: ReplyClaim) -> bool:
+        """Mark the reply produced under ``claim``; False when the claim was no longer ours (fenced)."""
+        with self._span("redis reply.mark", "EVALSHA", 1):
+            ((mine, first),) = await self._run_scripts(
+                [(self._mark_claimed, self._claim_keys(claim.message_id)[:2],
+                  [f"{claim.owner}:{claim.token}", now_ms(), self.idempotency_ttl_s])]
+            )
+        return bool(int(mine)) or bool(int(first))
+
     # --- housekeeping ---------------------------------------------------------------------------
     async def forget_session(self, session_id: str) -> None:
         """Delete a session's history and summary (a user's "start over" or data deletion)."""
@@ -339,6 +375,17 @@ class SessionStore:
 def redis_key_prefix(topic_prefix: str) -> str:
     """Redis key prefix of a topic namespace: ``cs:`` for production, ``cs:<prefix>`` otherwise."""
     return f"cs:{topic_prefix}" if topic_prefix else "cs:"
+
+
+@dataclass(frozen=True)
+class ReplyClaim:
+    """The answer to :meth:`SessionStore.claim_reply`."""
+
+    message_id: str
+    owner: str
+    token: int  # fencing token: grows with every new claim of this message id
+    state: str  # "ok" | "replied" | "held"
+    wait_ms: int = 0
 
 
 def session_store_from_settings(redis: aioredis.Redis, settings) -> SessionStore:  # type: ignore[no-untyped-def]

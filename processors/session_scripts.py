@@ -140,3 +140,35 @@ redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
 redis.call('EXPIRE', KEYS[1], math.ceil(cap / rate) + 1)
 return {allowed, tostring(retry)}
 """
+
+# A per-message claim with a fencing token, taken right before a reply is produced.
+# KEYS: replied, claim, token counter.  ARGV: owner, claim ttl ms, idempotency ttl s.
+# Returns {token, state, wait_ms}: state 'ok' (token is ours), 'replied' (drop the turn) or
+# 'held' (another owner's live claim: wait up to wait_ms, then ask again).
+CLAIM_REPLY = r"""
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0, 'replied', 0} end
+local held = redis.call('GET', KEYS[2])
+if held then
+  local owner, token = string.match(held, '^(.*):(%d+)$')
+  if owner == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[2], ARGV[2])
+    return {tonumber(token), 'ok', 0}
+  end
+  return {0, 'held', redis.call('PTTL', KEYS[2])}
+end
+local token = redis.call('INCR', KEYS[3])
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+redis.call('SET', KEYS[2], ARGV[1] .. ':' .. token, 'PX', ARGV[2])
+return {token, 'ok', 0}
+"""
+
+# Marks a produced reply, checking the fencing token. KEYS: replied, claim.  ARGV: owner:token, now
+# ms, idempotency ttl s.  The marker is written whatever the token says (the reply *is* on Kafka, so
+# any later claimant must drop the turn); returns {still_ours, first_marker}: {0, 0} means another
+# owner took over the claim and replied too, i.e. a doubled reply the caller reports.
+MARK_CLAIMED = r"""
+local mine = redis.call('GET', KEYS[2]) == ARGV[1]
+local first = redis.call('SET', KEYS[1], ARGV[2], 'NX', 'EX', ARGV[3])
+if mine then redis.call('DEL', KEYS[2]) end
+return {mine and 1 or 0, first and 1 or 0}
+"""

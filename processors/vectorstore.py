@@ -104,6 +104,7 @@ class WeaviateStore:
         query_timeout_s: float = 5.0,
         insert_timeout_s: float = 60.0,
         profile: SearchProfile | None = None,
+        api_key: str | None = None,
     ) -> None:
         if not re.match(r"^[A-Z][A-Za-z0-9_]*$", collection):
             raise ValueError(f"collection {collection!r} must start with a capital letter (Weaviate class name rules)")
@@ -112,6 +113,7 @@ class WeaviateStore:
         self.query_timeout_s = query_timeout_s
         self.insert_timeout_s = insert_timeout_s
         self.profile = profile or SearchProfile()
+        self.api_key = api_key  # None: an anonymous server (the local stack always sets one)
         self._client = None
         self._connect_lock = asyncio.Lock()
         self._collection_ready = False
@@ -128,7 +130,7 @@ class WeaviateStore:
             if self._client is not None and self._client.is_connected():
                 return self._client
             import weaviate
-            from weaviate.classes.init import AdditionalConfig, Timeout
+            from weaviate.classes.init import AdditionalConfig, Auth, Timeout
 
             client = None
             try:
@@ -142,6 +144,7 @@ class WeaviateStore:
                     # the init checks ask pypi.org for the client's latest version on every connect;
                     # the server's version and REST are still checked, gRPC by the first query
                     skip_init_checks=True,
+                    auth_credentials=Auth.api_key(self.api_key) if self.api_key else None,
                 )
                 await client.connect()
             except Exception as exc:
@@ -398,4 +401,5 @@ def build_store(settings) -> WeaviateStore:  # type: ignore[no-untyped-def]
         settings.weaviate_grpc_port,
         settings.collection,
         query_timeout_s=settings.retrieval_timeout_s,
+        api_key=settings.stack_secret("weaviate_api_key"),
     )

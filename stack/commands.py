@@ -25,25 +25,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     up = actions.add_parser("up", help="build what is missing, start what is not running, wait until ready")
     up.add_argument("services", nargs="*", metavar="NAME", help=NAMES_HELP)
+    up.add_argument("--brokers", type=int, choices=(1, 3), default=None,
+                    help="Kafka nodes (default: CHATSTREAM_KAFKA_BROKERS, 1); 3 = a KRaft cluster, replication 3")
     up.set_defaults(handler=cmd_up)
 
     down = actions.add_parser("down", help="stop the services this stack started (data is kept)")
     down.add_argument("services", nargs="*", metavar="NAME", help=NAMES_HELP)
+    down.add_argument("--brokers", type=int, choices=(1, 3), default=None, help="as given to `up`")
     down.set_defaults(handler=cmd_down)
 
     status = actions.add_parser("status", help="each service up or down, with its endpoints (exit 3 if any is down)")
     status.add_argument("services", nargs="*", metavar="NAME", help=NAMES_HELP)
+    status.add_argument("--brokers", type=int, choices=(1, 3), default=None, help="as given to `up`")
     status.set_defaults(handler=cmd_status)
 
     logs = actions.add_parser("logs", help="the tail of a service's log (or of its build log with --build)")
-    logs.add_argument("name", choices=SERVICE_NAMES)
+    logs.add_argument("name", choices=(*SERVICE_NAMES, "kafka2", "kafka3"))
     logs.add_argument("-n", "--lines", type=int, default=50)
     logs.add_argument("--build", action="store_true", help="show the log of its last build instead")
     logs.set_defaults(handler=cmd_logs)
 
 
+def _cluster(args: argparse.Namespace, settings: Settings) -> Settings:
+    """``--brokers N`` overrides ``kafka_brokers`` (clients then bootstrap from every node)."""
+    if args.brokers is None or args.brokers == settings.kafka_brokers:
+        return settings
+    return settings.derive(kafka_brokers=args.brokers)
+
+
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     _quiet_clients(args)
+    settings = _cluster(args, settings)
     try:
         Stack(settings, out=_say).up(args.services)
     except StackError as exc:
@@ -52,6 +64,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
+    settings = _cluster(args, settings)
     try:
         Stack(settings, out=_say).down(args.services)
     except StackError as exc:
@@ -61,6 +74,7 @@ def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     _quiet_clients(args)
+    settings = _cluster(args, settings)
     try:
         rows = Stack(settings, out=_say).status(args.services)
     except StackError as exc:
@@ -73,6 +87,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:
+    if args.name in ("kafka2", "kafka3") and settings.kafka_brokers < 3:
+        settings = settings.derive(kafka_brokers=3)  # the other nodes of a `--brokers 3` cluster
     stack = Stack(settings, out=_say)
     (service,) = stack.select([args.name])
     if args.build:

@@ -1,7 +1,13 @@
-"""Apache Kafka in KRaft mode, one node that is both broker and controller, run from Maven Central's jars.
+"""Apache Kafka in KRaft mode, run from Maven Central's jars: one node, or a cluster of three.
 
 Kafka is not packaged for Debian or PyPI; its broker classpath is on Maven Central, so `stack/pom.xml`
 resolves it once into the cache and the broker runs as plain ``java -cp 'libs/*' kafka.Kafka``.
+
+Every node is broker and controller at once. With ``kafka_brokers=3`` (`stack up --brokers 3`) node i
+(``kafka``, ``kafka2``, ``kafka3``) listens on ``kafka_port + 2(i-1)`` and ``kafka_controller_port +
+2(i-1)``, the three controllers form the quorum, all share one cluster id (formatted once per state
+folder), and the internal topics get 3 replicas with ``min.insync.replicas=2``, as the pipeline's
+topics do (``streams.topics``): one node can die without losing an acknowledged write.
 """
 
 from __future__ import annotations
@@ -30,12 +36,34 @@ def new_cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
 
 
+def kafka_nodes(settings) -> list["Kafka"]:  # type: ignore[no-untyped-def]
+    """One ``Kafka`` service per node of the configured cluster."""
+    return [Kafka(settings, node) for node in range(1, max(1, settings.kafka_brokers) + 1)]
+
+
 class Kafka(Service):
     name = "kafka"
 
+    def __init__(self, settings, node: int = 1) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(settings)
+        self.node = node
+        self.nodes = max(1, settings.kafka_brokers)
+        if not 1 <= node <= self.nodes:
+            raise ValueError(f"node {node} of a {self.nodes}-node cluster")
+        self.name = "kafka" if node == 1 else f"kafka{node}"
+
     @property
     def title(self) -> str:
-        return f"Kafka {self.settings.kafka_version}"
+        suffix = f" node {self.node}/{self.nodes}" if self.nodes > 1 else ""
+        return f"Kafka {self.settings.kafka_version}{suffix}"
+
+    @property
+    def port(self) -> int:
+        return self.settings.kafka_port + 2 * (self.node - 1)
+
+    @property
+    def controller_port(self) -> int:
+        return self.settings.kafka_controller_port + 2 * (self.node - 1)
 
     @property
     def libs_dir(self) -> Path:
@@ -47,20 +75,24 @@ class Kafka(Service):
 
     @property
     def server_properties(self) -> Path:
-        return self.config_dir / "kafka-server.properties"
+        return self.config_dir / f"{self.name}-server.properties"
 
     @property
     def log4j_properties(self) -> Path:
         return self.config_dir / "kafka-log4j.properties"
 
+    @property
+    def cluster_id_file(self) -> Path:
+        return self.home / "kafka-cluster-id"
+
     def ports(self) -> list[Port]:
         return [
-            Port(self.settings.kafka_port, "broker listener", "kafka_port"),
-            Port(self.settings.kafka_controller_port, "KRaft controller listener", "kafka_controller_port"),
+            Port(self.port, "broker listener", "kafka_port"),
+            Port(self.controller_port, "KRaft controller listener", "kafka_controller_port"),
         ]
 
     def endpoints(self) -> dict[str, str]:
-        return {"bootstrap": f"{self.host}:{self.settings.kafka_port}"}
+        return {"bootstrap": f"{self.host}:{self.port}"}
 
     def tools(self) -> list[Tool]:
         return [JAVA]
@@ -85,13 +117,29 @@ class Kafka(Service):
         )
 
     def render_server_properties(self) -> str:
+        replicas = min(3, self.nodes)
+        voters = ",".join(
+            f"{i}@{self.host}:{self.settings.kafka_controller_port + 2 * (i - 1)}" for i in range(1, self.nodes + 1)
+        )
         return render(
             "kafka-server.properties",
             host=self.host,
-            port=self.settings.kafka_port,
-            controller_port=self.settings.kafka_controller_port,
+            port=self.port,
+            controller_port=self.controller_port,
             log_dirs=self.log_dirs,
+            node_id=self.node,
+            voters=voters,
+            replicas=replicas,
+            min_isr=2 if replicas >= 3 else 1,
         )
+
+    def cluster_id(self) -> str:
+        """One id for every node of this state folder's cluster (each node formats its own storage)."""
+        if self.nodes == 1:
+            return new_cluster_id()
+        if not self.cluster_id_file.exists():
+            self.cluster_id_file.write_text(new_cluster_id() + "\n")
+        return self.cluster_id_file.read_text().strip()
 
     def java_command(self, main_class: str, *args: str) -> list[str]:
         java = find(JAVA, self.cache)
@@ -118,7 +166,7 @@ class Kafka(Service):
     def format_storage(self) -> None:
         """First start only: KRaft refuses to run on an unformatted log directory."""
         self.log_dirs.mkdir(parents=True, exist_ok=True)
-        cmd = self.java_command("kafka.tools.StorageTool", "format", "-t", new_cluster_id(),
+        cmd = self.java_command("kafka.tools.StorageTool", "format", "-t", self.cluster_id(),
                                 "-c", str(self.server_properties))
         with open(self.log_file, "ab") as log:
             log.write(b"\n--- chatstream: formatting KRaft storage\n")
@@ -135,12 +183,12 @@ class Kafka(Service):
         return self.java_command("kafka.Kafka", str(self.server_properties))
 
     def probe(self) -> None:
-        if not accepts_connections(self.host, self.settings.kafka_port):
+        if not accepts_connections(self.host, self.port):
             raise NotReady("broker port not accepting connections")
         from confluent_kafka.admin import AdminClient  # heavy import, only once the port is open
 
         admin = AdminClient({
-            "bootstrap.servers": f"{self.host}:{self.settings.kafka_port}",
+            "bootstrap.servers": f"{self.host}:{self.port}",
             "socket.timeout.ms": 3000,
             "logger": _quiet,
         })
@@ -150,6 +198,8 @@ class Kafka(Service):
             raise NotReady(f"metadata request failed: {exc}") from exc
         if not metadata.brokers:
             raise NotReady("metadata answer lists no broker yet")
+        if self.node not in metadata.brokers:
+            raise NotReady(f"node {self.node} is not registered with the cluster yet")
 
 
 @functools.lru_cache(maxsize=4)

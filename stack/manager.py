@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from stack.build import run_build
 from stack.jaeger import Jaeger
-from stack.kafka import Kafka
+from stack.kafka import Kafka, kafka_nodes
 from stack.ports import port_in_use, who_listens
 from stack.redis_server import Redis
 from stack.service import Service, StackError
@@ -28,6 +28,11 @@ from streams.config import Settings
 # service yet; Kafka comes first because every chatstream process needs it before anything else.
 SERVICE_TYPES: tuple[type[Service], ...] = (Kafka, Redis, Weaviate, Jaeger)
 SERVICE_NAMES = tuple(cls.name for cls in SERVICE_TYPES)
+
+
+def default_services(settings: Settings) -> list[Service]:
+    """Every service of the stack in dependency order; Kafka as ``kafka_brokers`` nodes."""
+    return [*kafka_nodes(settings), *(cls(settings) for cls in SERVICE_TYPES if cls is not Kafka)]
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,7 @@ class Stack:
     ) -> None:
         self.settings = settings
         self.out = out
-        self.services = list(services) if services is not None else [cls(settings) for cls in SERVICE_TYPES]
+        self.services = list(services) if services is not None else default_services(settings)
 
     def select(self, names: Iterable[str] = ()) -> list[Service]:
         """The named services in dependency order; all of them when no name is given."""

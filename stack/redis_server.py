@@ -1,10 +1,11 @@
-"""Debian's redis-server with append-only persistence, so sessions survive a restart."""
+"""Debian's redis-server on loopback with a generated password and append-only persistence (sessions survive a restart)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from stack.ports import Port
+from stack.secrets import REDIS_PASSWORD, ensure_secret
 from stack.service import NotReady, Service, StackError, render
 from stack.tools import REDIS, Tool, find
 
@@ -40,9 +41,14 @@ class Redis(Service):
         return problems
 
     def render_conf(self) -> str:
-        return render("redis.conf", host=self.host, port=self.settings.redis_port, dir=self.data_dir)
+        return render(
+            "redis.conf", host=self.host, port=self.settings.redis_port, dir=self.data_dir,
+            password=ensure_secret(self.settings, REDIS_PASSWORD),
+        )
 
     def prepare(self) -> None:
+        self.conf_file.touch(mode=0o600)  # it holds the password
+        self.conf_file.chmod(0o600)
         self.conf_file.write_text(self.render_conf())
 
     def command(self) -> list[str]:
@@ -54,7 +60,10 @@ class Redis(Service):
     def probe(self) -> None:
         import redis  # sync client: readiness runs in the CLI, outside any event loop
 
-        client = redis.Redis(host=self.host, port=self.settings.redis_port, socket_timeout=2, socket_connect_timeout=1)
+        client = redis.Redis(
+            host=self.host, port=self.settings.redis_port, socket_timeout=2, socket_connect_timeout=1,
+            password=self.settings.stack_secret(REDIS_PASSWORD),  # None: a stack started before passwords
+        )
         try:
             if not client.ping():
                 raise NotReady("PING not answered")

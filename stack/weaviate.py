@@ -1,9 +1,11 @@
-"""Weaviate built from its Go module at a pinned release, one node, anonymous access, no vectorizer.
+"""Weaviate built from its Go module at a pinned release, one node, API-key authentication, no vectorizer.
 
 We bring our own vectors, so no module is enabled. Everything it can bind is pinned to loopback or a
 configurable port: REST via ``--host``, gossip, RAFT and internal RPC via ``CLUSTER_BIND_ADDR``.
 Known limit of v1.35.2: the gRPC API (``GRPC_PORT``) and the cluster data port listen on all
-interfaces (``net.Listen(":port")`` in its source, no setting changes it).
+interfaces (``net.Listen(":port")`` in its source, no setting changes it). So nothing is anonymous:
+REST and gRPC want the API key `stack up` generates into the state folder (clients read it through
+``Settings.stack_secret``), and the cluster data port wants HTTP basic auth with a generated password.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from pathlib import Path
 
 from stack.build import Build, Builder
 from stack.ports import Port
+from stack.secrets import WEAVIATE_API_KEY, WEAVIATE_CLUSTER_PASSWORD, ensure_secret
 from stack.service import NotReady, Service, require_file
 from stack.tools import GO
 
 MODULE = "github.com/weaviate/weaviate/cmd/weaviate-server"
 NODE_NAME = "node1"
+API_USER = "chatstream"  # the identity Weaviate logs for requests made with our API key
 GRPC_SERVING = b"\x08\x01"  # grpc.health.v1.HealthCheckResponse{status: SERVING}
 
 
@@ -67,10 +71,24 @@ class Weaviate(Service):
             steps=steps,
         )
 
+    def prepare(self) -> None:
+        self.api_key()
+        ensure_secret(self.settings, WEAVIATE_CLUSTER_PASSWORD)
+
+    def api_key(self) -> str:
+        """The key clients must send (the configured one, else generated once into the state folder)."""
+        return ensure_secret(self.settings, WEAVIATE_API_KEY)
+
     def environment(self) -> dict[str, str]:
         s = self.settings
         return {
-            "AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED": "true",  # loopback only, local development
+            # gRPC and the cluster data port listen on all interfaces: nothing may answer anonymously
+            "AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED": "false",
+            "AUTHENTICATION_APIKEY_ENABLED": "true",
+            "AUTHENTICATION_APIKEY_ALLOWED_KEYS": self.api_key(),
+            "AUTHENTICATION_APIKEY_USERS": API_USER,
+            "CLUSTER_BASIC_AUTH_USERNAME": API_USER,
+            "CLUSTER_BASIC_AUTH_PASSWORD": ensure_secret(s, WEAVIATE_CLUSTER_PASSWORD),
             "PERSISTENCE_DATA_PATH": str(self.data_dir / "data"),
             "DEFAULT_VECTORIZER_MODULE": "none",
             "ENABLE_MODULES": "",
@@ -101,15 +119,21 @@ class Weaviate(Service):
         ]
 
     def probe(self) -> None:
+        """Ready, and our key accepted: a server started with another key would fail every client."""
         import httpx
 
         base = f"http://{self.host}:{self.settings.weaviate_http_port}"
         try:
             response = httpx.get(f"{base}/v1/.well-known/ready", timeout=2.0)
+            if response.status_code != 200:
+                raise NotReady(f"/v1/.well-known/ready answered {response.status_code}")
+            key = self.settings.stack_secret(WEAVIATE_API_KEY)
+            headers = {"Authorization": f"Bearer {key}"} if key else {}
+            response = httpx.get(f"{base}/v1/meta", headers=headers, timeout=2.0)
         except httpx.HTTPError as exc:
             raise NotReady(f"REST not answering: {exc}") from exc
         if response.status_code != 200:
-            raise NotReady(f"/v1/.well-known/ready answered {response.status_code}")
+            raise NotReady(f"/v1/meta answered {response.status_code} with the key of {self.settings.secret_path(WEAVIATE_API_KEY)}")
         self._probe_grpc()
 
     def _probe_grpc(self) -> None:

@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "streams.commands.ingest_cmd",  # ingest PATH
     "streams.commands.demo_cmd",  # demo
     "streams.commands.bench_cmd",  # bench
+    "streams.commands.soak_cmd",  # soak --minutes N --rate R
     "streams.commands.dlq_cmd",  # dlq list|replay
     "streams.commands.trace_cmd",  # trace MESSAGE_ID
     "streams.commands.stats_cmd",  # stats

@@ -11,6 +11,7 @@ import os
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -73,6 +74,11 @@ class Settings(BaseSettings):
         description="Go module version of jaeger cut with jaeger_version (the module path has no /v2).",
     )
     kafka_heap: str = Field(default="512m", description="-Xmx of the local Kafka broker.")
+    kafka_brokers: int = Field(
+        default=1,
+        description="Nodes of the local KRaft cluster (`stack up --brokers 3`); node i listens on "
+        "kafka_port + 2(i-1), its controller on kafka_controller_port + 2(i-1).",
+    )
     weaviate_gossip_port: int = 7946
     weaviate_data_port: int = 7947
     weaviate_raft_port: int = 8300
@@ -101,11 +107,22 @@ class Settings(BaseSettings):
         default=None, description="OTLP/gRPC endpoint for metrics (Jaeger takes traces only); off when empty."
     )
     jaeger_query_url: str = "http://127.0.0.1:16686"
+    weaviate_api_key: SecretStr | None = Field(
+        default=None,
+        description="Weaviate API key; unset = the key `stack up` generated into <home>/secrets/weaviate_api_key, "
+        "if that file exists (no file: anonymous, a stack started before keys existed).",
+    )
+    redis_password: SecretStr | None = Field(
+        default=None,
+        description="Redis AUTH password; unset = <home>/secrets/redis_password written by `stack up`, if it exists.",
+    )
 
     # --- topics ----------------------------------------------------------------------------------
     topic_prefix: str = ""
     partitions: int = 6
-    replication_factor: int = 1
+    replication_factor: int | None = Field(
+        default=None, description="Replicas per topic; unset = follow the cluster: min(3, brokers)."
+    )
     retention_ms: int = 7 * 24 * 3600 * 1000
     consumer_group: str = "chatstream"
 
@@ -113,6 +130,13 @@ class Settings(BaseSettings):
     max_in_flight: int = 64
     stage_timeout_s: float = 60.0
     shutdown_grace_s: float = 20.0
+    reply_claim_ttl_s: float = Field(
+        default=30.0,
+        description=(
+            "Life of the Redis claim a stage takes right before producing a reply: another worker that "
+            "reprocesses the turn meanwhile waits for it; a claim of a dead worker expires after this."
+        ),
+    )
     stream_buffer_maxsize: int = Field(
         default=4096,
         description=(
@@ -324,6 +348,34 @@ class Settings(BaseSettings):
         copy = self.model_copy(update=overrides)
         copy.__dict__.pop("topics", None)  # recomputed from the new prefix
         return copy
+
+    def secret_path(self, name: str) -> Path:
+        """Where `stack up` keeps a generated secret of the local stack (mode 0600, in the state folder)."""
+        return self.home.expanduser().resolve() / "secrets" / name
+
+    def stack_secret(self, name: str) -> str | None:
+        """The setting ``name`` when set, else the secret `stack up` generated for it, else None.
+
+        None means "this stack runs without that credential": a stack started before the lockdown has
+        no secrets folder, and its clients must keep connecting anonymously until it is restarted.
+        """
+        explicit = secret(getattr(self, name))
+        if explicit:
+            return explicit
+        try:
+            return self.secret_path(name).read_text().strip() or None
+        except OSError:
+            return None
+
+    @property
+    def redis_connection_url(self) -> str:
+        """``redis_url`` with the stack's password in it: the one URL every Redis client connects to."""
+        password = self.stack_secret("redis_password")
+        parts = urlsplit(self.redis_url)
+        if not password or parts.password is not None or parts.scheme not in ("redis", "rediss"):
+            return self.redis_url
+        netloc = f":{quote(password, safe='')}@{parts.netloc.rsplit('@', 1)[-1]}"
+        return urlunsplit(parts._replace(netloc=netloc))
 
     def masked(self) -> dict[str, object]:
         """Settings as plain values with every secret replaced, safe to print or log."""

@@ -27,6 +27,9 @@ RETRIEVAL_TOP_SCORE = _meter.create_histogram(
 )
 REPLIES = _meter.create_counter("chatstream.replies", description="Replies by status (escalation rate = ESCALATED/all)")
 VALIDATION_FAILURES = _meter.create_counter("chatstream.validation.failures", description="Validation rules failed")
+REPLY_CLAIMS_LOST = _meter.create_counter(
+    "chatstream.reply.claims_lost", description="Replies produced after their Redis claim passed to another worker"
+)
 FEEDBACK = _meter.create_counter("chatstream.feedback", description="User feedback by kind")
 CSAT = _meter.create_histogram("chatstream.feedback.csat", description="CSAT scores (1-5) given by users")
 
@@ -50,6 +53,10 @@ def reply_produced(status: str, latency_ms: int, model: str, prompt_tokens: int,
     if model:
         TOKENS.add(prompt_tokens, {"model": model, "direction": "input"})
         TOKENS.add(completion_tokens, {"model": model, "direction": "output"})
+
+
+def reply_claim_lost(stage: str) -> None:
+    REPLY_CLAIMS_LOST.add(1, {"stage": stage})
 
 
 def llm_call(provider: str, outcome: str) -> None:

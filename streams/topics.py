@@ -28,18 +28,27 @@ class TopicProblem:
     problem: str
 
 
-def topic_specs(settings: Settings) -> list[NewTopic]:
+def replicas_for(settings: Settings, brokers: int) -> int:
+    """Replicas per topic: the setting, else as many as the cluster allows up to 3."""
+    return settings.replication_factor or max(1, min(3, brokers))
+
+
+def topic_specs(settings: Settings, replicas: int | None = None) -> list[NewTopic]:
+    """The pipeline's topics; with 3+ replicas an acks=all write needs 2 of them (min.insync.replicas)."""
     t = settings.topics
+    replicas = replicas or settings.replication_factor or 1
     specs = []
     for short in TOPICS:
         config = {"retention.ms": str(settings.retention_ms)}
+        if replicas >= 3:
+            config["min.insync.replicas"] = "2"
         if short in MAX_MESSAGE_BYTES:
             config["max.message.bytes"] = str(MAX_MESSAGE_BYTES[short])
         specs.append(
             NewTopic(
                 getattr(t, short),
                 num_partitions=settings.partitions,
-                replication_factor=settings.replication_factor,
+                replication_factor=replicas,
                 config=config,
             )
         )
@@ -53,9 +62,11 @@ def admin(settings: Settings) -> AdminClient:
 def create_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, str]:
     """Create missing topics; returns topic -> 'created' | 'exists'. Idempotent."""
     client = admin(settings)
-    existing = set(client.list_topics(timeout=timeout_s).topics)
-    specs = [s for s in topic_specs(settings) if s.topic not in existing]
-    result = {s.topic: "exists" for s in topic_specs(settings) if s.topic in existing}
+    metadata = client.list_topics(timeout=timeout_s)
+    existing = set(metadata.topics)
+    all_specs = topic_specs(settings, replicas_for(settings, len(metadata.brokers)))
+    specs = [s for s in all_specs if s.topic not in existing]
+    result = {s.topic: "exists" for s in all_specs if s.topic in existing}
     if specs:
         for name, future in client.create_topics(specs, operation_timeout=timeout_s).items():
             try:
@@ -87,8 +98,9 @@ def _wait_visible(client: AdminClient, topics: list[str], partitions: int, timeo
 def check_topics(settings: Settings, timeout_s: float = 15.0) -> list[TopicProblem]:
     """What is wrong with the topics a worker needs (empty when all is well)."""
     metadata = admin(settings).list_topics(timeout=timeout_s)
+    replicas = replicas_for(settings, len(metadata.brokers))
     problems = []
-    for spec in topic_specs(settings):
+    for spec in topic_specs(settings, replicas):
         topic = metadata.topics.get(spec.topic)
         if topic is None or topic.error is not None:
             problems.append(TopicProblem(spec.topic, "missing: run `chatstream topics create`"))
@@ -98,6 +110,14 @@ def check_topics(settings: Settings, timeout_s: float = 15.0) -> list[TopicProbl
                     spec.topic,
                     f"has {len(topic.partitions)} partitions, settings say {settings.partitions}: every topic "
                     "must have the same count (per-session order depends on it)",
+                )
+            )
+        elif (found := min(len(p.replicas) for p in topic.partitions.values())) < replicas:
+            problems.append(
+                TopicProblem(
+                    spec.topic,
+                    f"has {found} replicas, the cluster of {len(metadata.brokers)} brokers wants {replicas}: "
+                    "recreate it (or set CHATSTREAM_REPLICATION_FACTOR)",
                 )
             )
     return problems

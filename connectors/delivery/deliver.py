@@ -1,16 +1,26 @@
 """The deliver service: each reply on chat.outbound sent once through its channel.
 
 Per record: decode; skip web (the gateway's SSE tail serves browsers) and channels without an API;
-skip if ``delivered:{message_id}`` exists; wait for the channel's rate limit; send, retrying
-transient failures with full-jitter backoff that honours Retry-After; on success ``SET NX`` the
-marker. Permanent failures (4xx other than 429, bad addressing) and replies still failing after
+skip if ``delivered:{message_id}`` exists; wait for the channel's rate limit; write
+``delivering:{message_id}`` (the time of this attempt); send, retrying transient failures with
+full-jitter backoff that honours Retry-After; on success ``SET NX`` the delivered marker. Permanent
+failures (4xx other than 429, bad addressing) and replies still failing after
 ``deliver_max_attempts`` go to chat.deadletter. It runs on the consumer runtime (``lane``): offsets
 are committed once every reply before them is done.
 
-Remaining window: a crash after the channel accepted a reply and before the marker is written sends
-that reply again on restart. Slack, WhatsApp and the Bot Framework have no idempotency key on these
-endpoints, so this window can only be narrowed (the marker is written right after the 2xx), not
-closed.
+The crash window (the channel accepted a reply, deliver died before the marker): a record whose
+``delivering`` marker exists without a ``delivered`` one was maybe sent. Before sending it again,
+a channel that can be asked (``find_sent``) is asked whether it already holds that reply:
+
+- Slack: every reply carries message metadata ``chatstream_reply {message_id}``; the thread
+  (conversations.replies) or channel (conversations.history) since the attempt is searched for it.
+  What is left: a crash after Slack accepted and before its history shows the message (Slack's own
+  replication lag), or a bot token without the history scopes (then we resend and log it).
+- WhatsApp Cloud API: no idempotency key and no way to list sent messages; the reply carries
+  ``biz_opaque_callback_data`` = message_id, which comes back only in status webhooks. Not checked:
+  the window stays as small as writing a marker right after the 2xx.
+- Teams (Bot Connector): no idempotency key, and Teams does not serve a conversation's activities to
+  bots; same as WhatsApp.
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ import asyncio
 import json
 import logging
 import random
+import time
 from typing import Any, Awaitable, Callable, Protocol
 
 from connectors.consume import (
@@ -48,8 +59,19 @@ class ChannelClient(Protocol):
     async def send(self, resp: ChatResponse) -> dict[str, str]: ...
 
 
+class FindsSent(Protocol):
+    """A channel that can tell whether it already holds a reply (to make resends after a crash safe)."""
+
+    async def find_sent(self, resp: ChatResponse, since_ms: int) -> dict[str, str] | None: ...
+
+
 def delivered_key(message_id: str) -> str:
     return f"delivered:{message_id}"
+
+
+def delivering_key(message_id: str) -> str:
+    """Set right before a send (value: ms since epoch); with no delivered marker it means "maybe sent"."""
+    return f"delivering:{message_id}"
 
 
 class Deliverer:
@@ -127,22 +149,52 @@ class Deliverer:
                 await send_dead_letter(self.producer, self.codec, self.settings,
                                        dead_letter_for(msg, "deliver", exc, resp.message_id))
                 return self._done("dead_lettered")
-            key = delivered_key(resp.message_id)
+            key, attempt_key = delivered_key(resp.message_id), delivering_key(resp.message_id)
             if await self._redis(lambda: self.redis.exists(key)):
                 return self._done("duplicate")
-            try:
-                result = await self.send_with_retries(client, resp)
-            except DeliveryError as exc:
-                record_failure(span, exc)
-                await send_dead_letter(self.producer, self.codec, self.settings,
-                                       dead_letter_for(msg, "deliver", exc, resp.message_id))
-                return self._done("dead_lettered")
             ttl = self.settings.idempotency_ttl_s
+            result = await self._sent_before_a_crash(client, resp, attempt_key, span)
+            if result is None:
+                now = str(int(time.time() * 1000))
+                await self._redis(lambda: self.redis.set(attempt_key, now, ex=ttl))
+                try:
+                    result = await self.send_with_retries(client, resp)
+                except DeliveryError as exc:
+                    record_failure(span, exc)
+                    await send_dead_letter(self.producer, self.codec, self.settings,
+                                           dead_letter_for(msg, "deliver", exc, resp.message_id))
+                    return self._done("dead_lettered")
+                outcome = "delivered"
+            else:
+                outcome = "found_already_sent"
             await self._redis(lambda: self.redis.set(key, "1", nx=True, ex=ttl))
+            await self._redis(lambda: self.redis.delete(attempt_key))
             if resp.channel == "slack" and result.get("ts"):
                 turn = json.dumps({"message_id": resp.message_id, "session_id": resp.session_id, "user_id": resp.user_id})
                 await self._redis(lambda: self.redis.set(slack_reply_key(result["channel"], result["ts"]), turn, ex=ttl))
-            return self._done("delivered")
+            return self._done(outcome)
+
+    async def _sent_before_a_crash(self, client: ChannelClient, resp: ChatResponse, attempt_key: str,
+                                   span: Any) -> dict[str, str] | None:
+        """The channel's record of this reply when an earlier attempt may have been accepted, else None."""
+        started = await self._redis(lambda: self.redis.get(attempt_key))
+        if started is None or not hasattr(client, "find_sent"):
+            return None
+        since_ms = int(started) - 60_000  # clocks of this host and the channel's differ a little
+        try:
+            found = await retry_transient(
+                lambda: client.find_sent(resp, since_ms),  # type: ignore[attr-defined]
+                is_transient=lambda exc: isinstance(exc, DeliveryError) and not exc.permanent,
+                base_s=0.5, max_s=5, deadline_s=60, sleep=self.sleep,
+            )
+        except DeliveryError as exc:  # no history scope, or the API keeps failing: at least once
+            log.warning("%s: cannot check whether %s was sent before a crash (%s); sending it",
+                        client.channel, resp.message_id, exc)
+            return None
+        span.add_event("earlier attempt checked", {"found": found is not None})
+        if found is not None:
+            log.info("%s: %s was accepted before a crash; not sending it again", client.channel, resp.message_id)
+        return found
 
     def _done(self, outcome: str) -> str:
         self._count(outcome)
@@ -190,7 +242,7 @@ async def run(settings: Any, stop: asyncio.Event | None = None) -> None:
     stop = stop or asyncio.Event()
     codec = make_codec(settings)
     producer = make_producer(settings)
-    redis = aioredis.from_url(settings.redis_url)
+    redis = aioredis.from_url(settings.redis_connection_url)
     async with httpx.AsyncClient(timeout=settings.deliver_timeout_s) as http:
         deliverer = Deliverer(settings, build_clients(settings, http), redis, producer, codec)
         consumer = make_consumer(settings, settings.deliver_group)

@@ -38,6 +38,8 @@ class WhatsAppClient:
             "to": to,
             "type": "text",
             "text": {"body": text, "preview_url": False},
+            # echoed in the status webhooks of this message: the only trace of a send whose answer was lost
+            "biz_opaque_callback_data": resp.message_id,
         }
         if md.get("whatsapp_message_id"):
             body["context"] = {"message_id": md["whatsapp_message_id"]}

@@ -94,7 +94,7 @@ def create_app(
         if gw.redis is None and secret(settings.slack_signing_secret):
             import redis.asyncio as aioredis
 
-            gw.redis = aioredis.from_url(settings.redis_url)
+            gw.redis = aioredis.from_url(settings.redis_connection_url)
         if tail is not None:
             tail.start(asyncio.get_running_loop())
         try:

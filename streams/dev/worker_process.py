@@ -16,6 +16,7 @@ from pathlib import Path
 from streams.config import Settings
 
 ENV_FIELDS = (
+    "home",  # where the stack's generated credentials are (Settings.stack_secret)
     "topic_prefix",
     "consumer_group",
     "kafka_bootstrap",
@@ -55,8 +56,10 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
             env[f"CHATSTREAM_{name.upper()}"] = json.dumps(value)  # pydantic-settings reads JSON for these
         else:
             env[f"CHATSTREAM_{name.upper()}"] = "" if value is None else str(value)
-    if settings.llm_api_key is not None:
-        env["CHATSTREAM_LLM_API_KEY"] = settings.llm_api_key.get_secret_value()
+    for name in ("llm_api_key", "weaviate_api_key", "redis_password"):
+        value = getattr(settings, name)
+        if value is not None:
+            env[f"CHATSTREAM_{name.upper()}"] = value.get_secret_value()
     env.update(extra)
     return env
 

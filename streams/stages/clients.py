@@ -11,12 +11,11 @@ _redis: dict[str, aioredis.Redis] = {}
 
 
 def redis_client(settings: Settings) -> aioredis.Redis:
-    client = _redis.get(settings.redis_url)
+    url = settings.redis_connection_url
+    client = _redis.get(url)
     if client is None:
-        client = aioredis.from_url(
-            settings.redis_url, socket_timeout=5, socket_connect_timeout=3, health_check_interval=10
-        )
-        _redis[settings.redis_url] = client
+        client = aioredis.from_url(url, socket_timeout=5, socket_connect_timeout=3, health_check_interval=10)
+        _redis[url] = client
     return client
 
 

@@ -50,15 +50,18 @@ class EnrichStage(ReplyingStage):
             return []
         if problem is not None:
             span.add_event("rejected", {"reason": problem})
-            return [self._reply(request, problem, Status.REJECTED)]
+            return await self._claimed(request, span, self._reply(request, problem, Status.REJECTED))
         allowed, retry_after = await self.sessions.take_rate_token(request.user_id)
         if not allowed:
             span.add_event("rate limited", {"retry_after_s": retry_after})
             text = f"You are sending messages faster than we can answer. Please wait {max(1, round(retry_after))} s and try again."
-            return [self._reply(request, text, Status.RATE_LIMITED)]
+            return await self._claimed(request, span, self._reply(request, text, Status.RATE_LIMITED))
         turn = await self.sessions.enrich(request)
         turn.stage_ms["enrich"] = int((time.perf_counter() - started) * 1000)
         return [OutboundRecord(self.topics.enriched, request.session_id, turn)]
+
+    async def _claimed(self, request: ChatRequest, span: Span, reply: OutboundRecord) -> list[OutboundRecord]:
+        return [reply] if await self.claim_reply(request.message_id, span) else []
 
     def _reply(self, request: ChatRequest, text: str, status: Status) -> OutboundRecord:
         response = ChatResponse.for_request(request, text, status, reason=text)

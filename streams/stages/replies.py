@@ -1,15 +1,31 @@
 """Exactly one reply per message_id, shared by the stages that write ``chat.outbound``.
 
-Order of events for a reply: produce it (acks=all), then mark ``message_id`` as replied in Redis,
-then ack the input. A crash between produce and mark would let a reprocessed input reply twice; the
-window is closed by ``recover_markers``, which reads the tail of ``chat.outbound`` and marks every
-reply already there: at start-up before any stage consumes, and again whenever this worker takes
-over partitions of a replying stage (a surviving worker inherits a dead one's turns; the dead
-one's last replies are on Kafka by then, since its partitions move only after its session expired).
-Repeats that arrive later (a channel retry, an upstream stage reprocessing after a crash) are
-dropped by ``is_replied`` checks. Turns of one session are serialised, so two copies of one
-message_id are never in flight at once. ``ReplyingStage`` gives the stages that write replies
-(enrich: rejections and rate limits; validate: answers) this protocol once.
+Order of events for a reply: claim it in Redis (a fencing token), produce it (acks=all), mark
+``message_id`` as replied (checking the token), then ack the input.
+
+- The claim is taken at the end of ``process``, after the slow work, atomically with the
+  replied-marker check (``SessionStore.claim_reply``). A turn that got stuck past
+  ``shutdown_grace_s`` while its partition moved on finds, when it resumes, either the marker of
+  the new owner's reply (it drops the turn) or the new owner's live claim (it waits for it). Only one
+  holder of a live claim produces; the marker is written whatever the token says (the reply is on
+  Kafka), and a token found stale at marking time is logged and counted as ``reply_claim_lost``:
+  that needs a produce slower than ``reply_claim_ttl_s`` on the old owner while the new one replied.
+- A crash between produce and mark would let a reprocessed input reply twice; that window is closed
+  by ``recover_markers``, which reads the tail of ``chat.outbound`` and marks every reply already
+  there: at start-up before any stage consumes, and again whenever this worker takes over partitions
+  of a replying stage (a surviving worker inherits a dead one's turns; the dead one's last replies
+  are on Kafka by then, since its partitions move only after its session expired). A claim the dead
+  worker left behind is waited out (or found replied by that recovery).
+
+Why Redis claims and not Kafka transactions: a transaction would have to cover the produce and the
+input's offset commit, so the ordered in-flight window (64 turns of many partitions acked strictly
+in offset order) would commit one transaction per ack batch or per turn: two to three extra broker
+round trips per turn, and read_committed consumers downstream that wait for the slowest open
+transaction. The Redis claim costs one round trip per reply (the mark was already one), does not
+depend on which Kafka client the runtime uses, and fences the Redis writes a transaction would not.
+Repeats that arrive later (a channel retry, an upstream stage reprocessing after a crash) are dropped
+by ``is_replied`` checks. ``ReplyingStage`` gives the stages that write replies (enrich: rejections and
+rate limits; validate: answers) this protocol once.
 """
 
 from __future__ import annotations
@@ -22,7 +38,7 @@ from processors.backoff import retry_transient
 from opentelemetry.trace import Span
 
 from processors.records import ChatResponse
-from processors.session import SessionStore
+from processors.session import ReplyClaim, SessionStore
 from streams import metrics
 from streams.codec import Codec, DecodeError
 from streams.config import Settings
@@ -131,7 +147,7 @@ def shared_recovery(settings: Settings, codec: Codec, sessions: SessionStore) ->
 
 
 class ReplyingStage(Stage):
-    """A stage that writes ``chat.outbound``: recovers markers, drops repeats, marks what it sent."""
+    """A stage that writes ``chat.outbound``: recovers markers, drops repeats, claims and marks what it sent."""
 
     sessions: SessionStore
     markers: MarkerRecovery
@@ -139,6 +155,7 @@ class ReplyingStage(Stage):
     async def start(self, codec: Codec) -> None:
         self.sessions = clients.session_store(self.settings)
         self.markers = shared_recovery(self.settings, codec, self.sessions)
+        self._claims: dict[str, ReplyClaim] = {}
         await self.markers.ensure_recovered()
 
     def on_partitions_assigned(self, newly_assigned: set[tuple[str, int]]) -> None:
@@ -155,8 +172,40 @@ class ReplyingStage(Stage):
             return True
         return False
 
+    async def claim_reply(self, message_id: str, span: Span) -> bool:
+        """Take the reply claim right before the reply is returned for producing; False = drop the turn.
+
+        Waits while another worker holds a live claim on this message_id (it is producing the same
+        reply now, or died and its claim runs out within ``reply_claim_ttl_s``).
+        """
+        ttl_ms = max(1, int(self.settings.reply_claim_ttl_s * 1000))
+        waited = False
+        while True:
+            await self.markers.ready()
+            claim = await self.sessions.claim_reply(message_id, ttl_ms)
+            if claim.state == "ok":
+                self._claims[message_id] = claim
+                span.set_attribute("chatstream.reply.claim_token", claim.token)
+                return True
+            if claim.state == "replied":
+                span.add_event("duplicate message_id dropped at the reply claim")
+                return False
+            if not waited:
+                span.add_event("reply claim held by another worker: waiting", {"wait_ms": claim.wait_ms})
+                waited = True
+            # poll: the holder marks within milliseconds, or its claim expires after wait_ms
+            await asyncio.sleep(min(max(claim.wait_ms, 10), 200) / 1000)
+
     async def mark_replied(self, response: ChatResponse) -> None:
-        await self.sessions.mark_replied([response.message_id])
+        claim = self._claims.pop(response.message_id, None)
+        if claim is None:
+            await self.sessions.mark_replied([response.message_id])
+        elif not await self.sessions.mark_claimed(claim):
+            metrics.reply_claim_lost(self.name)
+            log.error(
+                "reply to %s was produced after its claim (token %d) passed to another worker that replied too",
+                response.message_id, claim.token,
+            )
         metrics.reply_produced(
             response.status.value, response.latency_ms, response.model, response.prompt_tokens, response.completion_tokens
         )

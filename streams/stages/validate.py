@@ -43,6 +43,8 @@ class ValidateStage(ReplyingStage):
         outputs = [OutboundRecord(self.topics.outbound, response.session_id, response)]
         if verdict.escalation is not None:
             outputs.append(OutboundRecord(self.topics.escalations, response.session_id, verdict.escalation))
+        if not await self.claim_reply(turn.request.message_id, span):
+            return []  # another worker answered it while this turn was on its way here
         return outputs
 
     async def after_emit(self, turn: ChatTurn, outputs: list[OutboundRecord]) -> None:

@@ -1,5 +1,5 @@
 import pytest
-from connector_fakes import fake_producer, recorder_factory, serve  # noqa: F401  (fixtures)
+from connector_fakes import fake_producer, recorder_factory, serve, slack_fake  # noqa: F401  (fixtures)
 
 
 @pytest.fixture(autouse=True)

@@ -61,6 +61,9 @@ class FakeRedis:
     async def get(self, key: str):
         return self.data.get(key)
 
+    async def delete(self, *keys: str) -> int:
+        return sum(1 for key in keys if self.data.pop(key, None) is not None)
+
     async def aclose(self) -> None:
         pass
 
@@ -126,6 +129,108 @@ class Recorder:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class SlackFake:
+    """Slack's Web API as deliver uses it: chat.postMessage keeps each message (with its metadata), and
+    conversations.history / conversations.replies list them back like Slack does (newest first, metadata
+    only with ``include_all_metadata``, ``oldest`` and ``limit`` honoured, cursor paging).
+
+    ``accept_then_fail`` makes the next N posts be stored and then answered with a dropped connection,
+    as when deliver dies right after Slack accepted the message.
+    """
+
+    def __init__(self) -> None:
+        import time as _time
+        from urllib.parse import parse_qs, urlsplit
+
+        self.messages: list[dict[str, Any]] = []  # {"channel", "ts", "thread_ts", "text", "metadata"}
+        self.posts = 0
+        self.lookups: list[str] = []
+        self.accept_then_fail = 0
+        self.lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self, data: dict[str, Any]) -> None:
+                raw = json.dumps(data).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def do_POST(self) -> None:  # noqa: N802
+                raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+                try:
+                    body = json.loads(raw)
+                    body["channel"]
+                except (ValueError, KeyError, TypeError):  # cut off: the sender died mid-request
+                    self._answer({"ok": False, "error": "invalid_arguments"})
+                    return
+                with fake.lock:
+                    fake.posts += 1
+                    ts = f"{_time.time():.6f}"
+                    while any(m["ts"] == ts for m in fake.messages):
+                        ts = f"{float(ts) + 0.000001:.6f}"
+                    fake.messages.append({"channel": body["channel"], "ts": ts, "thread_ts": body.get("thread_ts"),
+                                          "text": body.get("text", ""), "metadata": body.get("metadata")})
+                    drop = fake.accept_then_fail > 0
+                    if drop:
+                        fake.accept_then_fail -= 1
+                if drop:  # accepted, but the answer never reaches deliver
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                self._answer({"ok": True, "channel": body["channel"], "ts": ts})
+
+            def do_GET(self) -> None:  # noqa: N802
+                url = urlsplit(self.path)
+                q = {k: v[0] for k, v in parse_qs(url.query).items()}
+                method = url.path.rsplit("/", 1)[-1]
+                with fake.lock:
+                    fake.lookups.append(method)
+                    found = [m for m in fake.messages if m["channel"] == q.get("channel")
+                             and float(m["ts"]) > float(q.get("oldest", "0"))]
+                if method == "conversations.replies":
+                    found = [m for m in found if m["thread_ts"] == q.get("ts")]
+                elif method != "conversations.history":
+                    self._answer({"ok": False, "error": "unknown_method"})
+                    return
+                found.sort(key=lambda m: float(m["ts"]), reverse=True)
+                start = int(q.get("cursor") or 0)
+                limit = int(q.get("limit", 100))
+                page = found[start : start + limit]
+                with_meta = q.get("include_all_metadata") == "true"
+                out = [{"ts": m["ts"], "text": m["text"], **({"metadata": m["metadata"]} if with_meta and m["metadata"] else {})}
+                       for m in page]
+                more = start + limit < len(found)
+                self._answer({"ok": True, "messages": out, "has_more": more,
+                              "response_metadata": {"next_cursor": str(start + limit) if more else ""}})
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def replies_to(self, message_id: str) -> int:
+        with self.lock:
+            return sum(1 for m in self.messages
+                       if ((m["metadata"] or {}).get("event_payload") or {}).get("message_id") == message_id)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def slack_fake():
+    fake = SlackFake()
+    yield fake
+    fake.close()
 
 
 @pytest.fixture

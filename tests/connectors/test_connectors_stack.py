@@ -82,7 +82,7 @@ async def test_deliver_posts_to_slack_once_honouring_retry_after(recorder_factor
 
     import httpx
 
-    redis = aioredis.from_url(s.redis_url)
+    redis = aioredis.from_url(s.redis_connection_url)
     await redis.delete(delivered_key(req.message_id))
     producer = AsyncProducer(s.kafka_bootstrap)
     stop = asyncio.Event()
@@ -120,7 +120,7 @@ async def test_deliver_dead_letters_a_permanent_failure(recorder_factory):
     produce(s, s.topics.outbound, req.session_id, codec.encode(ChatResponse.for_request(req, "a", Status.ANSWERED)))
     import httpx
 
-    redis = aioredis.from_url(s.redis_url)
+    redis = aioredis.from_url(s.redis_connection_url)
     producer = AsyncProducer(s.kafka_bootstrap)
     stop = asyncio.Event()
     async with httpx.AsyncClient(timeout=5) as http:
@@ -155,7 +155,7 @@ async def test_escalation_sink_creates_one_ticket_even_when_produced_twice(recor
         produce(s, s.topics.escalations, esc.session_id, codec.encode(esc))
     import httpx
 
-    redis = aioredis.from_url(s.redis_url)
+    redis = aioredis.from_url(s.redis_connection_url)
     await redis.delete(ticketed_key(esc.message_id))
     producer = AsyncProducer(s.kafka_bootstrap)
     stop = asyncio.Event()
@@ -194,7 +194,7 @@ async def test_slack_question_in_answer_posted_back_to_the_same_thread(recorder_
     answered: list = []
     pipeline = threading.Thread(target=fake_pipeline, args=(s, stop_pipeline, answered), daemon=True)
     pipeline.start()
-    redis = aioredis.from_url(s.redis_url)
+    redis = aioredis.from_url(s.redis_connection_url)
     producer = AsyncProducer(s.kafka_bootstrap)
     stop = asyncio.Event()
     try:
@@ -235,7 +235,7 @@ async def test_two_escalation_sink_instances_share_the_work_one_ticket_each(reco
     escalations = [ChatEscalation(f"m-{uuid.uuid4().hex}", f"web:acme:s{i}", "u", "web", "human please")
                    for i in range(12)]
     group = f"esc-{uuid.uuid4().hex[:6]}"
-    redis = aioredis.from_url(s.redis_url)
+    redis = aioredis.from_url(s.redis_connection_url)
     producer = AsyncProducer(s.kafka_bootstrap)
     stop = asyncio.Event()
 

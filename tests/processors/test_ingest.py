@@ -259,9 +259,10 @@ async def test_an_ingest_with_another_embedding_model_is_refused(tmp_path):
 @pytest.mark.stack
 async def test_reingest_against_weaviate_updates_instead_of_duplicating(tmp_path):
     from processors.minilm import LocalMiniLMEmbedder
-    from processors.vectorstore import WeaviateStore
+    from processors.vectorstore import build_store
+    from streams.config import Settings
 
-    store = WeaviateStore(collection="ChatstreamTest")
+    store = build_store(Settings().derive(collection="ChatstreamTest"))
     embedder = LocalMiniLMEmbedder()
     tenant = f"ingest-{uuid.uuid4().hex[:8]}"
     kb = tmp_path / "kb"

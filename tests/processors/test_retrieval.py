@@ -168,12 +168,13 @@ COLLECTION = "ChatstreamTest"
 def sample_tenant():
     """The sample knowledge base ingested once into a fresh tenant, dropped afterwards."""
     from processors.minilm import LocalMiniLMEmbedder
-    from processors.vectorstore import WeaviateStore
+    from processors.vectorstore import build_store
+    from streams.config import Settings
 
     tenant = f"retrieval-{uuid.uuid4().hex[:8]}"
 
     async def run(coro_fn):
-        store, embedder = WeaviateStore(collection=COLLECTION), LocalMiniLMEmbedder()
+        store, embedder = build_store(Settings().derive(collection=COLLECTION)), LocalMiniLMEmbedder()
         try:
             return await coro_fn(store, embedder)
         finally:
@@ -189,9 +190,10 @@ def sample_tenant():
 @pytest.fixture
 async def live():
     from processors.minilm import LocalMiniLMEmbedder
-    from processors.vectorstore import WeaviateStore
+    from processors.vectorstore import build_store
+    from streams.config import Settings
 
-    store, embedder = WeaviateStore(collection=COLLECTION), LocalMiniLMEmbedder()
+    store, embedder = build_store(Settings().derive(collection=COLLECTION)), LocalMiniLMEmbedder()
     yield store, embedder
     await store.close()
     await embedder.close()

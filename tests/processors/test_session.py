@@ -28,7 +28,7 @@ def _test_db_url() -> str:
 
     from streams.config import Settings
 
-    parts = urlsplit(Settings().redis_url)
+    parts = urlsplit(Settings().redis_connection_url)
     return urlunsplit((parts.scheme, parts.netloc, "/15", parts.query, ""))
 
 

@@ -9,6 +9,9 @@ import yaml
 
 from stack.kafka import Kafka
 from stack.manager import SERVICE_NAMES
+from stack.redis_server import Redis
+from stack.secrets import REDIS_PASSWORD, WEAVIATE_API_KEY, WEAVIATE_CLUSTER_PASSWORD
+from stack.weaviate import Weaviate
 from streams.config import Settings
 
 COMPOSE = Path(__file__).resolve().parents[2] / "docker-compose.kafka.yml"
@@ -104,3 +107,30 @@ def test_weaviate_has_no_vectorizer_and_same_grpc_port(compose: dict, defaults: 
 def test_redis_appends_only(compose: dict) -> None:
     command = compose["services"]["redis"]["command"]
     assert command[command.index("--appendonly") + 1] == "yes"
+
+
+def _from_env(value: str) -> str:
+    """The variable a compose value interpolates: "${NAME:?message}" -> NAME."""
+    assert value.startswith("${") and value.endswith("}"), value
+    return value[2:-1].split(":", 1)[0]
+
+
+def test_weaviate_wants_the_same_credentials_as_the_local_one(compose: dict, tmp_path) -> None:
+    env = compose["services"]["weaviate"]["environment"]
+    local = Weaviate(Settings(home=tmp_path)).environment()
+    for key in ("AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED", "AUTHENTICATION_APIKEY_ENABLED",
+                "AUTHENTICATION_APIKEY_USERS", "CLUSTER_BASIC_AUTH_USERNAME"):
+        assert str(env[key]) == local[key], key
+    assert local["AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED"] == "false"
+    # compose takes the key from the same variable our clients read it from (Settings.weaviate_api_key)
+    assert _from_env(env["AUTHENTICATION_APIKEY_ALLOWED_KEYS"]) == "CHATSTREAM_" + WEAVIATE_API_KEY.upper()
+    assert _from_env(env["CLUSTER_BASIC_AUTH_PASSWORD"]) == "CHATSTREAM_" + WEAVIATE_CLUSTER_PASSWORD.upper()
+    assert WEAVIATE_API_KEY in Settings.model_fields
+
+
+def test_redis_wants_the_same_password_as_the_local_one(compose: dict, tmp_path) -> None:
+    command = compose["services"]["redis"]["command"]
+    assert _from_env(command[command.index("--requirepass") + 1]) == "CHATSTREAM_" + REDIS_PASSWORD.upper()
+    assert REDIS_PASSWORD in Settings.model_fields
+    local = Redis(Settings(home=tmp_path)).render_conf()
+    assert "requirepass " + Settings(home=tmp_path).stack_secret(REDIS_PASSWORD) in local.splitlines()

@@ -29,7 +29,8 @@ def test_data_survives_stack_down_and_up(settings: Settings) -> None:
             f"{service.pid_file}); a Redis from elsewhere (docker compose) cannot be restarted here",
             pytrace=False,
         )
-    client = redis.Redis(host=settings.bind_host, port=settings.redis_port, socket_timeout=5)
+    client = redis.Redis(host=settings.bind_host, port=settings.redis_port, socket_timeout=5,
+                         password=settings.stack_secret("redis_password"))
     key = f"stack-test:{uuid.uuid4().hex}"
     client.set(key, "kept across restarts", ex=3600)
     client.hset(f"{key}:h", mapping={"turns": 3})

@@ -8,6 +8,7 @@ import pytest
 import weaviate
 from weaviate.classes.config import Configure, DataType, Property
 from weaviate.classes.data import DataObject
+from weaviate.classes.init import Auth
 from weaviate.classes.query import MetadataQuery
 
 from stack.weaviate import Weaviate
@@ -23,7 +24,8 @@ DOCS = {
 @pytest.fixture
 def client(settings: Settings):
     client = weaviate.connect_to_local(
-        host=settings.weaviate_host, port=settings.weaviate_http_port, grpc_port=settings.weaviate_grpc_port
+        host=settings.weaviate_host, port=settings.weaviate_http_port, grpc_port=settings.weaviate_grpc_port,
+        auth_credentials=Auth.api_key(key) if (key := settings.stack_secret("weaviate_api_key")) else None,
     )
     yield client
     client.close()

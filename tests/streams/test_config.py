@@ -30,3 +30,22 @@ def test_derive_gives_a_namespace_with_its_own_topics() -> None:
     assert replay.topics.inbound == "replay-7.chat.inbound"
     assert base.topics.inbound == "chat.inbound"
     assert len(set(replay.topics.all())) == 8
+
+
+def test_stack_secrets_come_from_the_state_folder_unless_set(tmp_path):
+    """A stack started before the lockdown has no secrets folder: clients stay anonymous."""
+    from pydantic import SecretStr
+
+    settings = Settings(home=tmp_path, redis_url="redis://127.0.0.1:6379/0", redis_password=None, weaviate_api_key=None)
+    assert settings.stack_secret("weaviate_api_key") is None
+    assert settings.redis_connection_url == "redis://127.0.0.1:6379/0"
+
+    settings.secret_path("redis_password").parent.mkdir()
+    settings.secret_path("redis_password").write_text("p@ss/word\n")
+    settings.secret_path("weaviate_api_key").write_text("generated\n")
+    assert settings.redis_connection_url == "redis://:p%40ss%2Fword@127.0.0.1:6379/0"
+    assert settings.stack_secret("weaviate_api_key") == "generated"
+
+    explicit = settings.derive(weaviate_api_key=SecretStr("mine"), redis_url="redis://:given@127.0.0.1:6379/0")
+    assert explicit.stack_secret("weaviate_api_key") == "mine"
+    assert explicit.redis_connection_url == "redis://:given@127.0.0.1:6379/0"  # a URL's own password wins

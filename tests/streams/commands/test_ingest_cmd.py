@@ -34,7 +34,8 @@ def test_weaviate_down_says_what_to_do(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.stack
 def test_ingest_sample_twice(capsys, monkeypatch):
-    from processors.vectorstore import WeaviateStore
+    from processors.vectorstore import build_store
+    from streams.config import Settings
 
     monkeypatch.setenv("CHATSTREAM_COLLECTION", "ChatstreamTest")
     tenant = f"cli-{uuid.uuid4().hex[:8]}"
@@ -49,7 +50,7 @@ def test_ingest_sample_twice(capsys, monkeypatch):
         import asyncio
 
         async def drop():
-            store = WeaviateStore(collection="ChatstreamTest")
+            store = build_store(Settings().derive(collection="ChatstreamTest"))
             await store.drop_tenant(tenant)
             await store.close()
 
