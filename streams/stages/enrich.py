@@ -57,7 +57,7 @@ class EnrichStage(ReplyingStage):
             text = f"You are sending messages faster than we can answer. Please wait {max(1, round(retry_after))} s and try again."
             return [self._reply(request, text, Status.RATE_LIMITED)]
         turn = await self.sessions.enrich(request)
-        turn.stage_ms["enrich"] = int((time.perf_counter() - started) * 1000)
+        turn.stage_ms[self.name] = int((time.perf_counter() - started) * 1000)
         return [OutboundRecord(self.topics.enriched, request.session_id, turn)]
 
     def _reply(self, request: ChatRequest, text: str, status: Status) -> OutboundRecord:

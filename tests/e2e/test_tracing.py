@@ -16,6 +16,7 @@ from streams.client import ChatClient, TopicTail
 from tests.e2e.turns import new_request
 from streams.commands.stats_cmd import scrape
 from streams.commands.trace_cmd import fetch_trace, find_trace_ids
+from streams.pipeline import STAGE_NAMES
 
 pytestmark = pytest.mark.stack
 
@@ -133,7 +134,7 @@ async def test_metrics_count_every_turn(client: ChatClient, worker) -> None:
         if name.startswith("chatstream_stage_records") and name.endswith("_total"):
             for labels, v in values:
                 records[labels["stage"]] = records.get(labels["stage"], 0) + v
-    assert all(records.get(stage, 0) >= n for stage in ("enrich", "retrieve", "generate", "validate")), records
+    assert all(records.get(stage, 0) >= n for stage in STAGE_NAMES), records
     assert any(name.startswith("chatstream_stage_duration") and name.endswith("_count") for name in samples)
 
 
@@ -165,5 +166,5 @@ async def test_stats_once_shows_stages_and_lag(client: ChatClient, worker, setti
     rc = await asyncio.to_thread(main, ["stats", "--once", "--url", worker.metrics_url])
     out = capsys.readouterr().out
     assert rc == 0
-    for word in ("enrich", "retrieve", "generate", "validate", "replies ANSWERED", "consumer lag", settings.topics.inbound):
+    for word in (*STAGE_NAMES, "replies ANSWERED", "consumer lag", settings.topics.inbound):
         assert word in out, out
