@@ -50,7 +50,7 @@ class StageWorker:
                 await runner.handle(InboundMessage.from_confluent(msg))
 
             lanes.append(Lane(stage.name, [stage.source], handle, max_in_flight=self.settings.max_in_flight,
-                              chain_key=by_session))
+                              max_backlog=self.settings.stream_buffer_maxsize, chain_key=by_session))
         return lanes
 
     def on_assigned(self, newly: set[tuple[str, int]]) -> None:
