@@ -4,9 +4,9 @@ Why this exists: Redis (sessions, rate limits, idempotency) is on the path of ev
 down, the enrich stage has two choices: degrade (answer without history, skip the rate limit and the
 duplicate check) or wait. Degrading would break the exactly-one-reply promise, because the
 idempotency markers live in Redis; so the stage *waits*: the caller (the stage runner) retries the
-Redis call with backoff, the call blocks the task, the bounded in-flight window fills up and the
-agent stops pulling from Kafka. Consumption pauses instead of crash-looping, and nothing is dead-lettered:
-a good turn is never the thing that is broken. When Redis is back the waiting calls succeed and the
+Redis call with backoff, the call blocks the task, the bounded in-flight window fills up, the stage's
+backlog fills and the consumer pauses that stage's partitions. Consumption pauses instead of
+crash-looping, and nothing is dead-lettered: a good turn is never the thing that is broken. When Redis is back the waiting calls succeed and the
 backlog drains. Only after ``deadline_s`` does the error propagate, so a permanent outage still
 becomes visible (the runner decides whether to restart the stage or keep waiting).
 

@@ -185,9 +185,11 @@ class Kafka(Service):
     def probe(self) -> None:
         if not accepts_connections(self.host, self.port):
             raise NotReady("broker port not accepting connections")
-        from confluent_kafka.admin import AdminClient  # heavy import, only once the port is open
+        # the project's one Kafka client factory (confluent_kafka is a heavy import: only once the port is open);
+        # it probes this service's own listener, which may differ from settings.kafka_bootstrap
+        from streams.runtime.clients import make_admin
 
-        admin = AdminClient({
+        admin = make_admin(self.settings, **{
             "bootstrap.servers": f"{self.host}:{self.port}",
             "socket.timeout.ms": 3000,
             "logger": _quiet,

@@ -138,10 +138,12 @@ class Settings(BaseSettings):
         ),
     )
     stream_buffer_maxsize: int = Field(
-        default=4096,
+        default=0,
+        ge=0,
         description=(
-            "Events Faust prefetches per stage. One consumer feeds every stage of a worker, so a small "
-            "buffer lets a busy stage stall the others; the in-flight window still bounds the work."
+            "Records fetched and not yet started that one lane (a stage, or an edge such as deliver) holds; "
+            "when it is full the consumer pauses only that lane's partitions and resumes them at half, so "
+            "a slow stage never stalls the others and memory stays bounded. 0 = max(500, 2 x max_in_flight)."
         ),
     )
     kafka_session_timeout_s: float = Field(

@@ -1,16 +1,17 @@
 """Many turns in flight, order per session, offsets that never pass unfinished work.
 
 An LLM call takes seconds, so a stage must run many turns at once; but a session's turns must be
-handled in order, and a committed offset must never pass a turn still running (faust's own
-``concurrency=N`` gets that wrong, bug #606). This window gives all three:
+handled in order, and a committed offset must never pass a turn still running (a plain "N
+concurrent handlers per partition" gets that wrong: it acks out of order). This window gives all three:
 
 * a semaphore caps running work; a turn waiting for its session's previous turn does not hold a
   slot, so a burst of one session cannot starve the others;
 * work of the same chain key (session) waits for the previous one of that key;
 * completions are released per partition strictly in offset order, so an ack means "this and
   everything before it in the partition is done"; a second cap bounds everything submitted and not
-  yet acked (back-pressure: ``submit`` blocks on it, so the agent stops pulling and memory stays flat,
-  and one stuck turn cannot make the ack queue grow without bound).
+  yet acked (back-pressure: ``submit`` blocks on it, so the lane stops feeding, its backlog fills and
+  the consumer pauses its partitions; memory stays flat, and one stuck turn cannot make the ack queue
+  grow without bound).
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Everything that needs to know the shape of the pipeline reads this table instead of repeating it:
 ``build_stages`` and the worker (which sources to subscribe), ``worker --stage`` (its choices),
 ``topics create/check`` (which topics exist), consumer lag (which topics a stage group reads), the
-benchmark and the docs (``describe``). Topics are named here by their short name; the real name
+benchmark, ``stats`` and ``eval`` (the stage names and the keys of a reply's ``stage_ms``) and the docs
+(``describe``). Topics are named here by their short name; the real name
 comes from ``settings.topics`` so that a prefix (a replay or test namespace) applies everywhere.
 
 The edges (deliver, the sinks, the gateway's reply tail) are listed too: they run on the same
@@ -31,6 +32,9 @@ class StageSpec:
     outputs: tuple[str, ...]
     stage_class: str  # "module:Class", imported only when the stage is built (heavy clients)
     about: str
+    # parts of the stage's processing time measured on their own, under these keys of a reply's
+    # ``stage_ms`` (they are inside the stage's own time, not added to it)
+    parts: tuple[str, ...] = ()
 
     def load(self) -> type["Stage"]:
         module, _, cls = self.stage_class.partition(":")
@@ -48,6 +52,10 @@ class EdgeSpec:
     about: str
 
 
+# A reply's ``stage_ms`` holds each stage's processing time under the stage's name, and the LLM
+# call(s) under this key (measured inside generate).
+LLM_TIMING = "llm"
+
 # every stage may also write chat.deadletter (bad input, records that break a rule)
 STAGES: tuple[StageSpec, ...] = (
     StageSpec("enrich", "inbound", ("enriched", "outbound", "deadletter"), "streams.stages.enrich:EnrichStage",
@@ -55,7 +63,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("retrieve", "enriched", ("retrieved", "deadletter"), "streams.stages.retrieve:RetrieveStage",
               "hybrid search of the knowledge base (Weaviate + MiniLM embeddings)"),
     StageSpec("generate", "retrieved", ("generated", "deadletter"), "streams.stages.generate:GenerateStage",
-              "answer with the LLM, grounded in the retrieved passages"),
+              "answer with the LLM, grounded in the retrieved passages", parts=(LLM_TIMING,)),
     StageSpec("validate", "generated", ("outbound", "escalations", "deadletter"), "streams.stages.validate:ValidateStage",
               "PII, rules and groundedness checks; reply or escalate"),
 )
@@ -72,6 +80,11 @@ EDGES: tuple[EdgeSpec, ...] = (
 )
 
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
+
+# The keys of a reply's ``stage_ms`` in pipeline order (bench, stats and eval print them so), and
+# those that are parts of a stage's time: a sum of "busy" time counts either the part or its stage.
+TIMING_KEYS: tuple[str, ...] = tuple(key for s in STAGES for key in (s.name, *s.parts))
+TIMING_PARTS: frozenset[str] = frozenset(part for s in STAGES for part in s.parts)
 
 # The gateway writes inbound (turns) and feedback (ratings); both appear in no stage's outputs.
 TOPICS: tuple[str, ...] = TOPIC_NAMES

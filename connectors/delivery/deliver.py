@@ -206,7 +206,8 @@ class Deliverer:
     def lane(self) -> Lane:
         """chat.outbound on the consumer runtime: per partition in order, acks in offset order."""
         return Lane("deliver", [self.settings.topics.outbound], self.handle,
-                    max_in_flight=self.settings.max_in_flight, chain_key=by_partition)
+                    max_in_flight=self.settings.max_in_flight, max_backlog=self.settings.stream_buffer_maxsize,
+                    chain_key=by_partition)
 
 
 def build_clients(settings: Any, http: Any) -> dict[str, ChannelClient]:

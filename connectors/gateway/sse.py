@@ -174,7 +174,8 @@ class OutboundTail:
         assert self._stop is not None
         consumer = make_tail_consumer(self.settings, f"{self.settings.consumer_group}-gateway-sse")
         lane = Lane("gateway.sse", [self.settings.topics.outbound], self.publish,
-                    max_in_flight=self.settings.max_in_flight, chain_key=by_partition)
+                    max_in_flight=self.settings.max_in_flight, max_backlog=self.settings.stream_buffer_maxsize,
+                    chain_key=by_partition)
         runtime = ConsumerRuntime(consumer, [lane], grace_s=1.0, commits=False)
         try:
             while not self._stop.is_set():

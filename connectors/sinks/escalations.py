@@ -124,7 +124,8 @@ class EscalationSink:
     def lane(self) -> Lane:
         """chat.escalations on the consumer runtime: per partition in order, acks in offset order."""
         return Lane("sink.escalations", [self.settings.topics.escalations], self.handle,
-                    max_in_flight=self.settings.max_in_flight, chain_key=by_partition)
+                    max_in_flight=self.settings.max_in_flight, max_backlog=self.settings.stream_buffer_maxsize,
+                    chain_key=by_partition)
 
 
 async def run(settings: Any, url: str, preset: str = "generic", stop: asyncio.Event | None = None,

@@ -175,7 +175,8 @@ class TranscriptSink:
         runtime's tick, under the same lock), as in a loop that does one, then the other.
         """
         return Lane("sink.transcripts", [self.settings.topics.inbound, self.settings.topics.outbound],
-                    self.add_locked, max_in_flight=self.settings.max_in_flight, chain_key=by_partition,
+                    self.add_locked, max_in_flight=self.settings.max_in_flight,
+                    max_backlog=self.settings.stream_buffer_maxsize, chain_key=by_partition,
                     committable=self.safe_offsets,
                     on_revoked=lambda gone: self.revoke([TopicPartition(t, p) for t, p in gone]))
 

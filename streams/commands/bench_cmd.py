@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from streams.config import Settings
+from streams.pipeline import LLM_TIMING, TIMING_KEYS
 
 
 def register(sub) -> None:
@@ -121,7 +122,7 @@ async def drive(
         for request in requests:
             reply = client.replies[request.message_id][0]
             latencies.append(reply.latency_ms)
-            overhead.append(reply.latency_ms - reply.stage_ms.get("llm", 0))
+            overhead.append(reply.latency_ms - reply.stage_ms.get(LLM_TIMING, 0))
             for stage, ms in reply.stage_ms.items():
                 per_stage.setdefault(stage, []).append(ms)
         order_broken = 0
@@ -157,7 +158,7 @@ def report(result: BenchResult, llm_latency_ms: float, in_flight: int) -> str:
         ),
         "per-stage processing ms (p50 / p99):",
     ]
-    for stage in ("enrich", "retrieve", "generate", "llm", "validate"):
+    for stage in TIMING_KEYS:
         values = [float(v) for v in result.stage_ms.get(stage, [])]
         if values:
             lines.append(f"  {stage:9s} {percentile(values, 50):6.0f} / {percentile(values, 99):6.0f}")

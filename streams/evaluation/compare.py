@@ -25,6 +25,7 @@ from streams.evaluation.metrics import (
     percentile,
     question_cluster,
 )
+from streams.pipeline import STAGES, TIMING_PARTS
 
 
 @dataclass
@@ -151,12 +152,14 @@ def failing_clusters(pairs, matched) -> list[tuple[str, int, float, float]]:  # 
 
 
 def stage_delays(pairs) -> list[tuple[str, float, float, float, float]]:  # type: ignore[no-untyped-def]
-    """Per integration (stage: Redis enrich, Weaviate+embedding retrieve, LLM, validate) p50/p95, A and B.
+    """Per integration (the keys of the replies' ``stage_ms``) p50/p95, A and B, the worst first.
 
+    A stage measured in parts (generate: its LLM call) is shown by its part, the integration.
     ``kafka+queue`` is end-to-end minus the stages' processing: hops, consumer waits, in-flight queues.
     """
     rows = []
-    stages = sorted({s for ra, rb in pairs for s in (*ra.stage_ms, *rb.stage_ms)} - {"generate"})
+    measured_in_parts = {s.name for s in STAGES if s.parts}
+    stages = sorted({s for ra, rb in pairs for s in (*ra.stage_ms, *rb.stage_ms)} - measured_in_parts)
     for stage in [*stages, "kafka+queue"]:
         cols = []
         for side in (0, 1):
@@ -165,7 +168,7 @@ def stage_delays(pairs) -> list[tuple[str, float, float, float, float]]:  # type
                 r = p[side]
                 if stage == "kafka+queue":
                     if r.latency_ms is not None and r.stage_ms:
-                        busy = sum(v for k, v in r.stage_ms.items() if k != "llm")
+                        busy = sum(v for k, v in r.stage_ms.items() if k not in TIMING_PARTS)
                         values.append(max(0.0, r.latency_ms - busy))
                 elif stage in r.stage_ms:
                     values.append(float(r.stage_ms[stage]))

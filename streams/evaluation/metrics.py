@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from processors.generation.text import content_words
+from streams.pipeline import TIMING_KEYS
 
 _CITATION = re.compile(r"\[[^\]\s]+\]")
 _TOKEN = re.compile(r"[a-z0-9]+")
@@ -186,7 +187,8 @@ def summarize(records: Sequence[TurnRecord], prices: dict[str, list[float]], lab
         "llm_failed_calls": sum(r.llm_failed for r in replied),
         "groundedness_mean": _mean(r.groundedness for r in replied if r.status == "ANSWERED"),
     }
-    stages = sorted({s for r in replied for s in r.stage_ms})
+    seen = {s for r in replied for s in r.stage_ms}
+    stages = [k for k in TIMING_KEYS if k in seen] + sorted(seen - set(TIMING_KEYS))  # pipeline order
     for stage in stages:
         values = [float(r.stage_ms[stage]) for r in replied if stage in r.stage_ms]
         for q in (50, 95, 99):

@@ -12,6 +12,18 @@ import math
 from collections import Counter
 
 from streams.evaluation.compare import Comparison
+from streams.pipeline import STAGES
+
+
+def timing_legend() -> str:
+    """What each row of the delay table measures, read from the pipeline table."""
+    items = []
+    for s in STAGES:
+        if s.parts:  # shown by its parts (generate: the LLM call)
+            items += [f"{part} = the {part} part of {s.name} ({s.about})" for part in s.parts]
+        else:
+            items.append(f"{s.name} = {s.about}")
+    return "; ".join(items)
 
 
 def _fmt(value: object) -> str:
@@ -172,8 +184,8 @@ bootstrap confidence interval of the mean per-turn difference B − A; "no signi
 citation (answerable) or answered anyway (not covered).</p>
 <table><tr><th>cluster</th><th>questions</th><th>failure A</th><th>failure B</th></tr>{clusters}</table>
 <h2>Which integrations add the most delay</h2>
-<p>Per-stage processing time from the replies' <code>stage_ms</code>: enrich = Redis session state, retrieve = embedding + Weaviate,
-llm = the LLM call(s), validate = rules; kafka+queue = end-to-end minus stage processing (hops, consumer waits, in-flight queues).</p>
+<p>Per-stage processing time from the replies' <code>stage_ms</code>: {esc(timing_legend())};
+kafka+queue = end-to-end minus stage processing (hops, consumer waits, in-flight queues).</p>
 <table><tr><th>integration</th><th>A p50 ms</th><th>A p95 ms</th><th>B p50 ms</th><th>B p95 ms</th></tr>{stages}</table>
 <h2>Which knowledge sources underperform (run B)</h2>
 <table><tr><th>document</th><th>cited</th><th>mean groundedness</th><th>thumbs down</th><th>cited where not relevant</th></tr>{sources}</table>

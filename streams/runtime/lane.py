@@ -35,6 +35,12 @@ def by_partition(msg: Any) -> Hashable:
     return (msg.topic(), msg.partition())
 
 
+def default_backlog(max_in_flight: int) -> int:
+    """The backlog a lane holds when ``settings.stream_buffer_maxsize`` is 0: enough fetched records
+    to refill the in-flight window twice, and at least one consume batch (500)."""
+    return max(500, max_in_flight * 2)
+
+
 class Lane:
     def __init__(
         self,
@@ -52,7 +58,7 @@ class Lane:
         self.topics = list(topics)
         self.handle = handle
         self.chain_key = chain_key
-        self.max_backlog = max_backlog or max(500, max_in_flight * 2)
+        self.max_backlog = max_backlog or default_backlog(max_in_flight)
         self.window = InFlightWindow(max_in_flight, on_release=self._released)
         self.acked: dict[TP, int] = {}
         self._committable = committable

@@ -1,9 +1,9 @@
 """``chatstream worker``: the stages of ``streams.pipeline`` on one consumer runtime.
 
-One consumer per worker process, in the group ``settings.consumer_group`` (the group the Faust
-worker used, so committed offsets carry over), subscribed to the sources of the stages it runs;
-one lane (backlog + in-flight window) per stage; one producer (acks=all, idempotent) for all
-outputs. Per record the ``StageRunner`` decodes, processes, dead-letters, retries transient trouble
+One consumer per worker process, in the group ``settings.consumer_group`` (the same group as the
+earlier Faust-based worker, so a deployment's committed offsets carry over), subscribed to the
+sources of the stages it runs; one lane (backlog + in-flight window) per stage; one producer
+(acks=all, idempotent) for all outputs. Per record the ``StageRunner`` decodes, processes, dead-letters, retries transient trouble
 and produces before the record counts as done; the lane releases it in offset order and the runtime
 commits. SIGTERM/SIGINT: stop pulling, finish in-flight turns (up to ``shutdown_grace_s``), commit,
 close.
@@ -50,7 +50,7 @@ class StageWorker:
                 await runner.handle(InboundMessage.from_confluent(msg))
 
             lanes.append(Lane(stage.name, [stage.source], handle, max_in_flight=self.settings.max_in_flight,
-                              chain_key=by_session))
+                              max_backlog=self.settings.stream_buffer_maxsize, chain_key=by_session))
         return lanes
 
     def on_assigned(self, newly: set[tuple[str, int]]) -> None:

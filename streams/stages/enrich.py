@@ -57,7 +57,7 @@ class EnrichStage(ReplyingStage):
             text = f"You are sending messages faster than we can answer. Please wait {max(1, round(retry_after))} s and try again."
             return await self._claimed(request, span, self._reply(request, text, Status.RATE_LIMITED))
         turn = await self.sessions.enrich(request)
-        turn.stage_ms["enrich"] = int((time.perf_counter() - started) * 1000)
+        turn.stage_ms[self.name] = int((time.perf_counter() - started) * 1000)
         return [OutboundRecord(self.topics.enriched, request.session_id, turn)]
 
     async def _claimed(self, request: ChatRequest, span: Span, reply: OutboundRecord) -> list[OutboundRecord]:

@@ -36,5 +36,5 @@ class GenerateStage(Stage):
         metrics.llm_call(turn.provider or "none", "degraded" if turn.degraded else "ok")
         if turn.generation_error:
             span.add_event("generation degraded", {"error": turn.generation_error})
-        turn.stage_ms["generate"] = int((time.perf_counter() - started) * 1000)
+        turn.stage_ms[self.name] = int((time.perf_counter() - started) * 1000)
         return [OutboundRecord(self.topics.generated, turn.request.session_id, turn)]

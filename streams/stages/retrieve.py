@@ -78,5 +78,5 @@ class RetrieveStage(Stage):
         span.set_attribute("chatstream.retrieval.answerable", turn.answerable)
         if not turn.retrieval_ok:
             span.add_event("retrieval failed", {"error": turn.retrieval_error or ""})
-        turn.stage_ms["retrieve"] = int((time.perf_counter() - started) * 1000)
+        turn.stage_ms[self.name] = int((time.perf_counter() - started) * 1000)
         return [OutboundRecord(self.topics.retrieved, turn.request.session_id, turn)]

@@ -10,6 +10,7 @@ from processors.records import ChatTurn, Status
 from streams import metrics
 from streams.codec import Codec
 from streams.message import InboundMessage, OutboundRecord
+from streams.pipeline import LLM_TIMING
 from streams.stages.replies import ReplyingStage
 
 
@@ -30,8 +31,8 @@ class ValidateStage(ReplyingStage):
         verdict = self.validator.validate(turn)
         response = verdict.response
         response.stage_ms = dict(turn.stage_ms)
-        response.stage_ms["llm"] = int(turn.llm_latency_ms)
-        response.stage_ms["validate"] = int((time.perf_counter() - started) * 1000)
+        response.stage_ms[LLM_TIMING] = int(turn.llm_latency_ms)
+        response.stage_ms[self.name] = int((time.perf_counter() - started) * 1000)
         for rule in verdict.failed_rules:
             metrics.validation_failed(rule)
         span.set_attribute("chatstream.reply.status", response.status.value)

@@ -17,6 +17,7 @@ from tests.audit import audit_when_done, wait_idle
 from tests.e2e.turns import new_request
 from streams.commands.stats_cmd import scrape
 from streams.commands.trace_cmd import fetch_trace, find_trace_ids
+from streams.pipeline import STAGE_NAMES
 
 pytestmark = pytest.mark.stack
 
@@ -137,7 +138,7 @@ async def test_metrics_count_every_turn(client: ChatClient, worker, settings) ->
     (await audit_when_done(client, requests, only_sent=False)).assert_clean()
     replies_after, records_after = await asyncio.to_thread(totals)
     assert replies_after - replies_before == n
-    handled = {stage: records_after.get(stage, 0) - records_before.get(stage, 0) for stage in ("enrich", "retrieve", "generate", "validate")}
+    handled = {stage: records_after.get(stage, 0) - records_before.get(stage, 0) for stage in STAGE_NAMES}
     assert handled == dict.fromkeys(handled, n), handled
     samples = await asyncio.to_thread(scrape, worker.metrics_url)
     assert any(name.startswith("chatstream_stage_duration") and name.endswith("_count") for name in samples)
@@ -179,5 +180,5 @@ async def test_stats_once_shows_stages_and_lag(client: ChatClient, worker, setti
     rc = await asyncio.to_thread(main, ["stats", "--once", "--url", worker.metrics_url])
     out = capsys.readouterr().out
     assert rc == 0
-    for word in ("enrich", "retrieve", "generate", "validate", "replies ANSWERED", "consumer lag", settings.topics.inbound):
+    for word in (*STAGE_NAMES, "replies ANSWERED", "consumer lag", settings.topics.inbound):
         assert word in out, out

@@ -86,23 +86,33 @@ async def test_batches_are_bounded():
         await embedder.close()
 
 
-async def test_event_loop_stays_responsive(model_embedder):
+async def test_event_loop_runs_other_tasks_while_onnx_works(model_embedder, monkeypatch):
     texts = ["a paragraph about data export and GDPR deletion requests " * 8] * 64
     ticks = 0
+    runs: list[tuple[int, int]] = []  # (thread that ran the batch, loop ticks during the batch)
+    run_batch = model_embedder._run_batch
+
+    def observed(batch: list[str]):
+        before = ticks
+        vectors = run_batch(batch)
+        runs.append((threading.get_ident(), ticks - before))
+        return vectors
 
     async def ticker():
         nonlocal ticks
         while True:
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(0.001)
             ticks += 1
 
+    monkeypatch.setattr(model_embedder, "_run_batch", observed)
     task = asyncio.create_task(ticker())
-    started = time.perf_counter()
-    await model_embedder.embed(texts)
-    elapsed = time.perf_counter() - started
-    task.cancel()
-    assert elapsed > 0.05  # real work happened...
-    assert ticks >= (elapsed / 0.005) * 0.3  # ...while the loop kept ticking
+    try:
+        vectors = await model_embedder.embed(texts)
+    finally:
+        task.cancel()
+    assert len(vectors) == 64 and runs
+    assert all(thread != threading.get_ident() for thread, _ in runs)  # ONNX runs off the loop's thread...
+    assert sum(during for _, during in runs) > 0  # ...and the loop ran other tasks meanwhile (no GIL-held run)
 
 
 async def test_rejects_a_bare_string(model_embedder):
@@ -110,16 +120,26 @@ async def test_rejects_a_bare_string(model_embedder):
         await model_embedder.embed("not a list")  # type: ignore[arg-type]
 
 
-async def test_throughput_report(model_embedder, capsys):
+async def test_concurrent_single_text_calls_share_onnx_runs_and_get_their_own_vectors(model_embedder, capsys):
+    """Behaviour, not speed: 256 single-text calls become a few bounded ONNX runs whose vectors are
+    each caller's own. The rate is printed for reading (speed targets belong to benchmarks)."""
     texts = [f"How do I change the billing address on invoice {i} for my team account?" for i in range(256)]
     await model_embedder.embed(texts[:8])
+    before = len(model_embedder.stats.batch_sizes)
     started = time.perf_counter()
-    await asyncio.gather(*(model_embedder.embed([t]) for t in texts))
+    merged = await asyncio.gather(*(model_embedder.embed([t]) for t in texts))
     elapsed = time.perf_counter() - started
-    rate = len(texts) / elapsed
+    sizes = model_embedder.stats.batch_sizes[before:]
+    assert sum(sizes) == len(texts)
+    assert len(sizes) < len(texts)  # fewer ONNX runs than calls...
+    assert len(sizes) <= len(texts) // model_embedder.max_batch + 1, sizes  # ...about one per max_batch texts
+    assert max(sizes) <= model_embedder.max_batch
+    for i in range(0, len(texts), 17):  # each caller gets the vector its text gets alone
+        alone = (await model_embedder.embed([texts[i]]))[0]
+        assert cos(merged[i][0], alone) > 0.999, i
     with capsys.disabled():
-        print(f"\nlocal MiniLM: {rate:.0f} short texts/s as concurrent single-text calls")
-    assert rate > 50
+        print(f"\nlocal MiniLM: {len(texts) / elapsed:.0f} short texts/s as concurrent single-text calls "
+              f"({len(sizes)} ONNX runs for {len(texts)} calls; shared machine, a figure to read, not a target)")
 
 
 # --- OpenAI-compatible API ---------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 
@@ -10,6 +11,7 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from stack.kafka import Kafka, new_cluster_id
+from stack.service import NotReady
 from streams.config import Settings
 
 PARTITIONS = 3
@@ -143,3 +145,17 @@ def test_server_properties_follow_settings(tmp_path) -> None:
     assert props["transaction.state.log.replication.factor"] == "1"
     assert props["group.initial.rebalance.delay.ms"] == "0"
     assert props["log.dirs"] == str(tmp_path.resolve() / "kafka" / "data")
+
+
+@pytest.mark.stack
+def test_probe_answers_on_the_running_broker(settings: Settings) -> None:
+    Kafka(settings).probe()  # the admin client comes from streams.runtime.clients; no NotReady
+
+
+def test_probe_is_not_ready_while_the_port_answers_but_no_broker_does(tmp_path) -> None:
+    with socket.socket() as listener:  # the port is open, but nothing speaks Kafka on it
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        settings = Settings(home=tmp_path, bind_host="127.0.0.1", kafka_port=listener.getsockname()[1])
+        with pytest.raises(NotReady, match="metadata request failed"):
+            Kafka(settings).probe()

@@ -3,7 +3,19 @@
 from __future__ import annotations
 
 from streams.config import Settings
-from streams.pipeline import EDGES, STAGE_NAMES, STAGES, build_stages, describe, source_topic, stage_sources, topic_names
+from streams.pipeline import (
+    EDGES,
+    LLM_TIMING,
+    STAGE_NAMES,
+    STAGES,
+    TIMING_KEYS,
+    TIMING_PARTS,
+    build_stages,
+    describe,
+    source_topic,
+    stage_sources,
+    topic_names,
+)
 from streams.topics import topic_specs
 
 
@@ -32,3 +44,10 @@ def test_edges_are_described_with_the_stages() -> None:
     text = describe()
     for name in [*STAGE_NAMES, *(e.name for e in EDGES)]:
         assert name in text
+
+
+def test_stage_classes_carry_the_table_names_and_timing_keys_follow_the_order() -> None:
+    # a stage writes its processing time under its own name; the table and the class must agree
+    assert [spec.load().name for spec in STAGES] == list(STAGE_NAMES)
+    assert TIMING_KEYS == ("enrich", "retrieve", "generate", LLM_TIMING, "validate")
+    assert TIMING_PARTS == {LLM_TIMING}

@@ -91,10 +91,9 @@ async def test_outage_opens_the_circuit_then_recovery_closes_it(llm, turn):
     first = await generator.generate(turn)
     assert first.degraded and breaker.state is CircuitState.OPEN
     calls = llm.stats()["total"]
-    started = time.monotonic()
-    second = await generator.generate(turn)  # circuit open: fast fallback, no call
+    second = await generator.generate(turn)  # circuit open: the fallback answers without calling the LLM
     assert second.degraded and "circuit open" in second.generation_error
-    assert llm.stats()["total"] == calls and time.monotonic() - started < 0.2
+    assert llm.stats()["total"] == calls  # no request at all, so nothing to wait for (no timed assertion)
     llm.script(mode="ok")
     time.sleep(0.45)
     third = await generator.generate(turn)

@@ -7,10 +7,11 @@ import math
 import pytest
 
 from processors.records import ChatFeedback, ChatRequest, ChatResponse, ChatTurn, Citation, FeedbackKind, Passage, Status
-from streams.evaluation.compare import bootstrap_ci, compare, verdict
+from streams.evaluation.compare import bootstrap_ci, compare, stage_delays, verdict
 from streams.evaluation.metrics import percentile, rouge_l, score_label, summarize, token_f1
-from streams.evaluation.report import comparison_html, comparison_text
+from streams.evaluation.report import comparison_html, comparison_text, timing_legend
 from streams.evaluation.run import build_records
+from streams.pipeline import STAGES, TIMING_KEYS
 from streams.replay.source import Label
 
 PRICES = {"m": [1.0, 2.0]}  # USD per million tokens
@@ -122,3 +123,19 @@ def test_unanswerable_scored_only_on_declining():
     record = _run()[2]
     score = score_label(record, LABELS[2])
     assert score.unanswerable and score.declined and score.hit_at_k is None
+
+
+def test_stage_delays_and_summary_read_the_pipeline_table():
+    a, b = _run(), _run()
+    for r in (*a, *b):
+        r.stage_ms = {"validate": 1, "generate": 60, "llm": 50, "retrieve": 10, "enrich": 2}
+        r.latency_ms = 200.0
+    rows = {row[0]: row for row in stage_delays(list(zip(a, b)))}
+    # generate is measured in parts: its LLM call is the integration shown, and it is not counted twice
+    assert set(rows) == {*TIMING_KEYS, "kafka+queue"} - {s.name for s in STAGES if s.parts}
+    assert rows["kafka+queue"][1] == 200 - (1 + 60 + 10 + 2)
+    s = summarize(a, PRICES, LABELS)
+    stage_keys = [k.removeprefix("stage_").removesuffix("_p50_ms") for k in s if k.startswith("stage_") and k.endswith("_p50_ms")]
+    assert stage_keys == list(TIMING_KEYS)  # pipeline order, not alphabetical
+    legend = timing_legend()
+    assert all(f"{k} = " in legend for k in rows if k != "kafka+queue")
