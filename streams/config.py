@@ -24,6 +24,7 @@ TOPIC_NAMES = (
     "escalations",
     "deadletter",
     "feedback",
+    "deltas",
 )
 
 
@@ -40,6 +41,7 @@ class Topics:
         self.escalations = f"{prefix}chat.escalations"
         self.deadletter = f"{prefix}chat.deadletter"
         self.feedback = f"{prefix}chat.feedback"
+        self.deltas = f"{prefix}chat.deltas"  # provisional answer pieces while a turn generates
 
     def all(self) -> list[str]:
         return [getattr(self, name) for name in TOPIC_NAMES]
@@ -166,6 +168,22 @@ class Settings(BaseSettings):
     )
     llm_deadline_s: float = Field(
         default=45.0, description="Bound on one provider's call including retries and waits."
+    )
+    llm_client: Literal["httpx", "openai"] = Field(
+        default="httpx", description="OpenAI-compatible client: the lean httpx transport or the openai SDK."
+    )
+    llm_turn_budget_s: float = Field(
+        default=12.0,
+        description="One generation budget per turn across attempts, waits and providers (until an answer streams).",
+    )
+    llm_first_token_timeout_s: float = Field(
+        default=4.0, description="No first token from a provider within this: taken as hung, failover/fallback."
+    )
+    llm_stream_stall_s: float = Field(
+        default=4.0, description="Longest gap between two streamed tokens; a steady stream is never cut off."
+    )
+    llm_stream_holdback_chars: int = Field(
+        default=0, description="Extra characters held back before provisional text is shown (PII runs are always held)."
     )
     circuit_failure_threshold: int = 5
     circuit_reset_s: float = 10.0

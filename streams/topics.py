@@ -28,7 +28,7 @@ class TopicProblem:
 def topic_specs(settings: Settings) -> list[NewTopic]:
     t = settings.topics
     specs = []
-    for short in ("inbound", "enriched", "retrieved", "generated", "outbound", "escalations", "deadletter", "feedback"):
+    for short in ("inbound", "enriched", "retrieved", "generated", "outbound", "escalations", "deadletter", "feedback", "deltas"):
         config = {"retention.ms": str(settings.retention_ms)}
         if short in MAX_MESSAGE_BYTES:
             config["max.message.bytes"] = str(MAX_MESSAGE_BYTES[short])
