@@ -126,6 +126,7 @@ class Runtime:
                 return
             self.producer = AsyncProducer(self.settings.kafka_bootstrap, **PIPELINE_MAX_REQUEST)
             for stage in self.stages:
+                stage.attach_producer(self.producer, self.codec)
                 await stage.start(self.codec)
             self._is_started = True
             metrics.register_inflight_gauge(self.windows)

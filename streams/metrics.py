@@ -28,6 +28,12 @@ RETRIEVAL_TOP_SCORE = _meter.create_histogram(
 REPLIES = _meter.create_counter("chatstream.replies", description="Replies by status (escalation rate = ESCALATED/all)")
 VALIDATION_FAILURES = _meter.create_counter("chatstream.validation.failures", description="Validation rules failed")
 FEEDBACK = _meter.create_counter("chatstream.feedback", description="User feedback by kind")
+TTFT = _meter.create_histogram(
+    "chatstream.llm.time_to_first_token",
+    unit="ms",
+    description="From the generate stage taking a turn to its first provisional text being shown",
+)
+DELTAS = _meter.create_counter("chatstream.deltas", description="Provisional answer pieces by outcome")
 
 
 def stage_processed(stage: str, seconds: float, outcome: str) -> None:
@@ -53,6 +59,14 @@ def reply_produced(status: str, latency_ms: int, model: str, prompt_tokens: int,
 
 def llm_call(provider: str, outcome: str) -> None:
     LLM_CALLS.add(1, {"provider": provider, "outcome": outcome})
+
+
+def time_to_first_token(ms: float, provider: str) -> None:
+    TTFT.record(ms, {"provider": provider})
+
+
+def deltas_published(count: int, outcome: str) -> None:
+    DELTAS.add(count, {"outcome": outcome})
 
 
 def retrieval_score(score: float) -> None:

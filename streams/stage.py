@@ -48,6 +48,12 @@ class Stage(ABC):
     @abstractmethod
     def source(self) -> str: ...
 
+    def attach_producer(self, producer: AsyncProducer, codec: Codec) -> None:
+        """The worker's producer and codec, handed over before ``start``: for stages that publish
+        besides their outputs (generate's provisional deltas on chat.deltas)."""
+        self.producer = producer
+        self.codec = codec
+
     async def start(self, codec: Codec) -> None:
         """Open clients; called once before the first record."""
 
