@@ -252,6 +252,9 @@ class Settings(BaseSettings):
     deliver_backoff_base_s: float = 0.5
     deliver_backoff_max_s: float = 30.0
     deliver_timeout_s: float = 10.0
+    deliver_draft_update_interval_s: float = Field(
+        default=1.0, description="Least time between two in-place edits of one provisional message (Slack, Teams)."
+    )
     deliver_rate_per_s: dict[str, float] = Field(
         default_factory=lambda: {"slack": 10.0, "whatsapp": 20.0, "teams": 10.0},
         description="Per-channel send rate of one deliver instance.",
