@@ -20,7 +20,9 @@ def register(sub) -> None:
     parser = sub.add_parser("bench", help="drive turns through a fresh pipeline and print throughput and latency")
     parser.add_argument("--turns", type=int, default=2000)
     parser.add_argument("--rate", type=float, default=0, help="turns per second to offer (0 = as fast as possible)")
-    parser.add_argument("--llm-latency-ms", type=float, default=0)
+    parser.add_argument("--llm-latency-ms", type=float, default=0, help="LLM latency (streamed: time to first token)")
+    parser.add_argument("--llm-token-ms", type=float, default=0, help="streamed answers: pause between tokens")
+    parser.add_argument("--llm-tokens", type=int, default=0, help="streamed answers: exactly this many tokens")
     parser.add_argument("--sessions", type=int, default=0, help="distinct sessions (default turns/10)")
     parser.add_argument("--in-flight", type=int, default=None, help="worker's max in-flight turns per stage")
     parser.add_argument("--workers", type=int, default=1, help="worker processes sharing the consumer group")
@@ -39,6 +41,7 @@ class BenchResult:
     overhead_ms: list[float]
     stage_ms: dict[str, list[int]]
     peak_rss_mb: float
+    ttft_ms: list[float] | None = None  # first provisional text on chat.deltas, from sent_at
 
     @property
     def throughput(self) -> float:
@@ -57,7 +60,18 @@ async def drive(settings: Settings, turns: int, rate: float, sessions: int, time
     from processors.records import now_ms
     from streams.client import ChatClient, new_request
 
+    from processors.records import ChatDelta
+    from streams.client import TopicTail
+
+    first_delta_ms: dict[str, float] = {}
+
+    def on_delta(delta: ChatDelta, msg) -> None:  # tail thread; the first piece with text counts
+        if delta.text and delta.message_id not in first_delta_ms:
+            first_delta_ms[delta.message_id] = time.time() * 1000
+
     async with ChatClient(settings) as client:
+        deltas = TopicTail(settings, settings.topics.deltas, lambda b: client.codec.decode(b, ChatDelta), on_delta)
+        await asyncio.to_thread(deltas.start)
         session_ids = [f"bench:{uuid.uuid4().hex[:8]}" for _ in range(sessions)]
         requests = [
             new_request(f"How do I export my data? (turn {i})", session_ids[i % sessions], user_id=f"bench-{i % sessions}", channel="bench")
@@ -105,7 +119,10 @@ async def drive(settings: Settings, turns: int, rate: float, sessions: int, time
             deduped = list(dict.fromkeys(got))
             order_broken += deduped != expected
         duplicates = sum(len(v) - 1 for v in client.replies.values())
-        return BenchResult(turns, len(client.replies), duplicates, order_broken, elapsed, latencies, overhead, per_stage, peak_rss)
+        await asyncio.to_thread(deltas.stop)
+        ttft = [first_delta_ms[r.message_id] - r.sent_at for r in requests if r.message_id in first_delta_ms]
+        return BenchResult(turns, len(client.replies), duplicates, order_broken, elapsed, latencies, overhead, per_stage,
+                           peak_rss, ttft)
 
 
 def report(result: BenchResult, llm_latency_ms: float, in_flight: int) -> str:
@@ -121,6 +138,10 @@ def report(result: BenchResult, llm_latency_ms: float, in_flight: int) -> str:
         ),
         "pipeline overhead ms   p50 {:.0f}  p95 {:.0f}  p99 {:.0f}   (latency minus LLM time)".format(
             *(percentile(result.overhead_ms, q) for q in (50, 95, 99))
+        ),
+        "time to first token ms p50 {:.0f}  p95 {:.0f}  p99 {:.0f}   ({} turns streamed; first text on chat.deltas, "
+        "LLM TTFT {:.0f} ms)".format(
+            *(percentile(result.ttft_ms or [], q) for q in (50, 95, 99)), len(result.ttft_ms or []), llm_latency_ms
         ),
         "per-stage processing ms (p50 / p99):",
     ]
@@ -140,6 +161,11 @@ def run(args, settings: Settings) -> int:
     run_id = uuid.uuid4().hex[:8]
     sessions = args.sessions or max(1, args.turns // 10)
     with LLMServerProcess(args.llm_latency_ms) as llm:
+        if args.llm_token_ms or args.llm_tokens:
+            import httpx
+
+            httpx.post(f"{llm.base_url[:-3]}/_script", json={"token_ms": args.llm_token_ms, "tokens": args.llm_tokens},
+                       timeout=10).raise_for_status()
         overrides = dict(
             topic_prefix=f"bench-{run_id}.",
             consumer_group=f"bench-{run_id}",
@@ -159,7 +185,8 @@ def run(args, settings: Settings) -> int:
             for worker in workers:
                 worker.wait_started(120)
             print(f"bench {run_id}: {args.turns} turns over {sessions} sessions, rate {args.rate or 'max'}/s, "
-                  f"LLM latency {args.llm_latency_ms:.0f} ms, worker pids {' '.join(str(w.pid) for w in workers)}")
+                  f"LLM latency {args.llm_latency_ms:.0f} ms (then {args.llm_token_ms:g} ms x {args.llm_tokens} tokens), "
+                  f"worker pids {' '.join(str(w.pid) for w in workers)}")
             result = asyncio.run(drive(bench_settings, args.turns, args.rate, sessions, args.timeout, workers))
             print(report(result, args.llm_latency_ms, bench_settings.max_in_flight * args.workers))
         finally:
