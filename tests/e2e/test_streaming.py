@@ -20,6 +20,7 @@ from streams.dev.llm_server import ScriptedLLMServer
 from streams.dev.worker_process import WorkerProcess
 
 from .conftest import pipeline_settings
+from .turns import new_request
 from .sse_client import ServedGateway, SSEReader, shown_text
 
 pytestmark = pytest.mark.stack
@@ -162,3 +163,40 @@ async def test_reconnect_with_last_event_id_resumes_without_repeats(llm, session
         assert text.strip() == reply.data["text"]
     finally:
         task.cancel()
+
+
+async def test_slack_sees_a_placeholder_edits_and_the_final_text(llm, settings):
+    """The real worker streams, the real deliver service edits a placeholder on a Slack stand-in."""
+    from connectors.delivery import deliver
+    from streams.client import ChatClient
+
+    from tests.connectors.connector_fakes import Recorder
+
+    llm.script(answer=None, tokens=60)  # 300 ms to the first token, then 60 tokens 40 ms apart: ~2.7 s
+    slack = Recorder([(200, {}, lambda r: {"ok": True, "channel": "C1", "ts": "1700000000.000200"})])
+    s = settings.derive(slack_api_url=slack.url, slack_bot_token="xoxb-test", deliver_group=f"{settings.consumer_group}-deliver")
+    stop = asyncio.Event()
+    service = asyncio.create_task(deliver.run(s, stop))
+    try:
+        async with ChatClient(s) as client:
+            request = new_request(QUESTION, f"slack:T1:C1:{time.time_ns()}", channel="slack",
+                                  metadata={"slack_channel": "C1", "slack_thread_ts": "1700000000.000100"})
+            reply = await client.ask(request, 60)
+        assert reply.status.value == "ANSWERED", reply
+        deadline = time.monotonic() + 30
+        while not any(r["body"].get("text", "").startswith(reply.text) for r in slack.requests[1:]):
+            assert time.monotonic() < deadline, [r["path"] for r in slack.requests]
+            await asyncio.sleep(0.1)
+    finally:
+        stop.set()
+        await asyncio.wait_for(service, 30)
+        slack.close()
+    paths = [r["path"] for r in slack.requests]
+    assert paths[0] == "/chat.postMessage" and paths.count("/chat.postMessage") == 1, paths
+    assert paths.count("/chat.update") >= 2, paths  # at least one edit while written, then the final text
+    assert slack.requests[0]["body"]["thread_ts"] == "1700000000.000100"
+    edits = [r for r in slack.requests[1:]]
+    assert all(e["body"]["ts"] == "1700000000.000200" for e in edits)
+    gaps = [b - a for a, b in zip(slack.times[1:-1], slack.times[2:-1])]
+    assert all(g >= 0.9 for g in gaps), gaps  # at most about one edit a second while written
+    assert reply.text in slack.requests[-1]["body"]["text"]
