@@ -23,6 +23,8 @@ def register(sub) -> None:
     parser.add_argument("--llm-latency-ms", type=float, default=0, help="LLM latency (streamed: time to first token)")
     parser.add_argument("--llm-token-ms", type=float, default=0, help="streamed answers: pause between tokens")
     parser.add_argument("--llm-tokens", type=int, default=0, help="streamed answers: exactly this many tokens")
+    parser.add_argument("--sse", action="store_true",
+                        help="web turns read through a real gateway's SSE (one stream per session): TTFT at the client")
     parser.add_argument("--sessions", type=int, default=0, help="distinct sessions (default turns/10)")
     parser.add_argument("--in-flight", type=int, default=None, help="worker's max in-flight turns per stage")
     parser.add_argument("--workers", type=int, default=1, help="worker processes sharing the consumer group")
@@ -42,6 +44,9 @@ class BenchResult:
     stage_ms: dict[str, list[int]]
     peak_rss_mb: float
     ttft_ms: list[float] | None = None  # first provisional text on chat.deltas, from sent_at
+    sse_ttft_ms: list[float] | None = None  # first delta with text at an SSE client, from sent_at
+    sse_reply_ms: list[float] | None = None  # the reply at an SSE client, from sent_at
+    sse_repeats: int = 0  # replies an SSE client got more than once
 
     @property
     def throughput(self) -> float:
@@ -56,7 +61,8 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-async def drive(settings: Settings, turns: int, rate: float, sessions: int, timeout_s: float, workers: list) -> BenchResult:
+async def drive(settings: Settings, turns: int, rate: float, sessions: int, timeout_s: float, workers: list,
+                gateway_url: str | None = None) -> BenchResult:
     from processors.records import now_ms
     from streams.client import ChatClient, new_request
 
@@ -72,9 +78,19 @@ async def drive(settings: Settings, turns: int, rate: float, sessions: int, time
     async with ChatClient(settings) as client:
         deltas = TopicTail(settings, settings.topics.deltas, lambda b: client.codec.decode(b, ChatDelta), on_delta)
         await asyncio.to_thread(deltas.start)
-        session_ids = [f"bench:{uuid.uuid4().hex[:8]}" for _ in range(sessions)]
+        readers = None
+        if gateway_url:  # web sessions of the bench tenant, each read through the gateway's SSE
+            from streams.dev.sse_probe import TENANT, SSEReaders
+
+            session_ids = [f"web:{TENANT}:{uuid.uuid4().hex[:8]}" for _ in range(sessions)]
+            readers = SSEReaders(gateway_url, session_ids)
+            await readers.start()
+        else:
+            session_ids = [f"bench:{uuid.uuid4().hex[:8]}" for _ in range(sessions)]
+        channel = "web" if gateway_url else "bench"
         requests = [
-            new_request(f"How do I export my data? (turn {i})", session_ids[i % sessions], user_id=f"bench-{i % sessions}", channel="bench")
+            new_request(f"How do I export my data? (turn {i})", session_ids[i % sessions], user_id=f"bench-{i % sessions}",
+                        channel=channel, **({"tenant": "bench"} if gateway_url else {}))
             for i in range(turns)
         ]
         started = time.monotonic()
@@ -121,8 +137,19 @@ async def drive(settings: Settings, turns: int, rate: float, sessions: int, time
         duplicates = sum(len(v) - 1 for v in client.replies.values())
         await asyncio.to_thread(deltas.stop)
         ttft = [first_delta_ms[r.message_id] - r.sent_at for r in requests if r.message_id in first_delta_ms]
-        return BenchResult(turns, len(client.replies), duplicates, order_broken, elapsed, latencies, overhead, per_stage,
-                           peak_rss, ttft)
+        result = BenchResult(turns, len(client.replies), duplicates, order_broken, elapsed, latencies, overhead,
+                             per_stage, peak_rss, ttft)
+        if readers is not None:
+            deadline = time.monotonic() + 10
+            while len(readers.reply_ms) < turns and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            await readers.close()
+            result.sse_ttft_ms = [readers.first_delta_ms[r.message_id] - r.sent_at for r in requests
+                                  if r.message_id in readers.first_delta_ms]
+            result.sse_reply_ms = [readers.reply_ms[r.message_id] - r.sent_at for r in requests
+                                   if r.message_id in readers.reply_ms]
+            result.sse_repeats = sum(n - 1 for n in readers.replies_seen.values())
+        return result
 
 
 def report(result: BenchResult, llm_latency_ms: float, in_flight: int) -> str:
@@ -145,6 +172,12 @@ def report(result: BenchResult, llm_latency_ms: float, in_flight: int) -> str:
         ),
         "per-stage processing ms (p50 / p99):",
     ]
+    if result.sse_ttft_ms is not None:
+        lines.append("at the SSE client ms  TTFT p50 {:.0f}  p95 {:.0f}  p99 {:.0f}   reply p50 {:.0f}  p99 {:.0f}   "
+                     "({} first deltas, {} replies, {} repeated)".format(
+                         *(percentile(result.sse_ttft_ms, q) for q in (50, 95, 99)),
+                         *(percentile(result.sse_reply_ms or [], q) for q in (50, 99)),
+                         len(result.sse_ttft_ms), len(result.sse_reply_ms or []), result.sse_repeats))
     for stage in ("enrich", "retrieve", "generate", "llm", "validate"):
         values = [float(v) for v in result.stage_ms.get(stage, [])]
         if values:
@@ -187,7 +220,14 @@ def run(args, settings: Settings) -> int:
             print(f"bench {run_id}: {args.turns} turns over {sessions} sessions, rate {args.rate or 'max'}/s, "
                   f"LLM latency {args.llm_latency_ms:.0f} ms (then {args.llm_token_ms:g} ms x {args.llm_tokens} tokens), "
                   f"worker pids {' '.join(str(w.pid) for w in workers)}")
-            result = asyncio.run(drive(bench_settings, args.turns, args.rate, sessions, args.timeout, workers))
+            if args.sse:
+                from streams.dev.sse_probe import GatewayProcess
+
+                with GatewayProcess(bench_settings) as gateway:
+                    result = asyncio.run(drive(bench_settings, args.turns, args.rate, sessions, args.timeout, workers,
+                                               gateway.url))
+            else:
+                result = asyncio.run(drive(bench_settings, args.turns, args.rate, sessions, args.timeout, workers))
             print(report(result, args.llm_latency_ms, bench_settings.max_in_flight * args.workers))
         finally:
             for worker in workers:
