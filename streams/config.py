@@ -182,6 +182,9 @@ class Settings(BaseSettings):
     llm_stream_stall_s: float = Field(
         default=4.0, description="Longest gap between two streamed tokens; a steady stream is never cut off."
     )
+    llm_stream_delta_interval_ms: float = Field(
+        default=100.0, description="After the first provisional piece, text is gathered this long per chat.deltas record."
+    )
     llm_stream_holdback_chars: int = Field(
         default=0, description="Extra characters held back before provisional text is shown (PII runs are always held)."
     )

@@ -43,6 +43,7 @@ ENV_FIELDS = (
     "llm_first_token_timeout_s",
     "llm_stream_stall_s",
     "llm_stream_holdback_chars",
+    "llm_stream_delta_interval_ms",
     "llm_backoff_base_s",
     "llm_retry_after_max_s",
     "channels",

@@ -43,6 +43,7 @@ class GenerateStage(Stage):
                 request=turn.request,
                 allowed=[f"{p.title}\n{p.text}" for p in turn.passages],  # as the validator allows them
                 holdback_chars=self.settings.llm_stream_holdback_chars,
+                interval_s=self.settings.llm_stream_delta_interval_ms / 1000,
                 span=span,
             )
         turn = await self.generator.generate(turn, on_delta=deltas.on_delta if deltas else None)
