@@ -102,7 +102,10 @@ class TurnDeltas:
             self._timer.cancel()
             self._timer = None
         text, self._pending = self._pending + self.redactor.flush(), ""
-        self._publish(text, final=True)
+        if text or self.seq:  # nothing streamed at all (e.g. retrieval down): the reply says it all
+            self._publish(text, final=True)
+        if not self._sends:
+            return 0
         done, pending = await asyncio.wait(self._sends, timeout=timeout_s)
         for task in pending:
             task.cancel()

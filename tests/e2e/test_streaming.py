@@ -11,6 +11,7 @@ import time
 
 import httpx
 import pytest
+from pydantic import SecretStr
 import pytest_asyncio
 
 
@@ -38,7 +39,9 @@ def llm():
 
 @pytest.fixture(scope="module")
 def settings(llm, knowledge_base):
-    return pipeline_settings(llm, gateway_api_keys={API_KEY: "acme"}, rate_limit_burst=100, rate_limit_per_minute=600)
+    # the web caller's tenant is the one whose help center is ingested
+    return pipeline_settings(llm, gateway_api_keys={API_KEY: knowledge_base}, rate_limit_burst=100,
+                             rate_limit_per_minute=600)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +101,7 @@ async def test_deltas_arrive_before_the_reply_and_add_up_to_it(llm, session):
     reader: SSEReader = state["reader"]
     reply = await reader.wait_reply(mid)
     deltas = reader.of(mid, "delta")
-    assert len(deltas) >= 2, [e.id for e in reader.events]
+    assert len(deltas) >= 2, (reply.data, [e.id for e in reader.events])
     assert all(d.at < reply.at for d in deltas)
     assert [d.data["seq"] for d in deltas] == list(range(len(deltas)))  # in order, no repeats
     assert deltas[-1].data["final"] is True
@@ -174,7 +177,8 @@ async def test_slack_sees_a_placeholder_edits_and_the_final_text(llm, settings):
 
     llm.script(answer=None, tokens=60)  # 300 ms to the first token, then 60 tokens 40 ms apart: ~2.7 s
     slack = Recorder([(200, {}, lambda r: {"ok": True, "channel": "C1", "ts": "1700000000.000200"})])
-    s = settings.derive(slack_api_url=slack.url, slack_bot_token="xoxb-test", deliver_group=f"{settings.consumer_group}-deliver")
+    s = settings.derive(slack_api_url=slack.url, slack_bot_token=SecretStr("xoxb-test"),
+                        deliver_group=f"{settings.consumer_group}-deliver")
     stop = asyncio.Event()
     service = asyncio.create_task(deliver.run(s, stop))
     try:

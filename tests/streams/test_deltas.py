@@ -53,3 +53,9 @@ async def test_lost_pieces_are_counted_not_silent() -> None:
     deltas.on_delta("Hello there ")
     deltas.on_delta("friend")
     assert await deltas.finish() == 3  # "Hello ", "there " and the final "friend"
+
+
+async def test_nothing_is_published_when_nothing_streamed() -> None:
+    producer = Producer()
+    assert await turn_deltas(producer).finish() == 0
+    assert producer.sent == []
