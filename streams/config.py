@@ -167,7 +167,8 @@ class Settings(BaseSettings):
         default=10.0, description="Cap on a provider's Retry-After hint, so one 429 cannot park a turn."
     )
     llm_deadline_s: float = Field(
-        default=45.0, description="Bound on one provider's call including retries and waits."
+        default=45.0,
+        description="Bound on one provider's non-streaming call (complete()) incl. retries; turns use llm_turn_budget_s.",
     )
     llm_client: Literal["httpx", "openai"] = Field(
         default="httpx", description="OpenAI-compatible client: the lean httpx transport or the openai SDK."
