@@ -80,9 +80,9 @@ async def drive(settings: Settings, turns: int, rate: float, sessions: int, time
         await asyncio.to_thread(deltas.start)
         readers = None
         if gateway_url:  # web sessions of the bench tenant, each read through the gateway's SSE
-            from streams.dev.sse_probe import TENANT, SSEReaders
+            from streams.dev.sse_probe import SSEReaders
 
-            session_ids = [f"web:{TENANT}:{uuid.uuid4().hex[:8]}" for _ in range(sessions)]
+            session_ids = [f"web:{settings.tenant}:{uuid.uuid4().hex[:8]}" for _ in range(sessions)]
             readers = SSEReaders(gateway_url, session_ids)
             await readers.start()
         else:
@@ -90,7 +90,7 @@ async def drive(settings: Settings, turns: int, rate: float, sessions: int, time
         channel = "web" if gateway_url else "bench"
         requests = [
             new_request(f"How do I export my data? (turn {i})", session_ids[i % sessions], user_id=f"bench-{i % sessions}",
-                        channel=channel, **({"tenant": "bench"} if gateway_url else {}))
+                        channel=channel, tenant=settings.tenant)
             for i in range(turns)
         ]
         started = time.monotonic()

@@ -19,7 +19,6 @@ from stack.ports import free_port
 from streams.config import Settings
 
 API_KEY = "bench-sse-key"
-TENANT = "bench"
 
 
 class GatewayProcess:
@@ -30,7 +29,8 @@ class GatewayProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = settings_env(
             settings,
-            CHATSTREAM_GATEWAY_API_KEYS=json.dumps({API_KEY: TENANT}),
+            # the tenant whose help center is ingested: another one has no knowledge base to retrieve from
+            CHATSTREAM_GATEWAY_API_KEYS=json.dumps({API_KEY: settings.tenant}),
             CHATSTREAM_GATEWAY_IP_RATE_PER_MINUTE="1e9",  # every stream opens from one address
             CHATSTREAM_GATEWAY_TENANT_RATE_PER_MINUTE="1e9",
         )
