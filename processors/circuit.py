@@ -40,6 +40,7 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._probe_in_flight = False
         self.times_opened = 0
+        self._on_open: list[Callable[[], None]] = []
 
     @property
     def state(self) -> CircuitState:
@@ -77,16 +78,43 @@ class CircuitBreaker:
             self._failures = 0
             self._probe_in_flight = False
 
+    def subscribe_open(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` whenever the circuit opens; returns the unsubscribe function.
+
+        Why: calls already waiting on a provider when it is judged down should give up at once
+        (and fall back) instead of each waiting out its own deadline. Callbacks run in the thread
+        that recorded the failure, outside the lock; they must be quick and must not raise.
+        """
+        with self._lock:
+            self._on_open.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                try:
+                    self._on_open.remove(callback)
+                except ValueError:
+                    pass
+
+        return unsubscribe
+
     def record_failure(self) -> None:
+        opened_now = False
         with self._lock:
             self._failures += 1
             if self._state is CircuitState.HALF_OPEN or self._failures >= self.failure_threshold:
                 if self._state is not CircuitState.OPEN:
                     self.times_opened += 1
+                    opened_now = True
                     log.warning("circuit opened after %d consecutive failures", self._failures)
                 self._state = CircuitState.OPEN
                 self._opened_at = self._clock()
             self._probe_in_flight = False
+            listeners = list(self._on_open) if opened_now else []
+        for callback in listeners:
+            try:
+                callback()
+            except Exception:  # a listener's bug must not break failure accounting
+                log.exception("circuit open listener failed")
 
     def release(self) -> None:
         """A call that was allowed ended without a verdict (cancelled); let another probe try."""

@@ -181,6 +181,21 @@ class ChatFeedback:
     created_at: int = field(default_factory=now_ms)
 
 
+@dataclass
+class ChatDelta:
+    """A provisional, already redacted piece of an answer on chat.deltas (see schemas/chat_delta.avsc)."""
+
+    message_id: str
+    session_id: str
+    channel: str
+    seq: int
+    text: str
+    final: bool = False
+    created_at: int = field(default_factory=now_ms)
+    metadata: dict[str, str] = field(default_factory=dict)
+    tenant: str = "default"
+
+
 # --- Avro bridge ---------------------------------------------------------------------------------
 
 RECORD_TYPES: dict[str, type] = {
@@ -190,6 +205,7 @@ RECORD_TYPES: dict[str, type] = {
     "ChatEscalation": ChatEscalation,
     "DeadLetter": DeadLetter,
     "ChatFeedback": ChatFeedback,
+    "ChatDelta": ChatDelta,
 }
 
 _NESTED: dict[tuple[type, str], type] = {

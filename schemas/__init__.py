@@ -18,6 +18,7 @@ CURRENT_FILES = {
     "ChatEscalation": "chat_escalation.avsc",
     "DeadLetter": "dead_letter.avsc",
     "ChatFeedback": "chat_feedback.avsc",
+    "ChatDelta": "chat_delta.avsc",
 }
 
 

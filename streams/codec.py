@@ -285,6 +285,7 @@ def make_codec(settings: Any) -> Codec:
             "ChatEscalation": t.escalations,
             "DeadLetter": t.deadletter,
             "ChatFeedback": t.feedback,
+            "ChatDelta": t.deltas,
         }
         return ConfluentCodec(settings.schema_registry_url, topic_for)
     return SingleObjectCodec()

@@ -25,6 +25,7 @@ TOPIC_NAMES = (
     "escalations",
     "deadletter",
     "feedback",
+    "deltas",
 )
 
 
@@ -41,6 +42,7 @@ class Topics:
         self.escalations = f"{prefix}chat.escalations"
         self.deadletter = f"{prefix}chat.deadletter"
         self.feedback = f"{prefix}chat.feedback"
+        self.deltas = f"{prefix}chat.deltas"  # provisional answer pieces while a turn generates
 
     def all(self) -> list[str]:
         return [getattr(self, name) for name in TOPIC_NAMES]
@@ -223,7 +225,27 @@ class Settings(BaseSettings):
         default=10.0, description="Cap on a provider's Retry-After hint, so one 429 cannot park a turn."
     )
     llm_deadline_s: float = Field(
-        default=45.0, description="Bound on one provider's call including retries and waits."
+        default=45.0,
+        description="Bound on one provider's non-streaming call (complete()) incl. retries; turns use llm_turn_budget_s.",
+    )
+    llm_client: Literal["httpx", "openai"] = Field(
+        default="httpx", description="OpenAI-compatible client: the lean httpx transport or the openai SDK."
+    )
+    llm_turn_budget_s: float = Field(
+        default=12.0,
+        description="One generation budget per turn across attempts, waits and providers (until an answer streams).",
+    )
+    llm_first_token_timeout_s: float = Field(
+        default=4.0, description="No first token from a provider within this: taken as hung, failover/fallback."
+    )
+    llm_stream_stall_s: float = Field(
+        default=4.0, description="Longest gap between two streamed tokens; a steady stream is never cut off."
+    )
+    llm_stream_delta_interval_ms: float = Field(
+        default=100.0, description="After the first provisional piece, text is gathered this long per chat.deltas record."
+    )
+    llm_stream_holdback_chars: int = Field(
+        default=0, description="Extra characters held back before provisional text is shown (PII runs are always held)."
     )
     circuit_failure_threshold: int = 5
     circuit_reset_s: float = 10.0
@@ -326,6 +348,9 @@ class Settings(BaseSettings):
     deliver_backoff_base_s: float = 0.5
     deliver_backoff_max_s: float = 30.0
     deliver_timeout_s: float = 10.0
+    deliver_draft_update_interval_s: float = Field(
+        default=1.0, description="Least time between two in-place edits of one provisional message (Slack, Teams)."
+    )
     deliver_rate_per_s: dict[str, float] = Field(
         default_factory=lambda: {"slack": 10.0, "whatsapp": 20.0, "teams": 10.0},
         description="Per-channel send rate of one deliver instance.",

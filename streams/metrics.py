@@ -32,6 +32,12 @@ REPLY_CLAIMS_LOST = _meter.create_counter(
 )
 FEEDBACK = _meter.create_counter("chatstream.feedback", description="User feedback by kind")
 CSAT = _meter.create_histogram("chatstream.feedback.csat", description="CSAT scores (1-5) given by users")
+TTFT = _meter.create_histogram(
+    "chatstream.llm.time_to_first_token",
+    unit="ms",
+    description="From the generate stage taking a turn to its first provisional text being shown",
+)
+DELTAS = _meter.create_counter("chatstream.deltas", description="Provisional answer pieces by outcome")
 
 
 def stage_processed(stage: str, seconds: float, outcome: str) -> None:
@@ -61,6 +67,14 @@ def reply_claim_lost(stage: str) -> None:
 
 def llm_call(provider: str, outcome: str) -> None:
     LLM_CALLS.add(1, {"provider": provider, "outcome": outcome})
+
+
+def time_to_first_token(ms: float, provider: str) -> None:
+    TTFT.record(ms, {"provider": provider})
+
+
+def deltas_published(count: int, outcome: str) -> None:
+    DELTAS.add(count, {"outcome": outcome})
 
 
 def retrieval_score(score: float) -> None:

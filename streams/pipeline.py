@@ -62,20 +62,20 @@ STAGES: tuple[StageSpec, ...] = (
               "validate, rate-limit, drop repeats, add session history (rejections reply at once)"),
     StageSpec("retrieve", "enriched", ("retrieved", "deadletter"), "streams.stages.retrieve:RetrieveStage",
               "hybrid search of the knowledge base (Weaviate + MiniLM embeddings)"),
-    StageSpec("generate", "retrieved", ("generated", "deadletter"), "streams.stages.generate:GenerateStage",
-              "answer with the LLM, grounded in the retrieved passages", parts=(LLM_TIMING,)),
+    StageSpec("generate", "retrieved", ("generated", "deltas", "deadletter"), "streams.stages.generate:GenerateStage",
+              "answer with the LLM, grounded in the retrieved passages; stream its pieces", parts=(LLM_TIMING,)),
     StageSpec("validate", "generated", ("outbound", "escalations", "deadletter"), "streams.stages.validate:ValidateStage",
               "PII, rules and groundedness checks; reply or escalate"),
 )
 
 EDGES: tuple[EdgeSpec, ...] = (
-    EdgeSpec("deliver", ("outbound",), ("deadletter",), "chatstream deliver",
-             "send each reply through its channel's API (Slack, WhatsApp, Teams)"),
+    EdgeSpec("deliver", ("outbound", "deltas"), ("deadletter",), "chatstream deliver",
+             "send each reply through its channel's API (Slack, WhatsApp, Teams); edit a placeholder as it streams"),
     EdgeSpec("sink.escalations", ("escalations",), ("deadletter",), "chatstream sink escalations",
              "one helpdesk ticket per escalation"),
     EdgeSpec("sink.transcripts", ("inbound", "outbound"), ("deadletter",), "chatstream sink transcripts",
              "a finished conversation, whole, to the CRM"),
-    EdgeSpec("gateway.sse", ("outbound",), (), "chatstream gateway",
+    EdgeSpec("gateway.sse", ("outbound", "deltas"), (), "chatstream gateway",
              "web replies to the browsers as server-sent events (group-less tail)"),
 )
 

@@ -50,6 +50,12 @@ class Stage(ABC):
         """The topic this stage reads, from the pipeline table (``streams.pipeline``)."""
         return source_topic(self.settings, self.name)
 
+    def attach_producer(self, producer: AsyncProducer, codec: Codec) -> None:
+        """The worker's producer and codec, handed over before ``start``: for stages that publish
+        besides their outputs (generate's provisional deltas on chat.deltas)."""
+        self.producer = producer
+        self.codec = codec
+
     async def start(self, codec: Codec) -> None:
         """Open clients; called once before the first record."""
 

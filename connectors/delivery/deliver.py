@@ -39,12 +39,13 @@ from connectors.consume import (
     process_span,
     send_dead_letter,
 )
+from connectors.delivery.drafts import Drafts, EditableClient
 from connectors.delivery.http import DeliveryError, Permanent, Transient
 from connectors.feedback import slack_reply_key
 from connectors.gateway.limits import AsyncRateLimiter
 from processors.backoff import is_transient_redis_error, retry_transient
-from processors.records import ChatResponse
-from streams.codec import Codec
+from processors.records import ChatDelta, ChatResponse
+from streams.codec import Codec, DecodeError
 from streams.runtime.lane import Lane, by_partition
 from streams.tracing import record_failure
 
@@ -93,6 +94,8 @@ class Deliverer:
         self.sleep = sleep
         self.limits = {ch: AsyncRateLimiter(rate) for ch, rate in settings.deliver_rate_per_s.items() if rate > 0}
         self.counts: dict[str, int] = {}
+        self.drafts = Drafts(redis, min_interval_s=settings.deliver_draft_update_interval_s,
+                             ttl_s=settings.idempotency_ttl_s)
 
     def _count(self, outcome: str) -> None:
         self.counts[outcome] = self.counts.get(outcome, 0) + 1
@@ -107,7 +110,9 @@ class Deliverer:
         cap = min(self.settings.deliver_backoff_max_s, self.settings.deliver_backoff_base_s * (2**attempt))
         return random.uniform(cap / 2, cap)
 
-    async def send_with_retries(self, client: ChannelClient, resp: ChatResponse) -> dict[str, str]:
+    async def send_with_retries(
+        self, client: ChannelClient, resp: ChatResponse, send: Callable[[], Awaitable[dict[str, str]]] | None = None
+    ) -> dict[str, str]:
         limiter = self.limits.get(client.channel)
         attempt = 0
         while True:
@@ -115,7 +120,7 @@ class Deliverer:
                 await limiter.acquire()
             try:
                 try:
-                    return await client.send(resp)
+                    return await (send() if send is not None else client.send(resp))
                 except DeliveryError:
                     raise
                 except Exception as unexpected:  # e.g. a 200 with a body that is not JSON
@@ -130,8 +135,28 @@ class Deliverer:
                 self._count("retried")
                 await self.sleep(delay)
 
+    async def handle_delta(self, msg: Any) -> str:
+        """A provisional piece on chat.deltas: post or edit the placeholder on channels that can edit."""
+        try:
+            delta = self.codec.decode(msg.value(), ChatDelta)
+        except DecodeError as exc:
+            log.warning("skipping an undecodable delta at %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), exc)
+            return self._done("draft_undecodable")
+        client = self.clients.get(delta.channel)
+        if not isinstance(client, EditableClient):
+            return self._done("draft_not_editable")
+        key = delivered_key(delta.message_id)
+        try:
+            outcome = await self.drafts.on_delta(client, delta, lambda: self._redis(lambda: self.redis.exists(key)))
+        except Exception as exc:  # best effort (channel or Redis trouble): the final reply still goes out
+            log.warning("%s draft of %s failed: %s: %s", delta.channel, delta.message_id, type(exc).__name__, exc)
+            outcome = "draft_failed"
+        return self._done(outcome)
+
     async def handle(self, msg: Any) -> str:
-        """Deliver one chat.outbound record; returns the outcome (for counting and tests)."""
+        """Deliver one chat.outbound record (or a chat.deltas piece); returns the outcome (for counting and tests)."""
+        if msg.topic() == self.settings.topics.deltas:
+            return await self.handle_delta(msg)
         with process_span(msg, "deliver") as span:
             resp = await decode_or_dead_letter(msg, ChatResponse, "deliver", codec=self.codec, producer=self.producer,
                                                settings=self.settings, span=span)
@@ -150,25 +175,39 @@ class Deliverer:
                                        dead_letter_for(msg, "deliver", exc, resp.message_id))
                 return self._done("dead_lettered")
             key, attempt_key = delivered_key(resp.message_id), delivering_key(resp.message_id)
-            if await self._redis(lambda: self.redis.exists(key)):
-                return self._done("duplicate")
             ttl = self.settings.idempotency_ttl_s
-            result = await self._sent_before_a_crash(client, resp, attempt_key, span)
-            if result is None:
-                now = str(int(time.time() * 1000))
-                await self._redis(lambda: self.redis.set(attempt_key, now, ex=ttl))
-                try:
-                    result = await self.send_with_retries(client, resp)
-                except DeliveryError as exc:
-                    record_failure(span, exc)
-                    await send_dead_letter(self.producer, self.codec, self.settings,
-                                           dead_letter_for(msg, "deliver", exc, resp.message_id))
-                    return self._done("dead_lettered")
-                outcome = "delivered"
-            else:
-                outcome = "found_already_sent"
-            await self._redis(lambda: self.redis.set(key, "1", nx=True, ex=ttl))
-            await self._redis(lambda: self.redis.delete(attempt_key))
+            async with self.drafts.lock(resp.message_id):  # no placeholder may be posted meanwhile
+                if await self._redis(lambda: self.redis.exists(key)):
+                    self.drafts.finish(resp.message_id)
+                    return self._done("duplicate")
+                draft = None
+                if isinstance(client, EditableClient):
+                    draft = await self._redis(lambda: self.drafts.handle_for(resp.message_id))
+                # A placeholder is edited in place: an edit repeated after a crash only writes the same
+                # final text again, so it needs neither the delivering marker nor find_sent. Posting a
+                # new message is what can double, so only that path writes the marker and asks first.
+                result = None if draft else await self._sent_before_a_crash(client, resp, attempt_key, span)
+                if result is None:
+                    if draft:
+                        send = lambda: client.finish_draft(draft, resp)  # noqa: E731
+                    else:
+                        now = str(int(time.time() * 1000))
+                        await self._redis(lambda: self.redis.set(attempt_key, now, ex=ttl))
+                        send = None
+                    try:
+                        result = await self.send_with_retries(client, resp, send)
+                    except DeliveryError as exc:
+                        record_failure(span, exc)
+                        await send_dead_letter(self.producer, self.codec, self.settings,
+                                               dead_letter_for(msg, "deliver", exc, resp.message_id))
+                        return self._done("dead_lettered")
+                    outcome = "delivered"
+                else:
+                    outcome = "found_already_sent"
+                await self._redis(lambda: self.redis.set(key, "1", nx=True, ex=ttl))
+                await self._redis(lambda: self.redis.delete(attempt_key))
+                self.drafts.finish(resp.message_id)
+            span.set_attribute("chatstream.deliver.replaced_draft", bool(draft))
             if resp.channel == "slack" and result.get("ts"):
                 turn = json.dumps({"message_id": resp.message_id, "session_id": resp.session_id, "user_id": resp.user_id})
                 await self._redis(lambda: self.redis.set(slack_reply_key(result["channel"], result["ts"]), turn, ex=ttl))
@@ -204,8 +243,9 @@ class Deliverer:
         return await in_partition_order(messages, self.handle)
 
     def lane(self) -> Lane:
-        """chat.outbound on the consumer runtime: per partition in order, acks in offset order."""
-        return Lane("deliver", [self.settings.topics.outbound], self.handle,
+        """chat.outbound and chat.deltas on the consumer runtime (``handle`` tells them apart by topic):
+        per partition in order, acks in offset order."""
+        return Lane("deliver", [self.settings.topics.outbound, self.settings.topics.deltas], self.handle,
                     max_in_flight=self.settings.max_in_flight, max_backlog=self.settings.stream_buffer_maxsize,
                     chain_key=by_partition)
 

@@ -53,9 +53,9 @@ def check(response: httpx.Response, what: str) -> None:
     raise Permanent(detail)
 
 
-async def post(client: httpx.AsyncClient, url: str, what: str, **kwargs) -> httpx.Response:
+async def post(client: httpx.AsyncClient, url: str, what: str, *, method: str = "POST", **kwargs) -> httpx.Response:
     try:
-        response = await client.post(url, **kwargs)
+        response = await client.request(method, url, **kwargs)
     except httpx.TransportError as exc:  # connect/read timeouts, refused, reset
         raise Transient(f"{what}: {type(exc).__name__}: {exc}") from exc
     check(response, what)

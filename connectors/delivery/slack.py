@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from connectors.delivery.http import Permanent, Transient, check, citations_footer, post
-from processors.records import ChatResponse
+from processors.records import ChatDelta, ChatResponse
 from streams.config import secret
 
 # Slack answers HTTP 200 {"ok": false, "error": ...}; these errors are worth a retry.
@@ -31,6 +31,7 @@ class SlackClient:
             raise ValueError("CHATSTREAM_SLACK_BOT_TOKEN is not set")
         self.base = settings.slack_api_url.rstrip("/")
         self.url = self.base + "/chat.postMessage"
+        self.update_url = self.base + "/chat.update"
         self.headers = {"Authorization": f"Bearer {token}"}
         self.client = client
 
@@ -51,14 +52,18 @@ class SlackClient:
         return body
 
     async def send(self, resp: ChatResponse) -> dict[str, str]:
-        response = await post(self.client, self.url, "slack chat.postMessage", json=self.payload(resp), headers=self.headers)
+        return await self._call(self.url, "chat.postMessage", self.payload(resp), resp.metadata)
+
+    async def _call(self, url: str, method: str, body: dict[str, Any], md: dict[str, str]) -> dict[str, str]:
+        response = await post(self.client, url, f"slack {method}", json=body, headers=self.headers)
         data = response.json()
         if not data.get("ok"):
             error = str(data.get("error") or "unknown_error")
             if error in TRANSIENT_ERRORS:
-                raise Transient(f"slack chat.postMessage: {error}")
-            raise Permanent(f"slack chat.postMessage: {error}")
-        return {"channel": str(data.get("channel") or resp.metadata["slack_channel"]), "ts": str(data.get("ts") or "")}
+                raise Transient(f"slack {method}: {error}")
+            raise Permanent(f"slack {method}: {error}")
+        return {"channel": str(data.get("channel") or body.get("channel") or md.get("slack_channel")),
+                "ts": str(data.get("ts") or body.get("ts") or "")}
 
     async def find_sent(self, resp: ChatResponse, since_ms: int) -> dict[str, str] | None:
         """The posted reply carrying ``resp.message_id`` in its metadata, posted after ``since_ms``."""
@@ -97,3 +102,28 @@ class SlackClient:
             error = str(data.get("error") or "unknown_error")
             raise (Transient if error in TRANSIENT_ERRORS else Permanent)(f"slack {method}: {error}")
         return data
+
+    # --- a provisional answer, edited in place (connectors.delivery.drafts) ----------------------
+    # Placeholders carry no reply metadata: ``find_sent`` must never take a draft for the reply.
+
+    async def post_draft(self, delta: ChatDelta, text: str) -> dict[str, str]:
+        channel = delta.metadata.get("slack_channel")
+        if not channel:
+            raise Permanent("delta has no slack_channel in its metadata")
+        body: dict[str, Any] = {"channel": channel, "text": text[:39000], "unfurl_links": False}
+        if delta.metadata.get("slack_thread_ts"):
+            body["thread_ts"] = delta.metadata["slack_thread_ts"]
+        return await self._call(self.url, "chat.postMessage", body, delta.metadata)
+
+    async def update_draft(self, handle: dict[str, str], delta: ChatDelta, text: str) -> None:
+        body = {"channel": handle["channel"], "ts": handle["ts"], "text": text[:39000]}
+        await self._call(self.update_url, "chat.update", body, delta.metadata)
+
+    async def finish_draft(self, handle: dict[str, str], resp: ChatResponse) -> dict[str, str]:
+        """The authoritative reply replaces the placeholder (same message, final text, reply metadata).
+
+        An edit is idempotent (the same final text again), so a redelivery after a crash simply edits again.
+        """
+        payload = self.payload(resp)
+        body = {"channel": handle["channel"], "ts": handle["ts"], "text": payload["text"], "metadata": payload["metadata"]}
+        return await self._call(self.update_url, "chat.update", body, resp.metadata)

@@ -14,7 +14,7 @@ import httpx
 
 from connectors.delivery.http import Permanent, citations_footer, post
 from connectors.gateway.teams import service_url_allowed
-from processors.records import ChatResponse
+from processors.records import ChatDelta, ChatResponse
 from streams.config import secret
 
 
@@ -51,7 +51,7 @@ class TeamsClient:
         self._token_expires = time.time() + float(data.get("expires_in", 3600))
         return self._token
 
-    def payload(self, resp: ChatResponse) -> tuple[str, dict[str, Any]]:
+    def payload(self, resp: ChatResponse | ChatDelta, text: str | None = None) -> tuple[str, dict[str, Any]]:
         md = resp.metadata
         service_url = (md.get("teams_service_url") or "").rstrip("/")
         conv, activity = md.get("teams_conversation_id"), md.get("teams_activity_id")
@@ -59,7 +59,8 @@ class TeamsClient:
             raise Permanent("reply has no teams_service_url/teams_conversation_id/teams_activity_id in its metadata")
         if not service_url_allowed(self.settings, service_url + "/"):
             raise Permanent(f"serviceUrl {service_url[:200]} is not in teams_service_url_allow")
-        text = resp.text + citations_footer(resp, lambda title, url: f"[{title}]({url})")
+        if text is None:
+            text = resp.text + citations_footer(resp, lambda title, url: f"[{title}]({url})")
         body: dict[str, Any] = {
             "type": "message",
             "text": text,
@@ -74,9 +75,32 @@ class TeamsClient:
 
     async def send(self, resp: ChatResponse) -> dict[str, str]:
         url, body = self.payload(resp)
+        return await self._reply(url, body)
+
+    async def _reply(self, url: str, body: dict[str, Any], method: str = "POST") -> dict[str, str]:
         headers = {"Authorization": f"Bearer {await self.token()}"}
-        response = await post(self.client, url, "bot framework reply", json=body, headers=headers)
+        what = "bot framework reply" if method == "POST" else "bot framework update"
+        response = await post(self.client, url, what, json=body, headers=headers, method=method)
         try:
             return {"id": str(response.json().get("id", ""))}
         except ValueError:
             return {"id": ""}
+
+    # --- a provisional answer, edited in place (connectors.delivery.drafts) ----------------------
+    # The Bot Connector updates a sent activity with PUT /v3/conversations/{id}/activities/{activityId}.
+
+    async def post_draft(self, delta: ChatDelta, text: str) -> dict[str, str]:
+        url, body = self.payload(delta, text)
+        result = await self._reply(url, body)
+        if not result["id"]:
+            raise Permanent("bot framework reply returned no activity id: the draft cannot be updated")
+        return {"id": result["id"], "url": url.rsplit("/", 1)[0] + "/" + quote(result["id"], safe="")}
+
+    async def update_draft(self, handle: dict[str, str], delta: ChatDelta, text: str) -> None:
+        _, body = self.payload(delta, text)
+        await self._reply(handle["url"], {**body, "id": handle["id"]}, method="PUT")
+
+    async def finish_draft(self, handle: dict[str, str], resp: ChatResponse) -> dict[str, str]:
+        _, body = self.payload(resp)
+        await self._reply(handle["url"], {**body, "id": handle["id"]}, method="PUT")
+        return {"id": handle["id"]}

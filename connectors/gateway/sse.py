@@ -1,9 +1,16 @@
-"""Replies to web sessions as server-sent events.
+"""Replies to web sessions as server-sent events: ``delta`` events while an answer is written, then
+the authoritative ``reply``.
 
-Every gateway instance tails all of ``chat.outbound`` (assigned partitions, no consumer group to
-share, starting a few seconds back), so whichever instance holds a browser's SSE connection sees
-that browser's replies; no offsets are committed because nothing here needs to survive a restart
-(a short per-session buffer covers a page that reconnects, with ``Last-Event-ID``).
+Every gateway instance tails all of ``chat.outbound`` and ``chat.deltas`` (assigned partitions, no
+consumer group to share, starting a few seconds back), so whichever instance holds a browser's SSE
+connection sees that browser's replies; no offsets are committed because nothing here needs to
+survive a restart (a short per-session buffer covers a page that reconnects, with ``Last-Event-ID``).
+
+Event ids: ``{message_id}:{seq}`` for a delta, ``{message_id}`` for a reply. A ``delta`` carries the
+new text only (concatenate in seq order); the ``reply`` replaces whatever the deltas showed (its
+text may be redacted, BLOCKED or ESCALATED wording, and it has the citations). Once a reply is in,
+that message's deltas are dropped from the buffer and later copies are ignored, so a reconnect
+resumes after the last event the page saw, without text twice.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import time
 from collections import defaultdict, deque
 from typing import Any, AsyncIterator
 
-from processors.records import ChatResponse
+from processors.records import ChatDelta, ChatResponse
 from streams.codec import Codec, DecodeError
 
 log = logging.getLogger("chatstream.gateway.sse")
@@ -37,46 +44,99 @@ def reply_event(resp: ChatResponse) -> dict[str, Any]:
     }
 
 
+def delta_event(delta: ChatDelta) -> dict[str, Any]:
+    return {
+        "message_id": delta.message_id,
+        "session_id": delta.session_id,
+        "seq": delta.seq,
+        "text": delta.text,
+        "final": delta.final,
+    }
+
+
+def event_id(event: dict[str, Any]) -> str:
+    return f"{event['message_id']}:{event['seq']}" if "seq" in event else event["message_id"]
+
+
 def format_sse(event: dict[str, Any]) -> bytes:
-    return f"id: {event['message_id']}\nevent: reply\ndata: {json.dumps(event, separators=(',', ':'))}\n\n".encode()
+    kind = "delta" if "seq" in event else "reply"
+    data = json.dumps(event, separators=(",", ":"))
+    return f"id: {event_id(event)}\nevent: {kind}\ndata: {data}\n\n".encode()
 
 
 class Hub:
     """Fan-out of replies to the SSE subscribers of a session, with a short replay buffer."""
 
-    def __init__(self, buffer: int = 20, buffer_ttl_s: float = 300.0, queue_size: int = 100) -> None:
+    # room for the pieces of the answer being written next to ``buffer`` replies
+    DELTAS_PER_REPLY = 400
+    MAX_TRACKED = 100_000
+
+    def __init__(self, buffer: int = 20, buffer_ttl_s: float = 300.0, queue_size: int = 1000) -> None:
         self._subs: dict[str, set[asyncio.Queue]] = defaultdict(set)
         self._recent: dict[str, deque[tuple[float, dict[str, Any]]]] = {}
+        self._seq: dict[str, int] = {}  # message_id -> highest delta seq seen, -1 once replied
         self.buffer = buffer
         self.buffer_ttl_s = buffer_ttl_s
         self.queue_size = queue_size
         self.delivered = 0
 
     def publish(self, resp: ChatResponse) -> None:
-        event = reply_event(resp)
+        if self._seq.get(resp.message_id) == -1 and any(
+            e["message_id"] == resp.message_id and "seq" not in e for _, e in self._recent.get(resp.session_id, ())
+        ):
+            return  # the tail re-read a reply it already fanned out
+        self._seq[resp.message_id] = -1
+        recent = self._recent.get(resp.session_id)
+        if recent is not None:  # the reply supersedes the message's provisional pieces
+            kept = [(t, e) for t, e in recent if not ("seq" in e and e["message_id"] == resp.message_id)]
+            if len(kept) != len(recent):
+                recent.clear()
+                recent.extend(kept)
+        self._fan_out(resp.session_id, reply_event(resp))
+
+    def publish_delta(self, delta: ChatDelta) -> None:
+        last = self._seq.get(delta.message_id)
+        if last is not None and (last == -1 or delta.seq <= last):
+            return  # after the reply, or a repeat (the tail starts a few seconds back)
+        self._seq[delta.message_id] = delta.seq
+        self._fan_out(delta.session_id, delta_event(delta))
+
+    def _fan_out(self, session_id: str, event: dict[str, Any]) -> None:
         now = time.monotonic()
-        recent = self._recent.setdefault(resp.session_id, deque(maxlen=self.buffer))
+        recent = self._recent.setdefault(session_id, deque(maxlen=self.buffer * self.DELTAS_PER_REPLY))
         recent.append((now, event))
         self._prune(now)
-        for queue in list(self._subs.get(resp.session_id, ())):
+        for queue in list(self._subs.get(session_id, ())):
             try:
                 queue.put_nowait(event)
                 self.delivered += 1
             except asyncio.QueueFull:
-                log.warning("SSE subscriber of %s too slow; reply %s dropped for it", resp.session_id, resp.message_id)
+                log.warning("SSE subscriber of %s too slow; event %s dropped for it", session_id, event_id(event))
 
     def _prune(self, now: float) -> None:
         cutoff = now - self.buffer_ttl_s
         for sid in [s for s, d in self._recent.items() if not d or d[-1][0] < cutoff]:
+            for _, e in self._recent[sid]:
+                self._seq.pop(e["message_id"], None)
             del self._recent[sid]
+        if len(self._seq) > self.MAX_TRACKED:  # forget ids no buffer mentions any more (rare, O(buffer))
+            live = {e["message_id"] for d in self._recent.values() for _, e in d}
+            self._seq = {m: v for m, v in self._seq.items() if m in live}
 
     def backlog(self, session_id: str, last_event_id: str | None) -> list[dict[str, Any]]:
-        """Buffered replies after ``last_event_id`` (all buffered ones when unknown or absent)."""
+        """Buffered events after ``last_event_id`` (all buffered ones when unknown or absent).
+
+        A delta id whose message was answered meanwhile resumes at that reply (its deltas are gone
+        from the buffer, and the reply replaces them anyway).
+        """
         events = [e for t, e in self._recent.get(session_id, ()) if t >= time.monotonic() - self.buffer_ttl_s]
         if last_event_id:
-            ids = [e["message_id"] for e in events]
+            ids = [event_id(e) for e in events]
             if last_event_id in ids:
                 return events[ids.index(last_event_id) + 1 :]
+            message_id = last_event_id.rsplit(":", 1)[0]
+            if message_id in ids:
+                return events[ids.index(message_id) :]
         return events
 
     async def subscribe(
@@ -107,10 +167,10 @@ class Hub:
 
 
 class OutboundTail:
-    """Background reader of chat.outbound feeding a ``Hub`` with the replies of web sessions.
+    """Background reader of chat.outbound and chat.deltas feeding a ``Hub`` for web sessions.
 
-    A group-less tail on the consumer runtime (``streams.runtime``): every partition assigned from
-    ``gateway_sse_lookback_s`` ago, records of one partition in order, nothing committed.
+    A group-less tail on the consumer runtime (``streams.runtime``): every partition of both topics
+    assigned from ``gateway_sse_lookback_s`` ago, records of one partition in order, nothing committed.
     """
 
     def __init__(self, settings: Any, codec: Codec, hub: Hub, channels: tuple[str, ...] = ("web",)) -> None:
@@ -134,7 +194,7 @@ class OutboundTail:
         return await asyncio.to_thread(self.ready.wait, timeout_s)
 
     def _start_offsets(self, consumer: Any) -> list[Any]:
-        """Every partition of chat.outbound from a few seconds ago (no group join needed).
+        """Every partition of chat.outbound and chat.deltas from a few seconds ago (no group join needed).
 
         Starting slightly in the past instead of at the end means the tail is positioned the moment
         ``ready`` is set, and replies produced just before (or during a gateway restart) still reach
@@ -142,27 +202,31 @@ class OutboundTail:
         """
         from confluent_kafka import TopicPartition
 
-        topic = self.settings.topics.outbound
-        metadata = consumer.list_topics(topic, timeout=10)
-        info = metadata.topics.get(topic)
-        if info is None or info.error is not None or not info.partitions:
-            raise RuntimeError(f"topic {topic} not available: {info.error if info else 'missing'}")
         since_ms = int((time.time() - self.settings.gateway_sse_lookback_s) * 1000)
-        wanted = [TopicPartition(topic, p, since_ms) for p in sorted(info.partitions)]
+        wanted = []
+        for topic in (self.settings.topics.outbound, self.settings.topics.deltas):
+            metadata = consumer.list_topics(topic, timeout=10)
+            info = metadata.topics.get(topic)
+            if info is None or info.error is not None or not info.partitions:
+                raise RuntimeError(f"topic {topic} not available: {info.error if info else 'missing'}")
+            wanted += [TopicPartition(topic, p, since_ms) for p in sorted(info.partitions)]
         start = consumer.offsets_for_times(wanted, timeout=10)
         for tp in start:
             if tp.offset < 0:  # nothing that recent: start at the end
-                tp.offset = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)[1]
+                tp.offset = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)[1]
         return start
 
     async def publish(self, msg: Any) -> None:
+        """One record of either topic: a reply (chat.outbound) or a provisional piece (chat.deltas)."""
+        is_delta = msg.topic() == self.settings.topics.deltas
         try:
-            resp = self.codec.decode(msg.value(), ChatResponse)
+            record = self.codec.decode(msg.value(), ChatDelta if is_delta else ChatResponse)
         except DecodeError as exc:  # the pipeline dead-letters bad records; a browser tail only skips them
-            log.warning("SSE tail skipped an undecodable record at %s/%d: %s", msg.partition(), msg.offset(), exc)
+            log.warning("SSE tail skipped an undecodable record at %s/%d/%d: %s",
+                        msg.topic(), msg.partition(), msg.offset(), exc)
             return
-        if resp.channel in self.channels:
-            self.hub.publish(resp)
+        if record.channel in self.channels:
+            (self.hub.publish_delta if is_delta else self.hub.publish)(record)
 
     async def _run(self) -> None:
         from confluent_kafka import KafkaException
@@ -173,7 +237,7 @@ class OutboundTail:
 
         assert self._stop is not None
         consumer = make_tail_consumer(self.settings, f"{self.settings.consumer_group}-gateway-sse")
-        lane = Lane("gateway.sse", [self.settings.topics.outbound], self.publish,
+        lane = Lane("gateway.sse", [self.settings.topics.outbound, self.settings.topics.deltas], self.publish,
                     max_in_flight=self.settings.max_in_flight, max_backlog=self.settings.stream_buffer_maxsize,
                     chain_key=by_partition)
         runtime = ConsumerRuntime(consumer, [lane], grace_s=1.0, commits=False)
@@ -192,7 +256,8 @@ class OutboundTail:
                 await asyncio.to_thread(consumer.close)
                 return
             runtime.assign(start)
-            log.info("SSE tail reading %d partitions of %s", len(start), self.settings.topics.outbound)
+            log.info("SSE tail reading %d partitions of %s and %s", len(start), self.settings.topics.outbound,
+                     self.settings.topics.deltas)
             self.ready.set()
             await run_until(runtime, self._stop, subscribe=False)
         finally:

@@ -11,7 +11,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
-from processors.generation.provider import AllProvidersFailedError, Completion, LLMProvider, ProviderError
+from processors.generation.deadline import TurnDeadline
+from processors.generation.provider import (
+    AllProvidersFailedError,
+    Completion,
+    DeltaSink,
+    LLMProvider,
+    ProviderError,
+    StreamBroken,
+)
 from processors.generation.resilience import CircuitBreaker, ResilientProvider, RetryPolicy
 from processors.records import Passage
 
@@ -52,4 +60,35 @@ class FailoverProvider:
                     exc.provider = provider.name
                 errors.append(exc)
                 log.warning("provider %s failed: %s: %s", provider.name, type(exc).__name__, exc)
+        raise AllProvidersFailedError(errors)
+
+    async def stream(
+        self,
+        messages: list[dict],
+        *,
+        max_tokens: int,
+        passages: list[Passage],
+        on_delta: DeltaSink,
+        deadline: TurnDeadline | None = None,
+    ) -> Completion:
+        """Like ``complete``, streaming, all providers inside one turn ``deadline``.
+
+        The next provider is tried only while the budget lasts and no text was shown yet.
+        """
+        deadline = deadline or TurnDeadline()
+        errors: list[ProviderError] = []
+        for provider in self.providers:
+            if errors and deadline.remaining() <= 0:
+                break
+            try:
+                return await provider.stream(
+                    messages, max_tokens=max_tokens, passages=passages, on_delta=on_delta, deadline=deadline
+                )
+            except ProviderError as exc:
+                if not exc.provider:
+                    exc.provider = provider.name
+                errors.append(exc)
+                log.warning("provider %s failed: %s: %s", provider.name, type(exc).__name__, exc)
+                if isinstance(exc, StreamBroken):
+                    break
         raise AllProvidersFailedError(errors)

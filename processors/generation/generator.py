@@ -14,11 +14,12 @@ import time
 
 from opentelemetry import trace
 
+from processors.generation.deadline import TurnDeadline
 from processors.generation.extractive import ExtractiveProvider
 from processors.generation.failover import FailoverProvider
 from processors.generation.openai_provider import OpenAIProvider
 from processors.generation.prompt import build_prompt
-from processors.generation.provider import Completion, LLMProvider, ProviderError
+from processors.generation.provider import Completion, DeltaSink, LLMProvider, ProviderError, complete_streaming
 from processors.generation.resilience import CircuitBreaker, ResilientProvider, RetryPolicy
 from processors.records import ChatTurn
 
@@ -42,16 +43,25 @@ class Generator:
         system_prompt: str,
         prompt_token_budget: int = 3000,
         max_answer_tokens: int = 400,
+        turn_budget_s: float = 12.0,
+        first_token_s: float = 4.0,
+        stall_s: float = 4.0,
     ) -> None:
         if prompt_token_budget <= 0 or max_answer_tokens <= 0:
             raise ValueError("prompt_token_budget and max_answer_tokens must be positive")
+        TurnDeadline(budget_s=turn_budget_s, first_token_s=first_token_s, stall_s=stall_s)  # validates
+        self.turn_budget_s = turn_budget_s
+        self.first_token_s = first_token_s
+        self.stall_s = stall_s
         self.provider = provider
         self.fallback = fallback
         self.system_prompt = system_prompt
         self.prompt_token_budget = prompt_token_budget
         self.max_answer_tokens = max_answer_tokens
 
-    async def generate(self, turn: ChatTurn) -> ChatTurn:
+    async def generate(self, turn: ChatTurn, on_delta: DeltaSink | None = None) -> ChatTurn:
+        """The turn with its answer. ``on_delta`` receives the raw answer as it streams (the caller
+        redacts before showing anything); without it nothing streams to the caller."""
         started = time.perf_counter()
         if turn.retrieval_ok is False:
             return dataclasses.replace(
@@ -83,10 +93,29 @@ class Generator:
         error: str | None = None
         degraded = False
         completion: Completion | None = None
+        shown = False
+
+        def relay(text: str) -> None:
+            nonlocal shown
+            shown = True
+            if on_delta is not None:
+                on_delta(text)
+
+        deadline = TurnDeadline(budget_s=self.turn_budget_s, first_token_s=self.first_token_s, stall_s=self.stall_s)
         try:
-            completion = await self.provider.complete(
-                prompt.messages, max_tokens=self.max_answer_tokens, passages=prompt.passages
-            )
+            if isinstance(self.provider, (FailoverProvider, ResilientProvider)):
+                completion = await self.provider.stream(
+                    prompt.messages,
+                    max_tokens=self.max_answer_tokens,
+                    passages=prompt.passages,
+                    on_delta=relay,
+                    deadline=deadline,
+                )
+            else:
+                completion = await complete_streaming(
+                    self.provider, prompt.messages, max_tokens=self.max_answer_tokens, passages=prompt.passages,
+                    on_delta=relay,
+                )
             if not completion.text.strip():
                 error = f"{completion.provider}: empty completion"
                 completion = None
@@ -100,6 +129,8 @@ class Generator:
                 completion = await self.fallback.complete(
                     prompt.messages, max_tokens=self.max_answer_tokens, passages=prompt.passages
                 )
+            if not shown and completion.text and on_delta is not None:
+                on_delta(completion.text)  # nothing was shown yet: the fallback's answer is the one piece
         return dataclasses.replace(
             turn,
             answer=completion.text,
@@ -126,6 +157,15 @@ async def _aclose(provider: object) -> None:
         await provider.aclose()  # type: ignore[attr-defined]
 
 
+def _llm_provider(settings, **kw) -> LLMProvider:
+    """The lean httpx client by default; the openai SDK with ``llm_client=openai``."""
+    if settings.llm_client == "openai":
+        return OpenAIProvider(**kw)
+    from processors.generation.http_provider import HttpxChatProvider
+
+    return HttpxChatProvider(**kw)
+
+
 def build_generator(settings) -> Generator:  # settings: streams.config.Settings (duck-typed: processors never import streams)
     """The generator the settings describe: an OpenAI-compatible chain if an LLM is configured."""
     from processors.secrets import plain_secret as secret
@@ -135,7 +175,8 @@ def build_generator(settings) -> Generator:  # settings: streams.config.Settings
     provider: LLMProvider = fallback
     if settings.llm_base_url or api_key:
         chain: list[LLMProvider] = [
-            OpenAIProvider(
+            _llm_provider(
+                settings,
                 base_url=settings.llm_base_url,
                 api_key=api_key,
                 model=settings.llm_model,
@@ -144,7 +185,8 @@ def build_generator(settings) -> Generator:  # settings: streams.config.Settings
         ]
         if settings.llm_secondary_base_url or settings.llm_secondary_model:
             chain.append(
-                OpenAIProvider(
+                _llm_provider(
+                    settings,
                     base_url=settings.llm_secondary_base_url or settings.llm_base_url,
                     api_key=secret(settings.llm_secondary_api_key) or api_key,
                     model=settings.llm_secondary_model or settings.llm_model,
@@ -171,4 +213,7 @@ def build_generator(settings) -> Generator:  # settings: streams.config.Settings
         system_prompt=settings.system_prompt,
         prompt_token_budget=settings.prompt_token_budget,
         max_answer_tokens=settings.max_answer_tokens,
+        turn_budget_s=settings.llm_turn_budget_s,
+        first_token_s=settings.llm_first_token_timeout_s,
+        stall_s=settings.llm_stream_stall_s,
     )

@@ -15,6 +15,7 @@ import openai
 
 from processors.generation.provider import (
     Completion,
+    DeltaSink,
     PermanentError,
     ProviderError,
     RetryableError,
@@ -107,6 +108,50 @@ class OpenAIProvider:
             else sum(estimate_tokens(str(m.get("content") or "")) for m in messages),
             completion_tokens=completion_tokens if completion_tokens is not None else estimate_tokens(text),
             latency_ms=latency_ms,
+        )
+
+    async def stream(
+        self, messages: list[dict], *, max_tokens: int, passages: list[Passage], on_delta: DeltaSink
+    ) -> Completion:
+        """``stream=true`` through the SDK: each content delta to ``on_delta``, usage from the last chunk."""
+        started = time.perf_counter()
+        parts: list[str] = []
+        model, usage, first = None, None, None
+        try:
+            chunks = await self._client.chat.completions.create(
+                model=self.model,
+                messages=messages,
+                max_tokens=max_tokens,
+                timeout=self.timeout_s,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            async for chunk in chunks:
+                model = chunk.model or model
+                usage = chunk.usage or usage
+                for choice in chunk.choices or ():
+                    piece = choice.delta.content if choice.delta else None
+                    if piece:
+                        first = first or time.perf_counter()
+                        parts.append(piece)
+                        on_delta(piece)
+        except openai.APIError as exc:
+            raise self._map_error(exc) from exc
+        text = "".join(parts).strip()
+        if not parts:
+            raise RetryableError("the stream ended without an answer", provider=self.name)
+        return Completion(
+            text=text,
+            model=model or self.model,
+            provider=self.name,
+            prompt_tokens=usage.prompt_tokens
+            if usage and usage.prompt_tokens is not None
+            else sum(estimate_tokens(str(m.get("content") or "")) for m in messages),
+            completion_tokens=usage.completion_tokens
+            if usage and usage.completion_tokens is not None
+            else estimate_tokens(text),
+            latency_ms=int((time.perf_counter() - started) * 1000),
+            ttft_ms=None if first is None else int((first - started) * 1000),
         )
 
     def _map_error(self, exc: openai.APIError) -> ProviderError:

@@ -9,6 +9,7 @@ without knowing which SDK raised.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -25,6 +26,11 @@ class Completion:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_ms: int = 0
+    ttft_ms: int | None = None  # time to the first streamed token of the attempt that answered
+
+
+# Receives each new piece of text as a provider streams it (called on the event loop, must not block).
+DeltaSink = Callable[[str], None]
 
 
 @runtime_checkable
@@ -34,6 +40,33 @@ class LLMProvider(Protocol):
     name: str
 
     async def complete(self, messages: list[dict], *, max_tokens: int, passages: list[Passage]) -> Completion: ...
+
+
+@runtime_checkable
+class StreamingProvider(Protocol):
+    """A provider that can hand out its answer piece by piece (OpenAI-compatible ``stream=true``).
+
+    ``stream`` calls ``on_delta`` for every new piece and returns the whole ``Completion`` at the
+    end, so the policy layers above keep one result type whether a provider streams or not.
+    """
+
+    name: str
+
+    async def stream(
+        self, messages: list[dict], *, max_tokens: int, passages: list[Passage], on_delta: DeltaSink
+    ) -> Completion: ...
+
+
+async def complete_streaming(
+    provider: LLMProvider, messages: list[dict], *, max_tokens: int, passages: list[Passage], on_delta: DeltaSink
+) -> Completion:
+    """Stream when the provider can; otherwise its whole answer is one delta (extractive, plain providers)."""
+    if isinstance(provider, StreamingProvider):
+        return await provider.stream(messages, max_tokens=max_tokens, passages=passages, on_delta=on_delta)
+    completion = await provider.complete(messages, max_tokens=max_tokens, passages=passages)
+    if completion.text:
+        on_delta(completion.text)
+    return completion
 
 
 class ProviderError(Exception):
@@ -68,7 +101,18 @@ class PermanentError(ProviderError):
 
 
 class CircuitOpenError(ProviderError):
-    """The provider's circuit breaker is open; no call was made."""
+    """The provider's circuit breaker is open; no call was made (or a waiting call was abandoned)."""
+
+
+class FirstTokenTimeout(RetryableError):
+    """No first token within the first-token deadline: the provider is taken as hung for this turn
+    (not retried on the same provider; failover or the fallback answers)."""
+
+
+class StreamBroken(ProviderError):
+    """The provider failed after part of its answer was already shown: neither a retry nor another
+    provider may continue that text, so the turn goes straight to the fallback (the final reply
+    replaces the provisional text)."""
 
 
 class AllProvidersFailedError(ProviderError):

@@ -25,13 +25,18 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from processors.circuit import CircuitBreaker, CircuitState  # noqa: F401 (re-exported)
+from processors.generation.deadline import TurnDeadline
 from processors.generation.provider import (
     CircuitOpenError,
     Completion,
+    DeltaSink,
+    FirstTokenTimeout,
     LLMProvider,
     PermanentError,
     ProviderError,
     RetryableError,
+    StreamBroken,
+    complete_streaming,
 )
 from processors.records import Passage
 
@@ -125,6 +130,158 @@ class ResilientProvider:
                     raise
                 log.info("%s: attempt %d failed (%s), retrying in %.2fs", self.name, attempt, exc, wait)
                 await self._sleep(wait)
+
+    async def stream(
+        self,
+        messages: list[dict],
+        *,
+        max_tokens: int,
+        passages: list[Passage],
+        on_delta: DeltaSink,
+        deadline: TurnDeadline | None = None,
+    ) -> Completion:
+        """Stream with retries inside the turn's ``deadline`` (see ``deadline``).
+
+        Fast failures (429, 5xx, connection refused) are retried while no token was shown and the
+        budget allows the wait. No first token within ``first_token_s`` of this provider's first
+        attempt, or its circuit opening meanwhile, ends its part of the turn at once. A failure
+        after text was shown raises ``StreamBroken``: nobody may continue that text.
+        """
+        if deadline is None:
+            deadline = TurnDeadline(budget_s=self.policy.deadline_s or float("inf"), clock=self._clock)
+        first_token_due = deadline.first_token_due(self._clock())
+        attempt = 0
+        while True:
+            if not self.breaker.allow():
+                raise CircuitOpenError(
+                    f"circuit open, next probe in {self.breaker.retry_in():.1f}s", provider=self.name
+                )
+            try:
+                return await self._stream_attempt(messages, max_tokens, passages, on_delta, attempt, deadline,
+                                                  first_token_due)
+            except RetryableError as exc:
+                attempt += 1
+                if deadline.streaming:
+                    raise StreamBroken(f"failed after the answer had started: {exc}", provider=self.name) from exc
+                if (
+                    isinstance(exc, FirstTokenTimeout)
+                    or attempt >= self.policy.max_attempts
+                    or self.breaker.state is CircuitState.OPEN
+                ):
+                    raise
+                wait = self.policy.delay(attempt - 1, exc.retry_after)
+                if not deadline.may_wait(wait) or self._clock() + wait >= first_token_due:
+                    raise
+                log.info("%s: attempt %d failed (%s), retrying in %.2fs", self.name, attempt, exc, wait)
+                await self._sleep(wait)
+            except PermanentError as exc:
+                if deadline.streaming:
+                    raise StreamBroken(f"failed after the answer had started: {exc}", provider=self.name) from exc
+                raise
+
+    async def _stream_attempt(
+        self,
+        messages: list[dict],
+        max_tokens: int,
+        passages: list[Passage],
+        on_delta: DeltaSink,
+        attempt: int,
+        deadline: TurnDeadline,
+        first_token_due: float,
+    ) -> Completion:
+        loop = asyncio.get_running_loop()
+        first = asyncio.Event()
+        opened = asyncio.Event()
+        last_token = [self._clock()]
+
+        def relay(text: str) -> None:
+            last_token[0] = self._clock()
+            if not first.is_set():
+                ttft = deadline.mark_first_token()
+                span.set_attribute("gen_ai.response.time_to_first_token", ttft)
+                first.set()
+            on_delta(text)
+
+        def circuit_opened() -> None:
+            loop.call_soon_threadsafe(opened.set)
+
+        with self._tracer.start_as_current_span(
+            f"chat {self.model}",
+            kind=SpanKind.CLIENT,
+            attributes={**self._attributes(max_tokens, attempt), "gen_ai.request.stream": True},
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            unsubscribe = self.breaker.subscribe_open(circuit_opened)
+            call = asyncio.ensure_future(
+                complete_streaming(self.provider, messages, max_tokens=max_tokens, passages=passages, on_delta=relay)
+            )
+            waiters = [asyncio.ensure_future(first.wait()), asyncio.ensure_future(opened.wait())]
+            try:
+                try:
+                    await asyncio.wait(
+                        [call, *waiters],
+                        timeout=max(0.0, first_token_due - self._clock()),
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                    if not call.done() and not first.is_set():
+                        if opened.is_set():
+                            raise CircuitOpenError("circuit opened while waiting for the first token",
+                                                   provider=self.name)
+                        raise FirstTokenTimeout(
+                            f"no first token within {deadline.first_token_s:g}s", provider=self.name
+                        )
+                    while not call.done():  # streaming: only a stall ends it, never the budget
+                        gap = last_token[0] + deadline.stall_s - self._clock()
+                        if gap <= 0:
+                            raise RetryableError(f"stream stalled for {deadline.stall_s:g}s", provider=self.name)
+                        await asyncio.wait([call], timeout=gap)
+                    completion = call.result()
+                finally:
+                    for task in (call, *waiters):
+                        if not task.done():
+                            task.cancel()
+                    unsubscribe()
+            except CircuitOpenError as exc:
+                self.breaker.release()  # no verdict on the provider from this turn
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                span.set_attribute("error.type", "CircuitOpenError")
+                raise
+            except ProviderError as exc:
+                if _counts_against_circuit(exc):
+                    self.breaker.record_failure()
+                else:
+                    self.breaker.release()
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                span.set_attribute("error.type", _error_type(exc))
+                raise
+            except asyncio.CancelledError:
+                self.breaker.release()
+                raise
+            except Exception as exc:
+                self.breaker.record_failure()
+                log.exception("%s: unexpected error from the provider", self.name)
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+                span.set_attribute("error.type", type(exc).__name__)
+                raise PermanentError(f"unexpected {type(exc).__name__}: {exc}", provider=self.name) from exc
+            self.breaker.record_success()
+            span.set_attribute("gen_ai.response.model", completion.model)
+            span.set_attribute("gen_ai.usage.input_tokens", completion.prompt_tokens)
+            span.set_attribute("gen_ai.usage.output_tokens", completion.completion_tokens)
+            return completion
+
+    def _attributes(self, max_tokens: int, attempt: int) -> dict:
+        return {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.system": self.system,
+            "gen_ai.provider.name": self.system,
+            "gen_ai.request.model": self.model,
+            "gen_ai.request.max_tokens": max_tokens,
+            "chatstream.llm.provider": self.name,
+            "chatstream.llm.attempt": attempt + 1,
+        }
 
     async def _attempt(
         self, messages: list[dict], max_tokens: int, passages: list[Passage], attempt: int, deadline: float | None

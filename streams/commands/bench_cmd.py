@@ -23,7 +23,11 @@ def register(sub) -> None:
     parser = sub.add_parser("bench", help="drive turns through a fresh pipeline and print throughput and latency")
     parser.add_argument("--turns", type=int, default=2000)
     parser.add_argument("--rate", type=float, default=0, help="turns per second to offer (0 = as fast as possible)")
-    parser.add_argument("--llm-latency-ms", type=float, default=0)
+    parser.add_argument("--llm-latency-ms", type=float, default=0, help="LLM latency (streamed: time to first token)")
+    parser.add_argument("--llm-token-ms", type=float, default=0, help="streamed answers: pause between tokens")
+    parser.add_argument("--llm-tokens", type=int, default=0, help="streamed answers: exactly this many tokens")
+    parser.add_argument("--sse", action="store_true",
+                        help="web turns read through a real gateway's SSE (one stream per session): TTFT at the client")
     parser.add_argument("--sessions", type=int, default=0, help="distinct sessions (default turns/10)")
     parser.add_argument("--in-flight", type=int, default=None, help="worker's max in-flight turns per stage")
     parser.add_argument("--workers", type=int, default=1, help="worker processes sharing the consumer group")
@@ -52,6 +56,10 @@ class BenchResult:
     peak_rss_mb: float
     cpu: Any = None  # streams.bench.cpu.CpuWindow over the run, when measured
     statuses: dict[str, int] | None = None  # replies by status, and by "STATUS: reason" when not ANSWERED
+    ttft_ms: list[float] | None = None  # first provisional text on chat.deltas, from sent_at
+    sse_ttft_ms: list[float] | None = None  # first delta with text at an SSE client, from sent_at
+    sse_reply_ms: list[float] | None = None  # the reply at an SSE client, from sent_at
+    sse_repeats: int = 0  # replies an SSE client got more than once
 
     @property
     def throughput(self) -> float:
@@ -66,27 +74,54 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-def bench_requests(turns: int, sessions: int) -> tuple[list[str], list]:
-    """(session ids, requests): ``turns`` turns spread round-robin over ``sessions`` fresh sessions."""
+def bench_requests(turns: int, sessions: int, *, tenant: str | None = None, web: bool = False) -> tuple[list[str], list]:
+    """(session ids, requests): ``turns`` turns spread round-robin over ``sessions`` fresh sessions.
+
+    ``web``: web sessions of ``tenant`` (``--sse`` reads them through a gateway, as a browser would).
+    """
     from streams.client import new_request
 
-    session_ids = [f"bench:{uuid.uuid4().hex[:8]}" for _ in range(sessions)]
+    if web:
+        session_ids = [f"web:{tenant}:{uuid.uuid4().hex[:8]}" for _ in range(sessions)]
+    else:
+        session_ids = [f"bench:{uuid.uuid4().hex[:8]}" for _ in range(sessions)]
+    extra = {"tenant": tenant} if tenant is not None else {}
     requests = [
-        new_request(f"How do I export my data? (turn {i})", session_ids[i % sessions], user_id=f"bench-{i % sessions}", channel="bench")
+        new_request(f"How do I export my data? (turn {i})", session_ids[i % sessions], user_id=f"bench-{i % sessions}",
+                    channel="web" if web else "bench", **extra)
         for i in range(turns)
     ]
     return session_ids, requests
 
 
 async def drive(
-    settings: Settings, turns: int, rate: float, sessions: int, timeout_s: float, workers: list, meter: Any = None
+    settings: Settings, turns: int, rate: float, sessions: int, timeout_s: float, workers: list, meter: Any = None,
+    gateway_url: str | None = None,
 ) -> BenchResult:
-    """Offer the turns, wait for every reply; ``meter`` (a CpuMeter) spans first offer to last reply."""
-    from processors.records import now_ms
-    from streams.client import ChatClient
+    """Offer the turns, wait for every reply; ``meter`` (a CpuMeter) spans first offer to last reply.
+
+    Also tails chat.deltas for the time to first token; with ``gateway_url`` each session is read
+    through the gateway's SSE as a browser would.
+    """
+    from processors.records import ChatDelta, now_ms
+    from streams.client import ChatClient, TopicTail
+
+    first_delta_ms: dict[str, float] = {}
+
+    def on_delta(delta: ChatDelta, msg) -> None:  # tail thread; the first piece with text counts
+        if delta.text and delta.message_id not in first_delta_ms:
+            first_delta_ms[delta.message_id] = time.time() * 1000
 
     async with ChatClient(settings) as client:
-        session_ids, requests = bench_requests(turns, sessions)
+        deltas = TopicTail(settings, settings.topics.deltas, lambda b: client.codec.decode(b, ChatDelta), on_delta)
+        await asyncio.to_thread(deltas.start)
+        session_ids, requests = bench_requests(turns, sessions, tenant=settings.tenant, web=bool(gateway_url))
+        readers = None
+        if gateway_url:  # web sessions of the bench tenant, each read through the gateway's SSE
+            from streams.dev.sse_probe import SSEReaders
+
+            readers = SSEReaders(gateway_url, session_ids)
+            await readers.start()
         if meter is not None:
             meter.start()
         started = time.monotonic()
@@ -135,11 +170,23 @@ async def drive(
         from streams.bench.figures import count_statuses
 
         statuses = count_statuses([client.replies[r.message_id][0] for r in requests])
-        return BenchResult(
+        await asyncio.to_thread(deltas.stop)
+        ttft = [first_delta_ms[r.message_id] - r.sent_at for r in requests if r.message_id in first_delta_ms]
+        result = BenchResult(
             turns, len(client.replies), duplicates, order_broken, elapsed, latencies, overhead, per_stage, peak_rss, window,
-            statuses,
+            statuses, ttft,
         )
-
+        if readers is not None:
+            deadline = time.monotonic() + 10
+            while len(readers.reply_ms) < turns and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            await readers.close()
+            result.sse_ttft_ms = [readers.first_delta_ms[r.message_id] - r.sent_at for r in requests
+                                  if r.message_id in readers.first_delta_ms]
+            result.sse_reply_ms = [readers.reply_ms[r.message_id] - r.sent_at for r in requests
+                                   if r.message_id in readers.reply_ms]
+            result.sse_repeats = sum(n - 1 for n in readers.replies_seen.values())
+        return result
 
 
 def report(result: BenchResult, llm_latency_ms: float, in_flight: int) -> str:
@@ -156,8 +203,18 @@ def report(result: BenchResult, llm_latency_ms: float, in_flight: int) -> str:
         "pipeline overhead ms   p50 {:.0f}  p95 {:.0f}  p99 {:.0f}   (latency minus LLM time)".format(
             *(percentile(result.overhead_ms, q) for q in (50, 95, 99))
         ),
-        "per-stage processing ms (p50 / p99):",
+        "time to first token ms p50 {:.0f}  p95 {:.0f}  p99 {:.0f}   ({} turns streamed; first text on chat.deltas, "
+        "LLM TTFT {:.0f} ms)".format(
+            *(percentile(result.ttft_ms or [], q) for q in (50, 95, 99)), len(result.ttft_ms or []), llm_latency_ms
+        ),
     ]
+    if result.sse_ttft_ms is not None:
+        lines.append("at the SSE client ms  TTFT p50 {:.0f}  p95 {:.0f}  p99 {:.0f}   reply p50 {:.0f}  p99 {:.0f}   "
+                     "({} first deltas, {} replies, {} repeated)".format(
+                         *(percentile(result.sse_ttft_ms, q) for q in (50, 95, 99)),
+                         *(percentile(result.sse_reply_ms or [], q) for q in (50, 99)),
+                         len(result.sse_ttft_ms), len(result.sse_reply_ms or []), result.sse_repeats))
+    lines.append("per-stage processing ms (p50 / p99):")
     for stage in TIMING_KEYS:
         values = [float(v) for v in result.stage_ms.get(stage, [])]
         if values:
@@ -195,6 +252,14 @@ def result_json(result: BenchResult) -> dict[str, Any]:
             for stage, values in result.stage_ms.items()
         },
         "peak_rss_mb": round(result.peak_rss_mb, 1),
+        "ttft_ms": {f"p{q}": _finite(percentile(result.ttft_ms or [], q)) for q in (50, 95, 99)},
+        "turns_streamed": len(result.ttft_ms or []),
+        "sse": None if result.sse_ttft_ms is None else {
+            "ttft_ms": {f"p{q}": _finite(percentile(result.sse_ttft_ms, q)) for q in (50, 95, 99)},
+            "reply_ms": {f"p{q}": _finite(percentile(result.sse_reply_ms or [], q)) for q in (50, 95, 99)},
+            "replies": len(result.sse_reply_ms or []),
+            "repeated": result.sse_repeats,
+        },
         "statuses": result.statuses,
         "cpu": cpu_json(result.cpu, result.turns),
     }
@@ -274,6 +339,11 @@ def run(args, settings: Settings) -> int:
     say = (lambda *a, **k: None) if args.json else print
     baseline = None
     with LLMServerProcess(args.llm_latency_ms) as llm:
+        if args.llm_token_ms or args.llm_tokens:
+            import httpx
+
+            httpx.post(f"{llm.base_url[:-3]}/_script", json={"token_ms": args.llm_token_ms, "tokens": args.llm_tokens},
+                       timeout=10).raise_for_status()
         overrides = dict(
             topic_prefix=f"bench-{run_id}.",
             consumer_group=f"bench-{run_id}",
@@ -294,11 +364,19 @@ def run(args, settings: Settings) -> int:
             for worker in workers:
                 worker.wait_started(120)
             say(f"bench {run_id}: {args.turns} turns over {sessions} sessions, rate {args.rate or 'max'}/s, "
-                f"LLM latency {args.llm_latency_ms:.0f} ms, worker pids {' '.join(str(w.pid) for w in workers)}")
+                f"LLM latency {args.llm_latency_ms:.0f} ms (then {args.llm_token_ms:g} ms x {args.llm_tokens} tokens), "
+                f"worker pids {' '.join(str(w.pid) for w in workers)}")
             meter = CpuMeter(
                 {"worker": [w.pid for w in workers], **services, "llm": [llm.proc.pid], "bench": [os.getpid()]}
             )
-            result = asyncio.run(drive(bench_settings, args.turns, args.rate, sessions, args.timeout, workers, meter))
+            if args.sse:
+                from streams.dev.sse_probe import GatewayProcess
+
+                with GatewayProcess(bench_settings) as gateway:
+                    result = asyncio.run(drive(bench_settings, args.turns, args.rate, sessions, args.timeout, workers,
+                                               meter, gateway.url))
+            else:
+                result = asyncio.run(drive(bench_settings, args.turns, args.rate, sessions, args.timeout, workers, meter))
             say(report(result, args.llm_latency_ms, bench_settings.max_in_flight * args.workers))
             if result.cpu is not None:
                 say("\n".join(cpu_lines(result.cpu, result.turns)))
@@ -309,7 +387,7 @@ def run(args, settings: Settings) -> int:
             from streams import tracing
 
             tracing.setup_tracing(bench_settings, f"{bench_settings.service_name}-baseline")
-            _, requests = bench_requests(args.turns, sessions)
+            _, requests = bench_requests(args.turns, sessions, tenant=bench_settings.tenant)
             meter = CpuMeter({**services, "llm": [llm.proc.pid], "bench": [os.getpid()]})
             baseline = asyncio.run(run_baseline(bench_settings, requests, args.rate, args.timeout, meter))
             tracing.shutdown_tracing()
@@ -321,6 +399,9 @@ def run(args, settings: Settings) -> int:
             "sessions": sessions,
             "rate": args.rate,
             "llm_latency_ms": args.llm_latency_ms,
+            "llm_token_ms": args.llm_token_ms,
+            "llm_tokens": args.llm_tokens,
+            "sse": args.sse,
             "workers": args.workers,
             "in_flight": bench_settings.max_in_flight,
             "pipeline": result_json(result),

@@ -30,7 +30,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     llm.add_argument("--model", default="scripted-llm", help="model name listed by /v1/models")
     llm.add_argument("--embedding-dim", type=int, default=384, help="dimension of /v1/embeddings vectors")
     llm.add_argument("--seed", type=int, default=None, help="seed for the random failures")
+    llm.add_argument("--token-ms", type=float, default=0.0, help="streamed answers: pause between tokens")
+    llm.add_argument("--tokens", type=int, default=0, help="streamed answers: exactly this many tokens (0 = as is)")
     llm.set_defaults(handler=run_llm_server)
+    cpu = dev_sub.add_parser(
+        "llm-client-cpu",
+        help="client CPU per chat call: the openai SDK against the lean httpx transport, in one run",
+    )
+    cpu.add_argument("--calls", type=int, default=1000, help="calls per client and mode")
+    cpu.add_argument("--concurrency", type=int, default=16, help="calls in flight at once")
+    cpu.add_argument("--tokens", type=int, default=60, help="tokens per streamed answer")
+    cpu.set_defaults(handler=run_llm_client_cpu)
+
+
+def run_llm_client_cpu(args: argparse.Namespace, settings: object) -> int:
+    from streams.dev.llm_client_cpu import main
+
+    return main(args.calls, args.concurrency, args.tokens)
 
 
 def run_llm_server(args: argparse.Namespace, settings: object) -> int:
@@ -48,6 +64,8 @@ def run_llm_server(args: argparse.Namespace, settings: object) -> int:
                 "retry_after": args.retry_after,
                 "model": args.model,
                 "embedding_dim": args.embedding_dim,
+                "token_ms": args.token_ms,
+                "tokens": args.tokens,
             }
         )
     except ValueError as exc:

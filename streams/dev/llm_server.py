@@ -9,7 +9,9 @@ validation finds them grounded. Everything that makes providers hard is scriptab
   ``mode`` (``ok`` | ``429`` | ``500`` | ``503`` | ``hang``), ``answer`` (a fixed reply, null to go
   back to grounded answers), ``fail_next`` (a queue of one-shot outcomes such as
   ``{"status": 429, "retry_after": 1}``, ``{"status": 500}``, ``{"hang": true}``, ``{"latency_ms": 900}``),
-  ``reset_stats`` and ``release`` (end all hanging requests);
+  ``reset_stats`` and ``release`` (end all hanging requests); for streamed answers (``stream=true``)
+  ``token_ms`` (pause between tokens; ``latency_ms`` is then the time to the first token) and
+  ``tokens`` (exactly that many tokens: the answer's words, cycled or cut; 0 = the answer as is);
 - ``GET /_stats``: requests by outcome and by endpoint, and the number in flight now.
 
 A hanging request holds its connection open without a byte of response until the client gives up
@@ -78,6 +80,8 @@ class ScriptState:
     answer: str | None = None
     embedding_dim: int = 384
     hang_max_s: float = 300.0
+    token_ms: float = 0.0
+    tokens: int = 0
     fail_next: collections.deque = field(default_factory=collections.deque)
     seed: int | None = None
     lock: Any = field(default_factory=threading.RLock)  # shared by the HTTP thread and the test thread
@@ -97,7 +101,7 @@ class ScriptState:
             raise ValueError("the script must be a JSON object")
         known = {
             "latency_ms", "error_rate", "error_status", "retry_after", "mode", "answer", "fail_next",
-            "reset_stats", "release", "model", "embedding_dim", "seed", "hang_max_s",
+            "reset_stats", "release", "model", "embedding_dim", "seed", "hang_max_s", "token_ms", "tokens",
         }  # fmt: skip
         unknown = set(script) - known
         if unknown:
@@ -111,6 +115,10 @@ class ScriptState:
         embedding_dim = int(script.get("embedding_dim", self.embedding_dim))
         if embedding_dim < 1 or embedding_dim > 8192:
             raise ValueError("embedding_dim must be in 1..8192")
+        token_ms = float(script.get("token_ms", self.token_ms))
+        tokens = int(script.get("tokens", self.tokens))
+        if token_ms < 0 or tokens < 0:
+            raise ValueError("token_ms and tokens must not be negative")
         answer = script.get("answer", self.answer)
         if answer is not None and not isinstance(answer, str):
             raise ValueError("answer must be a string or null")
@@ -118,6 +126,7 @@ class ScriptState:
             self.latency_ms, self.error_rate, self.mode, self.error_status = latency, error_rate, mode, error_status
             self.answer = answer
             self.embedding_dim = embedding_dim
+            self.token_ms, self.tokens = token_ms, tokens
             if "retry_after" in script:
                 self.retry_after = None if script["retry_after"] is None else float(script["retry_after"])
             if "model" in script:
@@ -182,6 +191,8 @@ class ScriptState:
                     "answer": self.answer,
                     "fail_next": len(self.fail_next),
                     "embedding_dim": self.embedding_dim,
+                    "token_ms": self.token_ms,
+                    "tokens": self.tokens,
                 },
             }
 
@@ -348,8 +359,10 @@ def create_app(state: ScriptState) -> Starlette:
             created = int(time.time())
             if body.get("stream"):
                 state.count("chat", "ok_stream")
+                with state.lock:
+                    token_s, count = state.token_ms / 1000.0, state.tokens
                 return StreamingResponse(
-                    _sse(completion_id, created, model, text, finish, usage),
+                    _sse(completion_id, created, model, text, finish, usage, token_s=token_s, tokens=count),
                     media_type="text/event-stream",
                     headers={"Cache-Control": "no-cache"},
                 )
@@ -443,8 +456,25 @@ def create_app(state: ScriptState) -> Starlette:
     )
 
 
+def stream_pieces(text: str, tokens: int = 0) -> list[str]:
+    """The answer as streamed: one piece per word (with its leading space); ``tokens`` > 0 gives
+    exactly that many pieces, cycling the words (or cutting them) so timing scripts are exact."""
+    words = text.split(" ")
+    if tokens > 0:
+        words = [words[i % len(words)] for i in range(tokens)]
+    return [w if i == 0 else " " + w for i, w in enumerate(words)]
+
+
 async def _sse(
-    completion_id: str, created: int, model: str, text: str, finish: str, usage: dict[str, int]
+    completion_id: str,
+    created: int,
+    model: str,
+    text: str,
+    finish: str,
+    usage: dict[str, int],
+    *,
+    token_s: float = 0.0,
+    tokens: int = 0,
 ) -> AsyncIterator[bytes]:
     def chunk(choices: list[dict], **extra: Any) -> bytes:
         payload = {
@@ -458,9 +488,9 @@ async def _sse(
         return f"data: {json.dumps(payload)}\n\n".encode()
 
     yield chunk([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
-    pieces = text.split(" ")
-    for i, piece in enumerate(pieces):
-        content = piece if i == 0 else " " + piece
+    for i, content in enumerate(stream_pieces(text, tokens)):
+        if i and token_s:
+            await asyncio.sleep(token_s)
         yield chunk([{"index": 0, "delta": {"content": content}, "finish_reason": None}])
     yield chunk([{"index": 0, "delta": {}, "finish_reason": finish}])
     yield chunk([], usage=usage)

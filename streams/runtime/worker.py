@@ -62,6 +62,7 @@ class StageWorker:
         if self.producer is None:
             self.producer = make_producer(self.settings, **PIPELINE_MAX_REQUEST)
         for stage in self.stages:
+            stage.attach_producer(self.producer, self.codec)  # generate also publishes chat.deltas
             await stage.start(self.codec)
         consumer = self._consumer or make_consumer(self.settings, self.settings.consumer_group)
         self.runtime = ConsumerRuntime(

@@ -1,4 +1,5 @@
-"""Generate: the LLM answer (or the extractive fallback when providers fail)."""
+"""Generate: the LLM answer (or the extractive fallback when providers fail), streamed as provisional
+pieces to chat.deltas while it is written; the full turn goes on to validate as before."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from opentelemetry.trace import Span
 from processors.records import ChatTurn
 from streams import metrics
 from streams.codec import Codec
+from streams.deltas import TurnDeltas
 from streams.message import InboundMessage, OutboundRecord
 from streams.stage import Stage
 
@@ -16,6 +18,7 @@ from streams.stage import Stage
 class GenerateStage(Stage):
     name = "generate"
     input_type = ChatTurn
+    producer = None
 
     async def start(self, codec: Codec) -> None:
         from processors.generation.generator import build_generator
@@ -29,7 +32,25 @@ class GenerateStage(Stage):
 
     async def process(self, turn: ChatTurn, msg: InboundMessage, span: Span) -> list[OutboundRecord]:
         started = time.perf_counter()
-        turn = await self.generator.generate(turn)
+        deltas = None
+        if self.producer is not None:
+            deltas = TurnDeltas(
+                producer=self.producer,
+                codec=self.codec,
+                topic=self.topics.deltas,
+                request=turn.request,
+                allowed=[f"{p.title}\n{p.text}" for p in turn.passages],  # as the validator allows them
+                holdback_chars=self.settings.llm_stream_holdback_chars,
+                interval_s=self.settings.llm_stream_delta_interval_ms / 1000,
+                span=span,
+            )
+        turn = await self.generator.generate(turn, on_delta=deltas.on_delta if deltas else None)
+        if deltas is not None:
+            await deltas.finish()
+            if deltas.first_shown_ms is not None:
+                span.set_attribute("gen_ai.response.time_to_first_token", deltas.first_shown_ms / 1000)
+                metrics.time_to_first_token(deltas.first_shown_ms, turn.provider or "none")
+            span.set_attribute("chatstream.generation.deltas", deltas.seq)
         span.set_attribute("gen_ai.request.model", turn.model)
         span.set_attribute("chatstream.generation.provider", turn.provider)
         span.set_attribute("chatstream.generation.degraded", turn.degraded)

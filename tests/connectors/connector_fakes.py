@@ -105,7 +105,9 @@ class Recorder:
                         body = json.loads(raw) if raw else None
                     except ValueError:
                         body = raw.decode("utf-8", "replace")
-                    recorder.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                    recorder.requests.append(
+                        {"path": self.path, "headers": dict(self.headers), "body": body, "method": self.command}
+                    )
                     status, headers, answer = recorder.script[min(i, len(recorder.script) - 1)]
                     if callable(answer):
                         answer = answer(recorder.requests[-1])
@@ -117,6 +119,8 @@ class Recorder:
                     self.send_header(k, v)
                 self.end_headers()
                 self.wfile.write(data)
+
+            do_PUT = do_POST  # noqa: N815 (Bot Framework updates an activity with PUT)
 
             def log_message(self, *args: Any) -> None:
                 pass

@@ -84,13 +84,24 @@ async def wait_for(predicate, timeout_s: float = 30.0, what: str = "condition") 
         await asyncio.sleep(0.05)
 
 
-def fake_pipeline(settings: Settings, stop: "threading.Event", answered: list) -> None:
+def fake_pipeline(
+    settings: Settings,
+    stop: "threading.Event",
+    answered: list,
+    *,
+    pieces: list[str] | None = None,
+    piece_gap_s: float = 0.0,
+    status: str = "ANSWERED",
+    final_text: str | None = None,
+) -> None:
     """Play the pipeline's part: answer every ChatRequest on chat.inbound on chat.outbound.
 
     The reply is built with ``ChatResponse.for_request`` exactly as the real validate stage does, so
-    the channel addressing in ``metadata`` travels back the way it will in production.
+    the channel addressing in ``metadata`` travels back the way it will in production. With
+    ``pieces`` the answer is first streamed as ``ChatDelta`` records on chat.deltas, ``piece_gap_s``
+    apart, as the generate stage does; ``status``/``final_text`` set the authoritative reply.
     """
-    from processors.records import ChatRequest, ChatResponse, Citation, Status
+    from processors.records import ChatDelta, ChatRequest, ChatResponse, Citation, Status
     from streams.codec import make_codec
 
     codec = make_codec(settings)
@@ -104,8 +115,15 @@ def fake_pipeline(settings: Settings, stop: "threading.Event", answered: list) -
             if msg is None or msg.error():
                 continue
             req = codec.decode(msg.value(), ChatRequest)
+            for seq, piece in enumerate(pieces or ()):
+                delta = ChatDelta(req.message_id, req.session_id, req.channel, seq, piece, seq == len(pieces) - 1,
+                                  metadata=dict(req.metadata), tenant=req.tenant)
+                producer.produce(settings.topics.deltas, codec.encode(delta), key=req.session_id)
+                producer.flush(10)
+                time.sleep(piece_gap_s)
+            text = final_text or f"To reset your password, open Settings > Security. (you asked: {req.text})"
             resp = ChatResponse.for_request(
-                req, f"To reset your password, open Settings > Security. (you asked: {req.text})", Status.ANSWERED,
+                req, text, Status(status),
                 citations=[Citation("kb-17", "Resetting your password", "https://help.example/reset", 0.91)])
             producer.produce(settings.topics.outbound, codec.encode(resp), key=req.session_id,
                              headers=[(k, v) for k, v in (msg.headers() or []) if k == "traceparent"])

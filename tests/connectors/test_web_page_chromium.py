@@ -9,6 +9,7 @@ button clicked, and the page's DOM polled until the reply is shown.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -80,8 +81,6 @@ def devtools_page_url(user_data: Path, proc: subprocess.Popen, timeout_s: float 
 )
 async def test_type_a_question_and_see_the_answer(serve):
     assert CHROMIUM is not None, "CI must have Debian's chromium: .ci/install-tools installs it"
-    import websockets
-
     s = stack_settings(gateway_api_keys={"page-key": "acme"})
     app = create_app(s)
     served = serve(app)
@@ -91,6 +90,93 @@ async def test_type_a_question_and_see_the_answer(serve):
     answered: list = []
     pipeline = threading.Thread(target=fake_pipeline, args=(s, stop, answered), daemon=True)
     pipeline.start()
+    async with chromium_page(served, stop, pipeline) as cdp:
+        await ask(cdp, "How do I reset my password?")
+        deadline = time.monotonic() + 30
+        reply = None
+        while reply is None:
+            if time.monotonic() > deadline:
+                log_text = await cdp.js("document.getElementById('log').innerText")
+                error_text = await cdp.js("document.getElementById('error').innerText")
+                pytest.fail(f"no answer shown; page log: {log_text!r}, error: {error_text!r}")
+            reply = await cdp.js("(() => { const r = document.querySelector('.reply'); return r && r.innerText; })()")
+            await asyncio.sleep(0.1)
+        question = await cdp.js("document.querySelector('.user').dataset.messageId")
+        answer_id = await cdp.js("document.querySelector('.reply').dataset.messageId")
+
+    assert "To reset your password, open Settings > Security." in reply
+    assert "you asked: How do I reset my password?" in reply
+    assert "Resetting your password" in reply  # the citation is shown
+    assert question == answer_id == answered[0].message_id
+    assert answered[0].tenant == "acme" and answered[0].channel == "web"
+
+
+STREAMED = ["To", " reset", " your", " password,", " open", " Settings", " >", " Security", " and", " choose",
+            " Reset."]
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None and os.environ.get("CI") != "true",
+    reason="Debian's chromium is not installed (apt-get install -y chromium)",
+)
+@pytest.mark.parametrize("status", ["ANSWERED", "BLOCKED"])
+async def test_the_answer_grows_as_it_is_written_then_the_reply_replaces_it(serve, status):
+    """Provisional text appears piece by piece; the final reply replaces it (and retracts it when BLOCKED)."""
+    assert CHROMIUM is not None, "CI must have Debian's chromium: .ci/install-tools installs it"
+    s = stack_settings(gateway_api_keys={"page-key": "acme"})
+    app = create_app(s)
+    served = serve(app)
+    assert await app.state.tail.wait_ready(30), "the SSE tail never got its partitions"
+    final_text = "Sorry, I can't help with that." if status == "BLOCKED" else None
+    stop = threading.Event()
+    answered: list = []
+    pipeline = threading.Thread(
+        target=fake_pipeline, args=(s, stop, answered),
+        kwargs={"pieces": STREAMED, "piece_gap_s": 0.25, "status": status, "final_text": final_text}, daemon=True,
+    )
+    pipeline.start()
+    async with chromium_page(served, stop, pipeline) as cdp:
+        await ask(cdp, "How do I reset my password?")
+        seen: list[tuple[str, str]] = []  # (class, text) of the answer bubble over time
+        deadline = time.monotonic() + 30
+        while not seen or "provisional" in seen[-1][0]:
+            assert time.monotonic() < deadline, f"no final reply; seen {seen}"
+            state = await cdp.js(
+                "(() => { const r = document.querySelector('.reply'); return r && [r.className, r.innerText]; })()"
+            )
+            if state and (not seen or tuple(state) != seen[-1]):
+                seen.append(tuple(state))
+            await asyncio.sleep(0.05)
+        bubbles = await cdp.js("document.querySelectorAll('.reply').length")
+
+    provisional = [text for cls, text in seen if "provisional" in cls]
+    lengths = [len(t) for t in provisional]
+    assert len(provisional) >= 3 and lengths == sorted(lengths) and lengths[0] < lengths[-1], seen
+    assert all("".join(STREAMED).startswith(t) for t in provisional)
+    final_cls, final_shown = seen[-1]
+    assert "provisional" not in final_cls and bubbles == 1  # replaced in place, not a second bubble
+    if status == "BLOCKED":
+        assert final_shown.startswith("Sorry, I can't help with that.") and "Security" not in final_shown
+    else:
+        assert final_shown.startswith("To reset your password, open Settings > Security.")
+
+
+async def ask(cdp: "DevTools", text: str) -> None:
+    deadline = time.monotonic() + 20
+    while await cdp.js("document.readyState") != "complete" or not await cdp.js("!!document.getElementById('text')"):
+        assert time.monotonic() < deadline, "page did not load"
+        await asyncio.sleep(0.1)
+    await cdp.js("document.getElementById('apikey').focus()")
+    await cdp.call("Input.insertText", text="page-key")
+    await cdp.js("document.getElementById('text').focus()")
+    await cdp.call("Input.insertText", text=text)
+    await cdp.js("document.getElementById('send').click()")
+
+
+@contextlib.asynccontextmanager
+async def chromium_page(served, stop: threading.Event, pipeline: threading.Thread):
+    """Headless Chromium on the gateway's page, driven over DevTools; stops the fake pipeline after."""
+    import websockets
 
     user_data = Path(tempfile.mkdtemp(prefix="chatstream-chromium-"))
     proc = subprocess.Popen(
@@ -102,28 +188,7 @@ async def test_type_a_question_and_see_the_answer(serve):
     try:
         ws_url = await asyncio.to_thread(devtools_page_url, user_data, proc)
         async with websockets.connect(ws_url, max_size=None) as ws:
-            cdp = DevTools(ws)
-            deadline = time.monotonic() + 20
-            while await cdp.js("document.readyState") != "complete" or not await cdp.js("!!document.getElementById('text')"):
-                assert time.monotonic() < deadline, "page did not load"
-                await asyncio.sleep(0.1)
-            await cdp.js("document.getElementById('apikey').focus()")
-            await cdp.call("Input.insertText", text="page-key")
-            await cdp.js("document.getElementById('text').focus()")
-            await cdp.call("Input.insertText", text="How do I reset my password?")
-            await cdp.js("document.getElementById('send').click()")
-
-            deadline = time.monotonic() + 30
-            reply = None
-            while reply is None:
-                if time.monotonic() > deadline:
-                    log_text = await cdp.js("document.getElementById('log').innerText")
-                    error_text = await cdp.js("document.getElementById('error').innerText")
-                    pytest.fail(f"no answer shown; page log: {log_text!r}, error: {error_text!r}")
-                reply = await cdp.js("(() => { const r = document.querySelector('.reply'); return r && r.innerText; })()")
-                await asyncio.sleep(0.1)
-            question = await cdp.js("document.querySelector('.user').dataset.messageId")
-            answer_id = await cdp.js("document.querySelector('.reply').dataset.messageId")
+            yield DevTools(ws)
     finally:
         proc.terminate()
         try:
@@ -133,9 +198,3 @@ async def test_type_a_question_and_see_the_answer(serve):
         stop.set()
         pipeline.join(10)
         shutil.rmtree(user_data, ignore_errors=True)
-
-    assert "To reset your password, open Settings > Security." in reply
-    assert "you asked: How do I reset my password?" in reply
-    assert "Resetting your password" in reply  # the citation is shown
-    assert question == answer_id == answered[0].message_id
-    assert answered[0].tenant == "acme" and answered[0].channel == "web"

@@ -8,7 +8,7 @@ import pytest
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
 import schemas
-from processors.records import ChatRequest, ChatResponse, ChatTurn, Citation, DeadLetter, KafkaHeader, Passage, Status, now_ms
+from processors.records import ChatDelta, ChatRequest, ChatResponse, ChatTurn, Citation, DeadLetter, KafkaHeader, Passage, Status, now_ms
 from streams.codec import DecodeError, SingleObjectCodec, schema_fingerprint
 
 
@@ -41,6 +41,8 @@ def test_round_trips(codec: SingleObjectCodec) -> None:
     assert codec.decode(codec.encode(resp), ChatResponse) == resp
     letter = DeadLetter(b"k", b"\xff", "chat.inbound", 1, 2, "enrich", "DecodeError", "bad", [KafkaHeader("h", b"v")])
     assert codec.decode(codec.encode(letter), DeadLetter) == letter
+    delta = ChatDelta(req.message_id, req.session_id, req.channel, 0, "Hel", False, metadata={"slack_channel": "C1"})
+    assert codec.decode(codec.encode(delta), ChatDelta) == delta
 
 
 def test_reads_records_written_with_an_older_schema(codec: SingleObjectCodec) -> None:

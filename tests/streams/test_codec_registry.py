@@ -26,6 +26,7 @@ from registry_server import RegistryServer, ensure_installed, free_port, start
 
 import schemas
 from processors.records import (
+    ChatDelta,
     ChatEscalation,
     ChatFeedback,
     ChatRequest,
@@ -54,6 +55,7 @@ TOPIC_FOR: dict[str, str | list[str]] = {
     "ChatEscalation": "it.chat.escalations",
     "DeadLetter": "it.chat.deadletter",
     "ChatFeedback": "it.chat.feedback",
+    "ChatDelta": "it.chat.deltas",
 }
 
 
@@ -124,7 +126,8 @@ def every_record() -> list:
     letter = DeadLetter(b"s1", b"\xff\x00garbage", "chat.inbound", 1, 42, "enrich", "DecodeError", "bad bytes",
                         [KafkaHeader("traceparent", b"00-abc"), KafkaHeader("empty", None)], message_id=None)
     feedback = ChatFeedback(req.message_id, req.session_id, req.user_id, req.channel, FeedbackKind.CSAT, 4, "quick")
-    return [req, turn, resp, esc, letter, feedback]
+    delta = ChatDelta(req.message_id, req.session_id, req.channel, 3, " days.", True, metadata={"k": "v"})
+    return [req, turn, resp, esc, letter, feedback, delta]
 
 
 @pytest.mark.parametrize("record", every_record(), ids=lambda r: type(r).__name__)

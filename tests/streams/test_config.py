@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.config import Settings
+from streams.config import TOPIC_NAMES, Settings
 
 
 def test_env_prefix_and_openai_key_fallback(monkeypatch) -> None:
@@ -29,7 +29,7 @@ def test_derive_gives_a_namespace_with_its_own_topics() -> None:
     replay = base.derive(topic_prefix="replay-7.")
     assert replay.topics.inbound == "replay-7.chat.inbound"
     assert base.topics.inbound == "chat.inbound"
-    assert len(set(replay.topics.all())) == 8
+    assert len(set(replay.topics.all())) == len(TOPIC_NAMES)
 
 
 def test_stack_secrets_come_from_the_state_folder_unless_set(tmp_path):

@@ -29,9 +29,13 @@ def test_llm_server_process_serves_and_stops() -> None:
 
 @pytest.mark.stack
 def test_bench_prints_every_figure_and_counts_every_reply(capsys) -> None:
-    assert main(["bench", "--turns", "40", "--sessions", "8", "--llm-latency-ms", "50"]) == 0
+    assert main(["bench", "--turns", "40", "--sessions", "8", "--llm-latency-ms", "50", "--llm-token-ms", "5",
+                 "--llm-tokens", "10"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"turns 40\s+replies 40\s+duplicates 0\s+sessions out of order 0", out), out
+    # a cold worker may answer its first turn without a lookup (retrieval still loading): nothing streams
+    streamed = re.search(r"time to first token ms p50 \d+  p95 \d+  p99 \d+   \((\d+) turns streamed", out)
+    assert streamed and int(streamed.group(1)) >= 30, out
     for figure in ("throughput", "end-to-end latency ms  p50", "pipeline overhead ms", "enrich", "validate", "worker peak RSS"):
         assert figure in out, out
 

@@ -1,0 +1,95 @@
+"""A real gateway in a thread and a reader of its server-sent events, for the streaming tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+
+class ServedGateway:
+    """The gateway app under a real uvicorn on a free loopback port (SSE needs real streaming)."""
+
+    def __init__(self, app: Any) -> None:
+        import uvicorn
+
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        sock.close()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        )
+        self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve()), daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@dataclass
+class Event:
+    kind: str
+    id: str
+    data: dict
+    at: float  # time.monotonic() when the client read it
+
+
+@dataclass
+class SSEReader:
+    """Reads one session's event stream into ``events`` until closed."""
+
+    url: str
+    last_event_id: str | None = None
+    events: list[Event] = field(default_factory=list)
+    opened: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run(self) -> None:
+        headers = {"Last-Event-ID": self.last_event_id} if self.last_event_id else {}
+        async with httpx.AsyncClient(timeout=httpx.Timeout(60, read=None)) as client:
+            async with client.stream("GET", self.url, headers=headers) as response:
+                assert response.status_code == 200, response.status_code
+                self.opened.set()
+                kind, eid, data = "message", "", []
+                async for line in response.aiter_lines():
+                    if line == "":
+                        if data:
+                            self.events.append(Event(kind, eid, json.loads("\n".join(data)), time.monotonic()))
+                        kind, eid, data = "message", "", []
+                    elif line.startswith("event:"):
+                        kind = line[6:].strip()
+                    elif line.startswith("id:"):
+                        eid = line[3:].strip()
+                    elif line.startswith("data:"):
+                        data.append(line[5:].strip())
+
+    def of(self, message_id: str, kind: str | None = None) -> list[Event]:
+        return [e for e in self.events if e.data.get("message_id") == message_id and kind in (None, e.kind)]
+
+    async def wait_reply(self, message_id: str, timeout_s: float = 30.0) -> Event:
+        deadline = time.monotonic() + timeout_s
+        while not self.of(message_id, "reply"):
+            assert time.monotonic() < deadline, f"no reply for {message_id}; events: {[e.id for e in self.events]}"
+            await asyncio.sleep(0.02)
+        return self.of(message_id, "reply")[0]
+
+
+def shown_text(events: list[Event]) -> str:
+    """What a page shows for one message: its deltas in seq order until the reply replaces them."""
+    replies = [e for e in events if e.kind == "reply"]
+    if replies:
+        return replies[0].data["text"]
+    return "".join(e.data["text"] for e in sorted(events, key=lambda e: e.data["seq"]))
