@@ -44,7 +44,7 @@ def session_layout(settings: Settings) -> tuple[str, int]:
 
     from processors.session import session_store_from_settings
 
-    store = session_store_from_settings(aioredis.Redis.from_url(settings.redis_url), settings)  # no connection made
+    store = session_store_from_settings(aioredis.Redis.from_url(settings.redis_connection_url), settings)  # no connection made
     return store.prefix, store.history_turns
 
 
@@ -153,7 +153,7 @@ def read_escalations(settings: Settings) -> list[ChatEscalation]:
 def read_history(settings: Settings, session_ids: Iterable[str]) -> dict[str, tuple[list[tuple[str, str]], set[str]]]:
     """Per session: the history list as (role, message_id) and the set of appended turn ids."""
     prefix, _ = session_layout(settings)
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis.Redis.from_url(settings.redis_connection_url)
     try:
         out = {}
         for sid in session_ids:

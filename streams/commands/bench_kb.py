@@ -290,7 +290,7 @@ async def zipf_bench(settings, store, model, tenant, traffic, pids, CachedEmbedd
     from processors.retrieval import Retriever
     from processors.tenant_model import model_id
 
-    redis = aioredis.from_url(settings.redis_url)
+    redis = aioredis.from_url(settings.redis_connection_url)
     prefix = f"cs:kbbench-{uuid.uuid4().hex[:8]}"
     mid = model_id(model)
     try:

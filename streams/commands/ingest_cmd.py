@@ -113,7 +113,7 @@ async def _invalidate_cached_results(settings: Settings, tenant: str) -> None:
 
     from processors.kb_cache import invalidate_tenant
 
-    client = aioredis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=3)
+    client = aioredis.from_url(settings.redis_connection_url, socket_timeout=5, socket_connect_timeout=3)
     try:
         await invalidate_tenant(client, tenant)
     except Exception as exc:  # noqa: BLE001 - the ingest itself must go on

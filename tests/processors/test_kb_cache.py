@@ -18,7 +18,7 @@ from streams.config import Settings
 
 
 def _test_db_url() -> str:
-    parts = urlsplit(Settings().redis_url)
+    parts = urlsplit(Settings().redis_connection_url)
     return urlunsplit((parts.scheme, parts.netloc, "/15", parts.query, ""))
 
 

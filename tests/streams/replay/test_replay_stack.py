@@ -124,7 +124,7 @@ def test_replay_is_isolated_keeps_ids_order_and_send_times(source, tmp_path):
             except Exception:  # noqa: BLE001 - a production topic that does not exist holds nothing of ours
                 seen = set()
             assert not ids & seen, topic
-        r = redis.Redis.from_url(prod.redis_url)
+        r = redis.Redis.from_url(prod.redis_connection_url)
         session = requests[0].session_id
         assert not r.exists(f"cs:s:{{{session}}}:turns") and not r.exists(*(f"cs:replied:{i}" for i in ids))
         assert r.exists(f"cs:{prefix}s:{{{session}}}:turns") and r.exists(f"cs:{prefix}replied:{requests[0].message_id}")
