@@ -5,8 +5,8 @@ worker used, so committed offsets carry over), subscribed to the sources of the 
 one lane (backlog + in-flight window) per stage; one producer (acks=all, idempotent) for all
 outputs. Per record the ``StageRunner`` decodes, processes, dead-letters, retries transient trouble
 and produces before the record counts as done; the lane releases it in offset order and the runtime
-commits. SIGTERM/SIGINT: stop pulling, finish in-flight turns (up to ``shutdown_grace_s``), commit,
-close.
+commits. SIGTERM/SIGINT: stop pulling new turns, finish the turns in flight through the later stages
+this worker runs (stage by stage, up to ``shutdown_grace_s``), commit, close.
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ class StageWorker:
             await stage.start(self.codec)
         consumer = self._consumer or make_consumer(self.settings, self.settings.consumer_group)
         self.runtime = ConsumerRuntime(
-            consumer, self.lanes(), grace_s=self.settings.shutdown_grace_s, on_assigned=self.on_assigned
+            consumer, self.lanes(), grace_s=self.settings.shutdown_grace_s, on_assigned=self.on_assigned,
+            staged_stop=True,  # build_stages gives the stages in pipeline order
         )
         metrics.register_inflight_gauge({lane.name: lane.window for lane in self.runtime.lanes})
         log.info("stages started: %s", ", ".join(s.name for s in self.stages))
