@@ -21,7 +21,7 @@ from streams.codec import make_codec
 from streams.config import Settings
 from streams.message import InboundMessage
 from streams.pipeline import build_stages
-from streams.runtime.clients import PIPELINE_MAX_REQUEST, make_consumer, make_producer
+from streams.runtime.clients import PIPELINE_MAX_REQUEST, end_offsets_reader, make_consumer, make_producer
 from streams.runtime.consumer import ConsumerRuntime
 from streams.runtime.lane import Lane, by_session
 from streams.stage import Stage, StageRunner
@@ -67,6 +67,7 @@ class StageWorker:
         self.runtime = ConsumerRuntime(
             consumer, self.lanes(), grace_s=self.settings.shutdown_grace_s, on_assigned=self.on_assigned,
             staged_stop=True,  # build_stages gives the stages in pipeline order
+            end_offsets=end_offsets_reader(self.settings) if self._consumer is None else None,
         )
         metrics.register_inflight_gauge({lane.name: lane.window for lane in self.runtime.lanes})
         log.info("stages started: %s", ", ".join(s.name for s in self.stages))
