@@ -239,6 +239,7 @@ class ConsumerRuntime:
             for t, p in partitions:
                 _, high = self.consumer.get_watermark_offsets(TopicPartition(t, p), timeout=5.0, cached=False)
                 ends[(t, p)] = high
+        ends = {tp: end for tp, end in ends.items() if end > 0}  # a partition that never had a record
         fresh = [TopicPartition(t, p) for (t, p) in ends if (t, p) not in lane.acked]
         if fresh:
             for tp in self.consumer.committed(fresh, timeout=5.0):

@@ -255,9 +255,9 @@ async def test_stop_drains_the_stages_in_order_so_turns_in_flight_are_answered()
 
     lane_a = Lane("a", [A], first, max_in_flight=4, chain_key=by_partition_free)
     lane_b = Lane("b", [B], second, max_in_flight=4)
-    runtime = runtime_for(consumer, lane_a, lane_b, staged_stop=True, commit_interval_s=60)
+    runtime = runtime_for(consumer, lane_a, lane_b, staged_stop=True, commit_interval_s=60, grace_s=30)
     consumer.produce(A, 0, b"s", n=20)
-    consumer.rebalance(set(), {(A, 0), (B, 0)})
+    consumer.rebalance(set(), {(A, 0), (B, 0), (B, 1)})  # B 1 never has a record: nothing to wait for
     task = asyncio.create_task(runtime.run())
     await until(lambda: len(first_started) == 4)
     runtime.request_stop()
