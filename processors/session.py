@@ -9,6 +9,7 @@ not append it twice.
 Keys (``{session_id}`` is a Redis Cluster hash tag, so one session's keys share a slot):
 
 - ``<prefix>s:{sid}:turns``  list of JSON turns, oldest first, at most ``history_turns`` after a reply
+  plus questions still waiting for theirs (up to twice that, see ``session_scripts.roll``)
 - ``<prefix>s:{sid}:meta``   hash: ``summary`` (rolled-off turns), ``failures`` (consecutive)
 - ``<prefix>s:{sid}:ids``    set of appended turn ids (``u:<message_id>`` / ``a:<message_id>``)
 - ``<prefix>rl:<user_id>``   token bucket (hash: tokens, ts)
@@ -18,7 +19,8 @@ Keys (``{session_id}`` is a Redis Cluster hash tag, so one session's keys share 
 
 The session keys share a TTL that every turn refreshes. A "turn" of the history is one message
 (a user or an assistant message), so ``history_turns=8`` keeps four exchanges verbatim; older
-messages are rolled into an extractive summary (first sentence of each, oldest dropped first) so the
+messages are rolled into an extractive summary (first sentence of each, oldest dropped first), a
+question only once its answer is recorded (a burst of questions would otherwise lose them), so the
 session stays bounded in size however long it runs. ``summary_max_chars`` is enforced in UTF-8 bytes,
 which never exceeds that many characters.
 

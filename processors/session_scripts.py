@@ -38,18 +38,36 @@ local function first_sentence(text, cap)
   return s
 end
 
-local function roll(turns, meta, limit, max_chars, piece_cap)
-  local over = redis.call('LLEN', turns) - limit
+-- A question rolls off only once its answer is recorded (its 'a:' id is in the id set), and the
+-- turns behind it wait with it: otherwise a burst of questions in one session rolls its older
+-- questions into the summary before their answers come, and each answer then lands without its
+-- question. A question that never gets an answer (dead-lettered downstream) must not pin the window
+-- for ever: beyond twice the limit the oldest turns roll whatever they are.
+local function may_roll(ids, raw)
+  local ok, t = pcall(cjson.decode, raw)
+  if not ok or type(t) ~= 'table' or t['role'] ~= 'user' then return true end
+  return redis.call('SISMEMBER', ids, 'a:' .. tostring(t['message_id'])) == 1
+end
+
+local function roll(turns, meta, ids, limit, max_chars, piece_cap)
+  local len = redis.call('LLEN', turns)
+  local over = len - limit
   if over <= 0 then return end
+  local forced = len - 2 * limit
   local summary = redis.call('HGET', meta, 'summary') or ''
+  local rolled = 0
   for i = 1, over do
-    local raw = redis.call('LPOP', turns)
+    local raw = redis.call('LINDEX', turns, 0)
+    if i > forced and not may_roll(ids, raw) then break end
+    redis.call('LPOP', turns)
+    rolled = rolled + 1
     local ok, t = pcall(cjson.decode, raw)
     if ok and type(t) == 'table' and type(t['text']) == 'string' then
       local line = tostring(t['role']) .. ': ' .. first_sentence(t['text'], piece_cap)
       if summary == '' then summary = line else summary = summary .. '\n' .. line end
     end
   end
+  if rolled == 0 then return end
   while #summary > max_chars do
     local nl = string.find(summary, '\n', 1, true)
     if nl == nil then summary = utf8_tail(summary, max_chars); break end
@@ -76,7 +94,7 @@ local fresh = redis.call('SADD', ids, 'u:' .. ARGV[1])
 local upto = #all
 if fresh == 1 then
   redis.call('RPUSH', turns, ARGV[2])
-  roll(turns, meta, n + 1, tonumber(ARGV[6]), tonumber(ARGV[7]))
+  roll(turns, meta, ids, n + 1, tonumber(ARGV[6]), tonumber(ARGV[7]))
 else
   local i = find_turn(all, ARGV[3])
   if i ~= nil then upto = i - 1 end
@@ -103,10 +121,13 @@ if fresh == 1 then
   local i = find_turn(all, ARGV[3])
   if i ~= nil then
     redis.call('LINSERT', turns, 'AFTER', all[i], ARGV[2])
+  elseif redis.call('SISMEMBER', ids, 'u:' .. ARGV[1]) == 1 then
+    -- its question was forced out already: older than everything left, so it goes first
+    redis.call('LPUSH', turns, ARGV[2])
   else
     redis.call('RPUSH', turns, ARGV[2])
   end
-  roll(turns, meta, n, tonumber(ARGV[6]), tonumber(ARGV[7]))
+  roll(turns, meta, ids, n, tonumber(ARGV[6]), tonumber(ARGV[7]))
   if ARGV[8] == 'reset' then
     redis.call('HSET', meta, 'failures', 0)
   elseif ARGV[8] == 'incr' then

@@ -110,7 +110,6 @@ class AuditResult:
     lost: list[str] = field(default_factory=list)
     doubled: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
-    history_gaps: list[str] = field(default_factory=list)  # replies missing from the history, where tolerated
 
     def status(self, message_id: str) -> Status:
         return Status(self.replies[message_id][0].status)
@@ -173,15 +172,13 @@ def audit(
     no_reply: Iterable[str] = (),
     only_sent: bool = True,
     history: bool = True,
-    reply_gaps_in_history: bool = False,
 ) -> AuditResult:
     """Read back the namespace and check every rule above for the turns in ``sent``.
 
     ``no_reply``: message ids that must get no reply at all (dead-lettered turns). ``only_sent``: the
     namespace is the test's own, so a reply or escalation for any other message id is an error too.
-    ``history=False`` skips Redis. ``reply_gaps_in_history``: after a kill -9, an answer may be missing
-    from the history (a known defect, see the issue 15 note): such gaps are counted in
-    ``history_gaps`` instead of failing, and everything else about the history is still checked.
+    ``history=False`` skips Redis. An answer on chat.outbound that is missing from the history is a
+    problem also after a kill -9 (validate records it again when the crashed turn comes back).
     """
     requests = _unique(sent)
     histories = read_history(settings, {r.session_id for r in requests}) if history else None
@@ -193,7 +190,6 @@ def audit(
         history_turns=session_layout(settings)[1],
         no_reply=no_reply,
         only_sent=only_sent,
-        reply_gaps_in_history=reply_gaps_in_history,
     )
 
 
@@ -206,7 +202,6 @@ def check(
     history_turns: int,
     no_reply: Iterable[str] = (),
     only_sent: bool = True,
-    reply_gaps_in_history: bool = False,
 ) -> AuditResult:
     """The rules, on what was read back: replies and escalations in topic order, histories per session."""
     requests = _unique(sent)
@@ -271,12 +266,6 @@ def check(
                     continue
                 conversation += [("user", r.message_id), ("assistant", r.message_id)]
             actual, ids = histories.get(sid, ([], set()))
-            if reply_gaps_in_history:
-                # only this pattern is tolerated: the answer is on chat.outbound, its question is in the
-                # history, the answer was never appended (neither in the list nor in the id set)
-                gaps = {mid for role, mid in conversation if role == "assistant" and f"a:{mid}" not in ids and f"u:{mid}" in ids}
-                result.history_gaps += sorted(gaps)
-                conversation = [(role, mid) for role, mid in conversation if not (role == "assistant" and mid in gaps)]
             doubles = [f"{role}:{mid}" for (role, mid), n in Counter(actual).items() if n > 1]
             if doubles:
                 for entry in doubles:
@@ -302,7 +291,6 @@ async def audit_when_done(
     no_reply: Iterable[str] = (),
     only_sent: bool = True,
     history: bool = True,
-    reply_gaps_in_history: bool = False,
 ) -> AuditResult:
     """Readiness, then the audit: every expected reply seen by ``client``, the group idle, then read back."""
     silent = set(no_reply)
@@ -310,5 +298,4 @@ async def audit_when_done(
     await wait_idle(client.settings, timeout_s=timeout_s)
     return await asyncio.to_thread(
         audit, client.settings, sent, no_reply=silent, only_sent=only_sent, history=history,
-        reply_gaps_in_history=reply_gaps_in_history,
     )

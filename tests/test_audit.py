@@ -103,14 +103,11 @@ def test_dead_lettered_and_foreign_ids(only_sent: bool) -> None:
     assert problems(sent, [reply(sent[0]), reply(sent[1])], no_reply=[sent[1].message_id])
 
 
-def test_answers_missing_from_the_history_only_where_tolerated() -> None:
+def test_an_answer_missing_from_the_history_is_a_problem() -> None:
+    """The kill -9 pattern (answer on chat.outbound, question in the history, answer never appended)."""
     sent = turns("s", 2)
     replies = [reply(r) for r in sent]
     entries, ids = history_of(sent)
     gap = ([e for e in entries if e != ("assistant", "s-m0")], ids - {"a:s-m0"})
-    assert problems(sent, replies, histories={"s": gap})
-    result = check(sent, replies, [], {"s": gap}, history_turns=64, reply_gaps_in_history=True)
-    assert result.problems == [] and result.history_gaps == ["s-m0"]
-    # a missing question is not the tolerated pattern
-    no_question = ([e for e in entries if e[1] != "s-m0"], ids - {"a:s-m0", "u:s-m0"})
-    assert check(sent, replies, [], {"s": no_question}, history_turns=64, reply_gaps_in_history=True).problems
+    found = problems(sent, replies, histories={"s": gap})
+    assert any("turn ids missing ['a:s-m0']" in p for p in found), found

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
-from confluent_kafka import Consumer
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 if TYPE_CHECKING:
     from streams.producer import AsyncProducer
@@ -99,3 +99,19 @@ def make_admin(settings: Any, **overrides: Any) -> AdminClient:
     config: dict[str, Any] = {"bootstrap.servers": settings.kafka_bootstrap, "socket.timeout.ms": 10000}
     config.update(overrides)
     return AdminClient(config)
+
+
+def end_offsets_reader(settings: Any) -> Callable[[list[tuple[str, int]]], dict[tuple[str, int], int]]:
+    """High watermarks of many partitions in one ``list_offsets`` request (the worker's staged stop).
+
+    An admin client of its own: a consumer's watermark queries go one partition at a time on the
+    connection its fetch long-poll occupies, about half a second each.
+    """
+    admin = make_admin(settings)
+
+    def read(partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        futures = admin.list_offsets({TopicPartition(t, p): OffsetSpec.latest() for t, p in partitions},
+                                     request_timeout=10)
+        return {(tp.topic, tp.partition): future.result().offset for tp, future in futures.items()}
+
+    return read

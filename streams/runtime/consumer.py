@@ -49,6 +49,8 @@ class ConsumerRuntime:
         tick: Callable[[], Any] | None = None,
         tick_interval_s: float = 1.0,
         commits: bool = True,
+        staged_stop: bool = False,
+        end_offsets: Callable[[list[TP]], dict[TP, int]] | None = None,
     ) -> None:
         self.consumer = consumer
         self.lanes = lanes
@@ -60,6 +62,12 @@ class ConsumerRuntime:
         self.tick = tick
         self.tick_interval_s = tick_interval_s
         self.commits = commits  # False for group-less tails: nothing to commit, no group to commit to
+        # lanes are pipeline stages in order, each reading what the one before produces: stop drains
+        # them one after the other so turns in flight are answered before exit (``_drain_in_stage_order``)
+        self.staged_stop = staged_stop
+        # high watermarks of many partitions in one request (an admin client: the consumer's own
+        # per-partition queries wait behind its fetch long-poll, ~0.5 s each); default: the consumer's
+        self.end_offsets = end_offsets
         self._by_topic: dict[str, Lane] = {}
         for lane in lanes:
             for topic in lane.topics:
@@ -143,13 +151,19 @@ class ConsumerRuntime:
 
     async def _shutdown(self) -> None:
         began = time.monotonic()
+        deadline = began + self.grace_s
         running = sum(lane.window.in_flight for lane in self.lanes)
+        if running:
+            log.info("stopping: finishing %d in-flight turns (up to %.0f s)", running, self.grace_s)
+        if self.staged_stop and len(self.lanes) > 1:
+            try:
+                await self._drain_in_stage_order(deadline)
+            except Exception:
+                log.exception("stopping: draining in stage order failed; finishing what is in flight")
         self._pause(self.assignment - self.paused)
         for lane in self.lanes:
             await lane.stop_feeding()
-        if running:
-            log.info("stopping: finishing %d in-flight turns (up to %.0f s)", running, self.grace_s)
-        results = await asyncio.gather(*(lane.drain(self.grace_s) for lane in self.lanes))
+        results = await asyncio.gather(*(lane.drain(max(0.0, deadline - time.monotonic())) for lane in self.lanes))
         if not all(results):
             log.warning("stopping: in-flight turns did not finish within %.0f s; they will be redone", self.grace_s)
         if self.tick is not None:
@@ -161,6 +175,77 @@ class ConsumerRuntime:
         await self._in_thread(self.consumer.close)
         self._thread.shutdown(wait=False)
         log.info("consumer closed in %.2f s (%d turns were in flight)", time.monotonic() - began, running)
+
+    async def _drain_in_stage_order(self, deadline: float) -> None:
+        """Stop the first stage, finish its admitted turns, and keep consuming for the later stages
+        until each has handled what the stage before it produced; then the next one (all bounded by
+        the one grace period).
+
+        Without this every stage stops at once and a turn in the LLM at SIGTERM gets its generate
+        output before exit but its reply only after the restart. "What the stage before produced" is
+        read as the high watermarks of the next stage's partitions once the stage before is drained:
+        everything it produced is below them (records other workers produce later are left).
+        """
+        for upstream, downstream in zip(self.lanes, self.lanes[1:]):
+            self._pause(self._partitions_of(upstream) - self.paused)
+            await upstream.stop_feeding()
+            drained = asyncio.ensure_future(upstream.window.drain(max(0.0, deadline - time.monotonic())))
+            await self._consume_until(drained.done, deadline)  # the later stages keep going meanwhile
+            if not await drained:
+                return
+            ends = await self._in_thread(self._unhandled_ends, downstream)
+            log.info("stopping: %s drained (%.2f s); %s still to handle %d partitions of its input",
+                     upstream.name, time.monotonic() - (deadline - self.grace_s), downstream.name, len(ends))
+
+            def handled(downstream: Lane = downstream, ends: dict[TP, int] = ends) -> bool:
+                return all(not downstream.owns(tp) or downstream.acked.get(tp, -1) >= end for tp, end in ends.items())
+
+            if not await self._consume_until(handled, deadline):
+                behind = {tp: (downstream.acked.get(tp), end) for tp, end in ends.items()
+                          if downstream.owns(tp) and downstream.acked.get(tp, -1) < end}
+                log.warning("stopping: %s did not reach the end of its input within the grace "
+                            "(partition: handled up to, end): %s; %d in flight, %d in its backlog",
+                            downstream.name, behind, downstream.window.in_flight, len(downstream.backlog))
+                return
+
+    async def _consume_until(self, done: Callable[[], bool], deadline: float) -> bool:
+        """Keep fetching and dispatching (as ``run`` does) until ``done()`` or the deadline."""
+        last_commit = time.monotonic()
+        await asyncio.sleep(0)  # a drain with nothing to wait for is done without a fetch
+        while not done():
+            if time.monotonic() >= deadline:
+                return False
+            for msg in await self._in_thread(self._fetch):
+                self._dispatch(msg)
+            self._apply_backpressure()
+            if time.monotonic() - last_commit >= self.commit_interval_s:
+                last_commit = time.monotonic()
+                self.commit(asynchronous=True)
+        return True
+
+    def _partitions_of(self, lane: Lane) -> set[TP]:
+        return {tp for tp in self.assignment if tp[0] in lane.topics}
+
+    def _unhandled_ends(self, lane: Lane) -> dict[TP, int]:
+        """(On the consume thread) the high watermark of each of ``lane``'s partitions it has not
+        handled up to yet; a partition without work since its assignment starts at its commit."""
+        partitions = sorted(self._partitions_of(lane))
+        if not partitions:
+            return {}
+        if self.end_offsets is not None:
+            ends = dict(self.end_offsets(partitions))
+        else:
+            ends = {}
+            for t, p in partitions:
+                _, high = self.consumer.get_watermark_offsets(TopicPartition(t, p), timeout=5.0, cached=False)
+                ends[(t, p)] = high
+        ends = {tp: end for tp, end in ends.items() if end > 0}  # a partition that never had a record
+        fresh = [TopicPartition(t, p) for (t, p) in ends if (t, p) not in lane.acked]
+        if fresh:
+            for tp in self.consumer.committed(fresh, timeout=5.0):
+                if tp.offset >= ends[(tp.topic, tp.partition)]:
+                    del ends[(tp.topic, tp.partition)]
+        return {tp: end for tp, end in ends.items() if lane.acked.get(tp, -1) < end}
 
     async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         assert self._loop is not None
@@ -180,6 +265,8 @@ class ConsumerRuntime:
 
     def _apply_backpressure(self) -> None:
         for lane in self.lanes:
+            if lane.stopping:
+                continue  # a stopped stage's partitions stay paused
             mine = {tp for tp in self.assignment if tp[0] in lane.topics}
             if lane.full and not lane.paused:
                 lane.paused = True

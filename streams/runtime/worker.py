@@ -5,8 +5,8 @@ earlier Faust-based worker, so a deployment's committed offsets carry over), sub
 sources of the stages it runs; one lane (backlog + in-flight window) per stage; one producer
 (acks=all, idempotent) for all outputs. Per record the ``StageRunner`` decodes, processes, dead-letters, retries transient trouble
 and produces before the record counts as done; the lane releases it in offset order and the runtime
-commits. SIGTERM/SIGINT: stop pulling, finish in-flight turns (up to ``shutdown_grace_s``), commit,
-close.
+commits. SIGTERM/SIGINT: stop pulling new turns, finish the turns in flight through the later stages
+this worker runs (stage by stage, up to ``shutdown_grace_s``), commit, close.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from streams.codec import make_codec
 from streams.config import Settings
 from streams.message import InboundMessage
 from streams.pipeline import build_stages
-from streams.runtime.clients import PIPELINE_MAX_REQUEST, make_consumer, make_producer
+from streams.runtime.clients import PIPELINE_MAX_REQUEST, end_offsets_reader, make_consumer, make_producer
 from streams.runtime.consumer import ConsumerRuntime
 from streams.runtime.lane import Lane, by_session
 from streams.stage import Stage, StageRunner
@@ -66,7 +66,9 @@ class StageWorker:
             await stage.start(self.codec)
         consumer = self._consumer or make_consumer(self.settings, self.settings.consumer_group)
         self.runtime = ConsumerRuntime(
-            consumer, self.lanes(), grace_s=self.settings.shutdown_grace_s, on_assigned=self.on_assigned
+            consumer, self.lanes(), grace_s=self.settings.shutdown_grace_s, on_assigned=self.on_assigned,
+            staged_stop=True,  # build_stages gives the stages in pipeline order
+            end_offsets=end_offsets_reader(self.settings) if self._consumer is None else None,
         )
         metrics.register_inflight_gauge({lane.name: lane.window for lane in self.runtime.lanes})
         log.info("stages started: %s", ", ".join(s.name for s in self.stages))

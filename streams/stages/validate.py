@@ -26,9 +26,14 @@ class ValidateStage(ReplyingStage):
 
     async def process(self, turn: ChatTurn, msg: InboundMessage, span: Span) -> list[OutboundRecord]:
         started = time.perf_counter()
-        if await self.already_replied(turn.request.message_id, span):
-            return []
         verdict = self.validator.validate(turn)
+        if await self.already_replied(turn.request.message_id, span):
+            # The reply is on chat.outbound, but a crash between producing it and recording it
+            # (after_emit) would leave the session history without the answer for good: record it
+            # now. The RECORD script appends an answer once per message_id, so a repeat that was
+            # already recorded changes nothing.
+            await self.sessions.record_reply(turn.request, verdict.response)
+            return []
         response = verdict.response
         response.stage_ms = dict(turn.stage_ms)
         response.stage_ms[LLM_TIMING] = int(turn.llm_latency_ms)

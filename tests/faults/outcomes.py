@@ -63,7 +63,6 @@ def report(fault: str, user_saw: str, result: AuditResult, recover_s: float | No
     print(
         f"\nFAULT-REPORT | {fault} | {user_saw} | lost {len(result.lost)}/{result.turns} | "
         f"doubled {len(result.doubled)} | problems {len(result.problems)}"
-        + (f" | answers missing from history {len(result.history_gaps)}" if result.history_gaps else "")
         + f" | recover {recover}",
         flush=True,
     )

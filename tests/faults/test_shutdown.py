@@ -1,13 +1,15 @@
-"""SIGTERM with turns in flight: finish them, commit, exit 0; a restart repeats nothing that was finished.
+"""SIGTERM with turns in flight: answer them, commit, exit 0; a restart repeats nothing that was finished.
 
 What was in flight is taken from the scripted LLM's request log (each question carries its message
-id): the turns whose LLM call had started and not ended when SIGTERM was sent. "Finished before
+id): the turns whose LLM call had started and not ended when SIGTERM was sent. "Answered before
 exit" is read from Kafka after the worker exited and before anything restarts: each of them has its
-generate output on ``chat.generated`` (the stage finished it; validate is paused at SIGTERM, so the
-reply itself comes after the restart), and no LLM call the worker started was abandoned. "Repeats
+reply on ``chat.outbound`` (the worker drains its stages in pipeline order, so validate keeps going
+until the turns the earlier stages finished are answered), and no LLM call the worker started was
+abandoned. More turns are sent while no worker runs, so the restart has work of its own. "Repeats
 nothing" is counted per message id: every turn made exactly one LLM call over both worker lives
-(a dropped or uncommitted turn would be generated again) — which today's worker does not meet, see
-the xfail below.
+(a dropped or uncommitted turn would be generated again); a turn the knowledge base does not cover
+(``ChatTurn.answerable`` false on its chat.generated record) is declined without an LLM call, so
+it must make none.
 """
 
 from __future__ import annotations
@@ -27,13 +29,22 @@ from tests.faults.outcomes import conversation, report, send_all, wait_count
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(240)]
 
-GRACE_S = 15.0
+GRACE_S = 30.0  # the turns of the stopped pipeline take ~10 s at 2 s per LLM call, on a shared machine
 
 
-def generated_ids(settings) -> list[str]:  # type: ignore[no-untyped-def]
-    """message_ids of every record on chat.generated, offset 0 to the high watermark."""
+def generated_turns(settings) -> dict[str, bool]:  # type: ignore[no-untyped-def]
+    """message_id -> answerable, of every record on chat.generated (offset 0 to the high watermark)."""
     codec = make_codec(settings)
-    return [codec.decode(m.value(), ChatTurn).request.message_id for m in read_topic(settings, settings.topics.generated)]
+    turns: dict[str, bool] = {}
+    for m in read_topic(settings, settings.topics.generated):
+        turn = codec.decode(m.value(), ChatTurn)
+        turns[turn.request.message_id] = turns.get(turn.request.message_id, False) or turn.answerable
+    return turns
+
+
+def llm_calls_expected(run: "Shutdown") -> dict[str, int]:
+    """One LLM call per turn the knowledge base covers, none for a turn it declines."""
+    return {r.message_id: 1 if run.answerable[r.message_id] else 0 for r in run.requests}
 
 
 @dataclass
@@ -43,6 +54,7 @@ class Shutdown:
     requests: list
     in_flight: set[str]
     generated: set[str]
+    answerable: dict[str, bool]  # every turn's, read from chat.generated after the audit
     answered: set[str]
     sigterm_at: float
     exited_at: float
@@ -73,25 +85,32 @@ async def sigterm_mid_stream(fault_stack, llm, workers, client_for) -> Shutdown:
     # every LLM call the worker started before it exited had ended, successfully, by then
     unfinished = [c for c in llm.log.started_before(exited_at) if c.ended is None or c.ended > exited_at or c.status != 200]
     assert not unfinished, f"{len(unfinished)} LLM calls abandoned by the exiting worker: {unfinished[:3]}"
-    # and the stage finished their turns: the generate outputs are on chat.generated now, with no
-    # worker running (the validate stage is paused at SIGTERM, so their replies come after the restart)
-    generated = set(await asyncio.to_thread(generated_ids, settings))
-    dropped = in_flight - generated
-    assert not dropped, f"{len(dropped)} of {len(in_flight)} turns in flight at SIGTERM were not finished before exit: {sorted(dropped)[:3]}"
+    # and they were answered: their replies are on chat.outbound now, with no worker running
+    generated = set(await asyncio.to_thread(generated_turns, settings))
     answered = {reply.message_id for reply in await asyncio.to_thread(read_outbound, settings)}
-    assert len(answered) < len(requests), "some turns must be left for the restarted worker"
+    unanswered = in_flight - answered
+    assert not unanswered, (
+        f"{len(unanswered)} of {len(in_flight)} turns in flight at SIGTERM were not answered before exit: "
+        f"{sorted(unanswered)[:3]} ({len(unanswered & generated)} of them generated)"
+    )
 
+    # turns that arrive while no worker runs: the restart must answer them (and redo nothing)
+    later = conversation(sessions=10, turns_per_session=2)
+    await send_all(client, later)
+    requests = requests + later
     workers.start(settings)
     result = await audit_when_done(client, requests, timeout_s=120)
     report(
         f"SIGTERM with {len(in_flight)} LLM calls in flight",
-        f"worker exited 0 in {stopped_s:.1f} s; the {len(in_flight)} turns in the LLM finished their stage before exit; "
+        f"worker exited 0 in {stopped_s:.1f} s; the {len(in_flight)} turns in the LLM were answered before exit; "
         f"{len(answered)} answered before exit, {len(requests) - len(answered)} after restart",
         result,
         stopped_s,
     )
     result.assert_clean()
-    return Shutdown(requests, in_flight, generated, answered, sigterm_at, exited_at, result)
+    answerable = await asyncio.to_thread(generated_turns, settings)
+    assert set(answerable) == {r.message_id for r in requests}, "every turn was generated"
+    return Shutdown(requests, in_flight, generated, answerable, answered, sigterm_at, exited_at, result)
 
 
 async def test_sigterm_finishes_in_flight_turns_then_restart_answers_the_rest_once(fault_stack, llm, workers, client_for) -> None:
@@ -99,24 +118,23 @@ async def test_sigterm_finishes_in_flight_turns_then_restart_answers_the_rest_on
     run = await sigterm_mid_stream(fault_stack, llm, workers, client_for)
     calls = llm.log.per_message()
     sent = {r.message_id for r in run.requests}
-    never = [mid for mid in sent if calls[mid] == 0]
-    assert not never, f"{len(never)} turns were answered without an LLM call: {never[:3]}"
+    expected = llm_calls_expected(run)
+    never = [mid for mid in sent if expected[mid] and calls[mid] == 0]
+    assert not never, f"{len(never)} covered turns were answered without an LLM call: {never[:3]}"
+    declined = [mid for mid in sent if not expected[mid] and calls[mid]]
+    assert not declined, f"{len(declined)} turns the knowledge base does not cover made LLM calls: {declined[:3]}"
     assert set(calls) <= sent, f"LLM calls for turns nobody sent: {set(calls) - sent}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the worker's shutdown redoes finished work: a turn not started at SIGTERM is skipped unacked, and the "
-    "ordered acks of its partition then hold back the commit of later turns that did finish (streams/inflight.py "
-    "still_wanted + streams/app.py quiesce), so after the restart retrieve/generate run them again (issue 15 note)",
-)
 async def test_sigterm_then_restart_generates_each_turn_exactly_once(fault_stack, llm, workers, client_for) -> None:
     """Per message id, not a net total: a turn finished before the exit is not generated again after it."""
     run = await sigterm_mid_stream(fault_stack, llm, workers, client_for)
     calls = llm.log.per_message()
-    wrong = {r.message_id: calls[r.message_id] for r in run.requests if calls[r.message_id] != 1}
-    assert not wrong, f"{len(wrong)} turns did not make exactly one LLM call: " + "; ".join(
-        f"{mid}: {n} calls, {llm.log.describe(mid, run.sigterm_at, run.exited_at)}"
+    expected = llm_calls_expected(run)
+    assert sum(expected.values()) > len(expected) // 2, "most turns are covered (the LLM is what a redo would repeat)"
+    wrong = {mid: calls[mid] for mid, n in expected.items() if calls[mid] != n}
+    assert not wrong, f"{len(wrong)} turns did not make exactly the expected LLM calls (1, or 0 when declined): " + "; ".join(
+        f"{mid}: {n} calls (expected {expected[mid]}), {llm.log.describe(mid, run.sigterm_at, run.exited_at)}"
         f"{', generated before exit' if mid in run.generated else ''}{', answered before exit' if mid in run.answered else ''}"
         for mid, n in list(wrong.items())[:5]
     )

@@ -153,6 +153,60 @@ async def test_old_turns_roll_into_a_bounded_summary(store, redis_client):
     assert await redis_client.llen(store._session_keys("s1")[0]) <= 5
 
 
+async def test_a_burst_of_questions_rolls_off_only_answered_pairs(store, redis_client):
+    """Six questions enriched before any answer (history_turns=4): none rolls off unanswered."""
+    store = make_store(store.redis, store.prefix, summary_max_chars=1000)
+    turns_key = store._session_keys("s1")[0]
+    burst = [request(f"Question {i}.") for i in range(6)]
+    for r in burst:
+        await store.enrich(r)
+    assert await redis_client.llen(turns_key) == 6, "unanswered questions stay in the window"
+    assert (await store.enrich(request("probe", session="other"))).summary == ""
+    for r in burst:
+        await store.record_reply(r, reply(r, f"Answer to {r.text}"))
+    raw = await redis_client.lrange(turns_key, 0, -1)
+    history = [session_module._history_turn(x) for x in raw]
+    assert [(h.role, h.text) for h in history] == [
+        ("user", "Question 4."), ("assistant", "Answer to Question 4."),
+        ("user", "Question 5."), ("assistant", "Answer to Question 5."),
+    ]
+    summary = (await store.redis.hget(store._session_keys("s1")[1], "summary")).decode()
+    assert summary.split("\n") == [
+        line for i in range(4) for line in (f"user: Question {i}.", f"assistant: Answer to Question {i}.")
+    ]
+
+
+async def test_a_question_never_answered_does_not_pin_the_window(store, redis_client):
+    """A dead-lettered question holds the roll only up to twice the limit, then rolls off."""
+    turns_key = store._session_keys("s1")[0]
+    lost = request("Never answered.")
+    await store.enrich(lost)
+    lengths = []
+    for i in range(8):
+        r = request(f"Question {i}.")
+        await store.enrich(r)
+        lengths.append(await redis_client.llen(turns_key))
+        await store.record_reply(r, reply(r, f"Answer {i}."))
+        lengths.append(await redis_client.llen(turns_key))
+    assert max(lengths) <= 2 * (store.history_turns + 1)
+    texts = [session_module._history_turn(x).text for x in await redis_client.lrange(turns_key, 0, -1)]
+    assert "Never answered." not in texts
+    assert texts[-4:] == ["Question 6.", "Answer 6.", "Question 7.", "Answer 7."]
+
+
+async def test_an_answer_whose_question_was_forced_out_goes_first(store, redis_client):
+    turns_key = store._session_keys("s1")[0]
+    first = request("First question.")
+    await store.enrich(first)
+    for i in range(12):  # all unanswered: the window is forced to roll the oldest
+        await store.enrich(request(f"Question {i}."))
+    texts = [session_module._history_turn(x).text for x in await redis_client.lrange(turns_key, 0, -1)]
+    assert "First question." not in texts
+    await store.record_reply(first, reply(first, "First answer."))
+    texts = [session_module._history_turn(x).text for x in await redis_client.lrange(turns_key, 0, -1)]
+    assert "First answer." not in texts[1:], "never after younger questions"
+
+
 async def test_summary_cut_respects_utf8(store):
     s = make_store(store.redis, store.prefix, summary_max_chars=50, history_turns=0)
     for i in range(4):

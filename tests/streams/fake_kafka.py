@@ -61,11 +61,18 @@ class FakeConsumer:
         """Performed inside the next ``consume`` call, like librdkafka serves callbacks."""
         self.pending_rebalances.append((revoke, assign))
 
-    def committed(self) -> dict[tuple[str, int], int]:
+    def committed(self, partitions: list[TopicPartition] | None = None, timeout: float | None = None):  # type: ignore[no-untyped-def]
+        """Test view: the last committed offset per partition; with ``partitions``: the Consumer API."""
         last: dict[tuple[str, int], int] = {}
         for offsets, _ in self.commits:
             last.update(offsets)
-        return last
+        if partitions is None:
+            return last
+        return [TopicPartition(p.topic, p.partition, last.get((p.topic, p.partition), -1001)) for p in partitions]
+
+    def get_watermark_offsets(self, partition: TopicPartition, timeout: float | None = None, cached: bool = False):  # type: ignore[no-untyped-def]
+        with self.lock:
+            return 0, self.next_offset[(partition.topic, partition.partition)]
 
     # --- the Consumer API used by the runtime ---------------------------------------------------------
     def subscribe(self, topics: list[str], on_assign: Callable, on_revoke: Callable) -> None:

@@ -44,3 +44,51 @@ def test_one_recovery_per_outbound_topic_and_redis() -> None:
     a = replies.shared_recovery(base, None, None)  # type: ignore[arg-type]
     assert replies.shared_recovery(base, None, None) is a  # type: ignore[arg-type]
     assert replies.shared_recovery(base.derive(topic_prefix="other."), None, None) is not a  # type: ignore[arg-type]
+
+
+class _Sessions:
+    """The two SessionStore calls validate makes on a repeat, recorded."""
+
+    def __init__(self, replied: set[str]) -> None:
+        self.replied = replied
+        self.recorded: list[tuple[str, str]] = []
+
+    async def is_replied(self, message_id: str) -> bool:
+        return message_id in self.replied
+
+    async def record_reply(self, request, response) -> None:  # type: ignore[no-untyped-def]
+        self.recorded.append((request.message_id, response.text))
+
+
+class _Ready:
+    async def ready(self) -> None:
+        return None
+
+
+async def test_a_repeat_of_an_answered_turn_records_its_answer_and_replies_nothing() -> None:
+    """kill -9 after the reply was produced but before it was recorded: the turn comes back as a
+    duplicate, and its answer must still reach the session history (the RECORD script appends
+    an answer once per message_id, so a repeat that was recorded changes nothing)."""
+    from opentelemetry.trace import INVALID_SPAN
+
+    from processors.records import ChatRequest, ChatTurn, now_ms
+    from processors.validation import Validator
+    from streams.stages.validate import ValidateStage
+
+    settings = Settings()
+    stage = ValidateStage(settings)
+    stage.validator = Validator.from_settings(settings)
+    request = ChatRequest(message_id="m1", session_id="s1", user_id="u1", channel="web", text="How do I export?",
+                          sent_at=now_ms())
+    turn = ChatTurn(request=request, answer="Open Settings, then Export.")
+    stage.sessions = _Sessions(replied={"m1"})  # type: ignore[assignment]
+    stage.markers = _Ready()  # type: ignore[assignment]
+    assert await stage.process(turn, None, INVALID_SPAN) == []  # type: ignore[arg-type]
+    expected = stage.validator.validate(turn).response.text
+    assert stage.sessions.recorded == [("m1", expected)]  # type: ignore[attr-defined]
+
+    fresh = ChatTurn(request=ChatRequest(message_id="m2", session_id="s1", user_id="u1", channel="web",
+                                         text="And import?", sent_at=now_ms()), answer="Use Import.")
+    outputs = await stage.process(fresh, None, INVALID_SPAN)  # type: ignore[arg-type]
+    assert [o.topic for o in outputs][:1] == [settings.topics.outbound]
+    assert stage.sessions.recorded == [("m1", expected)], "a first answer is recorded after its produce, not here"  # type: ignore[attr-defined]

@@ -237,3 +237,36 @@ async def test_records_fetched_before_a_revocation_in_the_same_call_are_not_run_
     runtime.request_stop()
     await task
     assert sorted(handler.done) == [(A, 0, o) for o in range(4)], "each record exactly once"
+
+
+async def test_stop_drains_the_stages_in_order_so_turns_in_flight_are_answered() -> None:
+    """Lane A (first stage) produces into B's topic: at stop, A admits nothing more and finishes
+    what it admitted, and B keeps consuming until it handled every record A produced for those
+    turns; A's backlog (never started) is left for the restart."""
+    consumer = FakeConsumer()
+    second = Recorder()
+    first_started: list[int] = []
+    gate = asyncio.Event()
+
+    async def first(msg: Any) -> None:
+        first_started.append(msg.offset())
+        await gate.wait()
+        consumer.produce(B, 0, msg.key(), n=1)  # this stage's output, read by the next stage
+
+    lane_a = Lane("a", [A], first, max_in_flight=4, chain_key=by_partition_free)
+    lane_b = Lane("b", [B], second, max_in_flight=4)
+    runtime = runtime_for(consumer, lane_a, lane_b, staged_stop=True, commit_interval_s=60, grace_s=30)
+    consumer.produce(A, 0, b"s", n=20)
+    consumer.rebalance(set(), {(A, 0), (B, 0), (B, 1)})  # B 1 never has a record: nothing to wait for
+    task = asyncio.create_task(runtime.run())
+    await until(lambda: len(first_started) == 4)
+    runtime.request_stop()
+    await asyncio.sleep(0.05)
+    assert not task.done()
+    gate.set()
+    await asyncio.wait_for(task, 5)
+    ran = len(first_started)
+    assert 4 <= ran < 20, "what was admitted finished, the backlog was left"
+    assert [off for _, _, off in second.done] == list(range(ran)), "every output of the admitted turns was handled"
+    assert consumer.committed() == {(A, 0): ran, (B, 0): ran}
+
