@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from streams.config import Settings
+from streams.config import SECTIONS, Settings
 
 
 def register(sub) -> None:
@@ -19,6 +19,8 @@ def run(args, settings: Settings) -> int:
         print(json.dumps(values, indent=2, default=str))
     else:
         width = max(len(k) for k in values)
-        for key, value in values.items():
-            print(f"CHATSTREAM_{key.upper():{width}s} = {value}")
+        for section in SECTIONS:  # grouped as declared, with the section's purpose as a heading
+            print(f"# {(section.__doc__ or section.__name__).strip()}")
+            for key in section.model_fields:
+                print(f"CHATSTREAM_{key.upper():{width}s} = {values[key]}")
     return 0

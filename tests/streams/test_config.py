@@ -49,3 +49,25 @@ def test_stack_secrets_come_from_the_state_folder_unless_set(tmp_path):
     explicit = settings.derive(weaviate_api_key=SecretStr("mine"), redis_url="redis://:given@127.0.0.1:6379/0")
     assert explicit.stack_secret("weaviate_api_key") == "mine"
     assert explicit.redis_connection_url == "redis://:given@127.0.0.1:6379/0"  # a URL's own password wins
+
+
+def test_every_setting_is_declared_in_exactly_one_section() -> None:
+    """Sections organise the one Settings object; no field is lost or declared twice on the way."""
+    from streams.config import SECTIONS
+
+    declared = [name for section in SECTIONS for name in section.model_fields]
+    assert len(declared) == len(set(declared)), "a field is declared in two sections"
+    assert set(declared) == set(Settings.model_fields)
+
+
+def test_config_prints_every_setting_under_its_section(capsys) -> None:
+    from argparse import Namespace
+
+    from streams.commands.config_cmd import run
+    from streams.config import SECTIONS
+
+    run(Namespace(json=False), Settings())
+    out = capsys.readouterr().out
+    assert out.count("\n# ") + out.startswith("# ") == len(SECTIONS)
+    for name in Settings.model_fields:
+        assert f"CHATSTREAM_{name.upper()} " in out
