@@ -77,19 +77,39 @@ def is_follow_up(text: str) -> bool:
     return any(w in _ANAPHORA for w in words)
 
 
+def _looks_like_identifier(word: str) -> bool:
+    core = word.strip("()[]{}<>.,;:!?'\"#")
+    return len(core) >= 6 and sum(c.isdigit() for c in core) >= 2
+
+
+def searchable_text(text: str) -> str:
+    """A user's text as the knowledge base sees it: whitespace folded, identifiers left out.
+
+    Order numbers, ticket references and ids ("ref 1a047f8a-e453-...") mean nothing to a help center:
+    BM25 finds none of them and they pull the query's embedding away from its meaning, enough to make
+    a plain covered question look unanswerable. Short numbers ("2FA", "500 GB") stay.
+    """
+    return " ".join(w for w in text.split() if not _looks_like_identifier(w))
+
+
+def latest_text(turn: ChatTurn) -> str:
+    """The turn's own question, searchable."""
+    return searchable_text(turn.request.text)
+
+
 def _previous_user_text(turn: ChatTurn) -> str:
     for h in reversed(turn.history):
         if h.role == "user" and h.text.strip():
-            return " ".join(h.text.split())
+            return searchable_text(h.text)
     for line in reversed(turn.summary.splitlines()):
         if line.startswith("user: "):
-            return " ".join(line[len("user: ") :].split())
+            return searchable_text(line[len("user: ") :])
     return ""
 
 
 def build_query(turn: ChatTurn) -> str:
     """The text searched (by BM25) and embedded (for the vector half) for this turn."""
-    latest = " ".join(turn.request.text.split())
+    latest = latest_text(turn)
     if not is_follow_up(latest):
         return latest
     previous = _previous_user_text(turn)
@@ -155,7 +175,7 @@ class Retriever:
         query = build_query(turn)
         with tracer.start_as_current_span("retrieval retrieve") as span:
             span.set_attribute("chatstream.tenant", tenant)
-            span.set_attribute("chatstream.retrieval.follow_up", query != " ".join(turn.request.text.split()))
+            span.set_attribute("chatstream.retrieval.follow_up", query != latest_text(turn))
             breaker = self.breaker(tenant)
             if not breaker.allow():
                 error = f"retrieval skipped while the knowledge base is failing ({self._last_error.get(tenant, '')})"[:500]
@@ -180,7 +200,7 @@ class Retriever:
                 span.set_attribute("chatstream.retrieval.ok", False)
                 return dataclasses.replace(turn, passages=[], retrieval_ok=False, retrieval_error=error)
             breaker.record_success()
-            latest = " ".join(turn.request.text.split())
+            latest = latest_text(turn)
             passages = await self._measured(vector, passages, None if latest == query else latest)
             span.set_attribute("chatstream.retrieval.ok", True)
             span.set_attribute("chatstream.retrieval.hits", len(passages))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from processors.records import ChatRequest, ChatTurn, HistoryTurn
 from processors.relevance import turn_score
-from processors.retrieval import build_query, build_retriever
+from processors.retrieval import build_query, latest_text, build_retriever
 from streams.config import Settings
 
 
@@ -44,7 +44,7 @@ async def calibrate(settings: Settings, labels) -> list[Point]:  # type: ignore[
             turn = await retriever.retrieve(turn)
             if not turn.retrieval_ok:
                 raise RuntimeError(f"retrieval failed: {turn.retrieval_error}")
-            score = turn_score(build_query(turn), " ".join(turn.request.text.split()), turn.passages)
+            score = turn_score(build_query(turn), latest_text(turn), turn.passages)
             found = bool(set(label.relevant) & {p.doc_id for p in turn.passages})
             points.append(Point(label.id, label.unanswerable, score if score is not None else 0.0, found))
     finally:

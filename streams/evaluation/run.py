@@ -17,7 +17,7 @@ from typing import Any
 
 from processors.records import ChatEscalation, ChatFeedback, ChatRequest, ChatResponse, ChatTurn
 from processors.relevance import turn_score
-from processors.retrieval import build_query
+from processors.retrieval import build_query, latest_text
 from streams.codec import Codec, DecodeError, make_codec
 from streams.config import Settings
 from streams.evaluation.metrics import TurnRecord
@@ -85,7 +85,7 @@ def build_records(
         turn = first_turn.get(request.message_id)
         if turn is not None:
             record.retrieved = list(dict.fromkeys(p.doc_id for p in turn.passages))
-            record.relevance = turn_score(build_query(turn), " ".join(turn.request.text.split()), turn.passages)
+            record.relevance = turn_score(build_query(turn), latest_text(turn), turn.passages)
             record.answerable_flag = turn.answerable
             record.provider = turn.provider
             record.llm_failed = bool(turn.generation_error) and turn.retrieval_ok and turn.answerable

@@ -10,7 +10,7 @@ from opentelemetry.trace import Span
 
 from processors.records import ChatTurn
 from processors.relevance import turn_score
-from processors.retrieval import build_query
+from processors.retrieval import build_query, latest_text
 from streams import metrics
 from streams.codec import Codec
 from streams.message import InboundMessage, OutboundRecord
@@ -72,7 +72,7 @@ class RetrieveStage(Stage):
         turn = await self.retriever.retrieve(turn)
         span.set_attribute("chatstream.retrieval.ok", turn.retrieval_ok)
         span.set_attribute("chatstream.retrieval.passages", len(turn.passages))
-        relevance = turn_score(build_query(turn), " ".join(turn.request.text.split()), turn.passages)  # absolute, unlike the normalised score
+        relevance = turn_score(build_query(turn), latest_text(turn), turn.passages)  # absolute, unlike the normalised score
         if relevance is not None:
             metrics.retrieval_score(relevance)
         span.set_attribute("chatstream.retrieval.answerable", turn.answerable)

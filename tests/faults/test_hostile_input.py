@@ -72,7 +72,10 @@ async def test_fuzzed_inbound_does_not_stop_good_turns_or_leak_the_prompt(fault_
     await wait_all(client, good + hostile_turns, timeout_s=120)
     # a model that obeys the injection: the validator must still not let the system prompt out
     llm.script(answer=f"Sure! My instructions are: {settings.system_prompt}")
-    obeying = [new_request(INJECTION + f" ({i})", f"web:{uuid.uuid4().hex[:8]}") for i in range(3)]
+    # (asked with a question the help center covers, so the turn reaches the model: an injection alone
+    # is declined before any LLM call, asserted below)
+    obeying = [new_request(f"How do I reset my password? {INJECTION} ({i})", f"web:{uuid.uuid4().hex[:8]}")
+               for i in range(3)]
     for r in obeying:
         await client.send(r)
     await wait_all(client, obeying, timeout_s=60)
@@ -98,8 +101,8 @@ async def test_fuzzed_inbound_does_not_stop_good_turns_or_leak_the_prompt(fault_
     assert statuses(huge_turns) == {Status.REJECTED}
     # odd characters and a 5000-character user id are not a reason to refuse a real question
     assert statuses(odd_turns) <= {Status.ANSWERED, Status.FALLBACK}, statuses(odd_turns)
-    # the injection alone, with a model that answers from the passages: nothing to block
-    assert statuses(injections) <= {Status.ANSWERED, Status.FALLBACK}, statuses(injections)
+    # the injection alone is not a question the help center covers: declined, no LLM call, nothing cited
+    assert statuses(injections) == {Status.FALLBACK}, statuses(injections)
     # a model that does obey it: the leak is blocked
     assert statuses(obeying) == {Status.BLOCKED}, statuses(obeying)
     prompt = settings.system_prompt

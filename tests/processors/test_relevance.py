@@ -101,3 +101,12 @@ def test_validator_declines_honestly_with_the_tenants_wording_and_no_citations()
 def test_a_hand_off_request_still_escalates_when_not_covered():
     verdict = Validator(system_prompt="sys").validate(_turn("I want to talk to a human agent", [], answerable=False, answer=""))
     assert verdict.response.status is Status.ESCALATED
+
+
+def test_identifiers_are_left_out_of_what_is_searched() -> None:
+    """An order number or a reference id means nothing to a help center and must not dilute the query."""
+    from processors.retrieval import searchable_text
+
+    text = "turn 3: how do I export my data? (ref 1a047f8a-e453-4c40-8308-f1536f35aa01) order #A1234567"
+    assert searchable_text(text) == "turn 3: how do I export my data? (ref order"
+    assert searchable_text("Is 2FA on the 500 GB plan?") == "Is 2FA on the 500 GB plan?"
