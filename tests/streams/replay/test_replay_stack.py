@@ -23,7 +23,7 @@ from streams.codec import make_codec
 from streams.config import Settings
 from streams.topic_reader import read_topic
 from streams.topics import create_topics
-from tests.streams.replay.conftest import chatstream
+from tests.streams.replay.conftest import chatstream, stack_credentials
 
 pytestmark = pytest.mark.stack
 
@@ -145,7 +145,7 @@ def test_replay_is_isolated_keeps_ids_order_and_send_times(source, tmp_path):
 def test_replay_resumes_after_ctrl_c(source, tmp_path):
     src_settings, requests = source
     name = f"resume-{uuid.uuid4().hex[:6]}"
-    env = {**os.environ, "CHATSTREAM_HOME": str(tmp_path), "CHATSTREAM_OTLP_ENDPOINT": ""}
+    env = {**os.environ, "CHATSTREAM_HOME": str(tmp_path), "CHATSTREAM_OTLP_ENDPOINT": "", **stack_credentials()}
     # a window of 1 turn: publishing waits for each reply, so an interrupt lands mid-replay
     proc = subprocess.Popen(
         [sys.executable, "-m", "streams.cli", "replay", "--name", name, "--from", src_settings.topic_prefix, "--window", "1"],
