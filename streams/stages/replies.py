@@ -152,10 +152,13 @@ class ReplyingStage(Stage):
     sessions: SessionStore
     markers: MarkerRecovery
 
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self._claims: dict[str, ReplyClaim] = {}  # message_id -> the claim taken for the reply in flight
+
     async def start(self, codec: Codec) -> None:
         self.sessions = clients.session_store(self.settings)
         self.markers = shared_recovery(self.settings, codec, self.sessions)
-        self._claims: dict[str, ReplyClaim] = {}
         await self.markers.ensure_recovered()
 
     def on_partitions_assigned(self, newly_assigned: set[tuple[str, int]]) -> None:

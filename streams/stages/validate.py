@@ -50,7 +50,10 @@ class ValidateStage(ReplyingStage):
         if verdict.escalation is not None:
             outputs.append(OutboundRecord(self.topics.escalations, response.session_id, verdict.escalation))
         if not await self.claim_reply(turn.request.message_id, span):
-            return []  # another worker answered it while this turn was on its way here
+            # another worker answered it while this turn was on its way here: as for a repeat above,
+            # make sure the answer is in the history (recorded once per message_id)
+            await self.sessions.record_reply(turn.request, response)
+            return []
         return outputs
 
     async def after_emit(self, turn: ChatTurn, outputs: list[OutboundRecord]) -> None:

@@ -47,7 +47,7 @@ def test_one_recovery_per_outbound_topic_and_redis() -> None:
 
 
 class _Sessions:
-    """The two SessionStore calls validate makes on a repeat, recorded."""
+    """The SessionStore calls validate makes (replied check, claim, record), recorded."""
 
     def __init__(self, replied: set[str]) -> None:
         self.replied = replied
@@ -58,6 +58,11 @@ class _Sessions:
 
     async def record_reply(self, request, response) -> None:  # type: ignore[no-untyped-def]
         self.recorded.append((request.message_id, response.text))
+
+    async def claim_reply(self, message_id: str, ttl_ms: int):  # type: ignore[no-untyped-def]
+        from processors.session import ReplyClaim
+
+        return ReplyClaim(message_id, "test-owner", 1, "replied" if message_id in self.replied else "ok")
 
 
 class _Ready:
