@@ -56,10 +56,27 @@ class Redaction:
         return bool(self.found)
 
 
-def redact(text: str, *, allowed: Iterable[str] = ()) -> Redaction:
+@dataclass(frozen=True)
+class PublishedContacts:
+    """The e-mails and phone numbers found in published texts (passages): kept, never masked."""
+
+    emails: frozenset[str] = frozenset()
+    phones: frozenset[str] = frozenset()
+
+
+def published_contacts(texts: Iterable[str]) -> PublishedContacts:
+    """Scan the texts once; a streamed answer is redacted piece by piece against the same passages."""
+    texts = list(texts)
+    return PublishedContacts(
+        frozenset(m.group(0).lower() for a in texts for m in EMAIL.finditer(a)),
+        frozenset(_digits(m.group(0)) for a in texts for m in PHONE.finditer(a) if _is_phone(m.group(0))),
+    )
+
+
+def redact(text: str, *, allowed: Iterable[str] | PublishedContacts = ()) -> Redaction:
     """``text`` with PII replaced by masks; ``allowed`` e-mails/phones (published ones) are kept."""
-    allowed_emails = {m.group(0).lower() for a in allowed for m in EMAIL.finditer(a)}
-    allowed_phones = {_digits(m.group(0)) for a in allowed for m in PHONE.finditer(a) if _is_phone(m.group(0))}
+    contacts = allowed if isinstance(allowed, PublishedContacts) else published_contacts(allowed)
+    allowed_emails, allowed_phones = contacts.emails, contacts.phones
     found: dict[str, int] = {}
 
     def count(kind: str) -> None:
