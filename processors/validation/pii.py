@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 from dataclasses import dataclass, field
 
 EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![\w-])")
@@ -66,7 +67,11 @@ class PublishedContacts:
 
 def published_contacts(texts: Iterable[str]) -> PublishedContacts:
     """Scan the texts once; a streamed answer is redacted piece by piece against the same passages."""
-    texts = list(texts)
+    return _scan_contacts(tuple(texts))
+
+
+@lru_cache(maxsize=2048)  # the same passages come back turn after turn (and twice per turn: stream + final)
+def _scan_contacts(texts: tuple[str, ...]) -> PublishedContacts:
     return PublishedContacts(
         frozenset(m.group(0).lower() for a in texts for m in EMAIL.finditer(a)),
         frozenset(_digits(m.group(0)) for a in texts for m in PHONE.finditer(a) if _is_phone(m.group(0))),
