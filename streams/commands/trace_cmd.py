@@ -56,26 +56,16 @@ def find_trace_ids(base_url: str, message_id: str, services: tuple[str, ...] = S
 
 
 def fetch_trace(base_url: str, trace_id: str) -> list[SpanRow]:
+    """The trace's spans as rows, read the way the console reads them (``streams.console.jaeger.spans_of``)."""
+    from streams.console.jaeger import spans_of
+
     resp = httpx.get(f"{base_url}/api/traces/{trace_id}", timeout=10)
     resp.raise_for_status()
-    data = resp.json()["data"][0]
-    processes = {pid: p["serviceName"] for pid, p in data["processes"].items()}
-    rows = []
-    for span in data["spans"]:
-        tags = {t["key"]: t.get("value") for t in span.get("tags", [])}
-        parent = next((r["spanID"] for r in span.get("references", []) if r.get("refType") == "CHILD_OF"), None)
-        error = None
-        if tags.get("otel.status_code") == "ERROR" or tags.get("error") is True:
-            error = str(tags.get("otel.status_description") or "error")
-        events = []
-        for log in span.get("logs", []):
-            fields = {f["key"]: f.get("value") for f in log.get("fields", [])}
-            events.append(str(fields.get("event", "event")))
-        rows.append(
-            SpanRow(span["spanID"], parent, span["operationName"], processes.get(span["processID"], "?"),
-                    span["startTime"], span["duration"], error, events)
-        )
-    return rows
+    return [
+        SpanRow(r["span_id"], r["parent_id"], r["name"], r["service"], r["start_us"], r["duration_us"], r["error"],
+                [e["name"] for e in r["events"]])
+        for r in spans_of(resp.json()["data"][0])
+    ]
 
 
 def waterfall(rows: list[SpanRow]) -> list[str]:
