@@ -10,68 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import shutil
 import subprocess
 import tempfile
 import threading
 import time
-import urllib.request
-import uuid
 from pathlib import Path
 
 import pytest
 from stack_helpers import fake_pipeline, stack_settings
 
 from connectors.gateway.app import create_app
+from tests.e2e.devtools import CHROMIUM, DevTools, devtools_page_url, start_chromium
 
 pytestmark = pytest.mark.stack
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-class DevTools:
-    """Just enough of the Chrome DevTools protocol: call a method, evaluate JavaScript."""
-
-    def __init__(self, ws) -> None:
-        self.ws = ws
-        self.next_id = 0
-
-    async def call(self, method: str, **params):
-        self.next_id += 1
-        my_id = self.next_id
-        await self.ws.send(json.dumps({"id": my_id, "method": method, "params": params}))
-        while True:
-            msg = json.loads(await asyncio.wait_for(self.ws.recv(), 20))
-            if msg.get("id") == my_id:
-                if "error" in msg:
-                    raise RuntimeError(f"{method}: {msg['error']}")
-                return msg.get("result", {})
-
-    async def js(self, expression: str):
-        result = await self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
-        if "exceptionDetails" in result:
-            raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
-        return result["result"].get("value")
-
-
-def devtools_page_url(user_data: Path, proc: subprocess.Popen, timeout_s: float = 30) -> str:
-    port_file = user_data / "DevToolsActivePort"
-    deadline = time.monotonic() + timeout_s
-    while not port_file.exists() or not port_file.read_text().strip():
-        assert proc.poll() is None, f"chromium exited with {proc.returncode}: {proc.stderr.read().decode()[-2000:]}"
-        assert time.monotonic() < deadline, "chromium did not open its DevTools port"
-        time.sleep(0.1)
-    port = int(port_file.read_text().split()[0])
-    while True:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=5) as r:
-            pages = [t for t in json.load(r) if t.get("type") == "page"]
-        if pages:
-            return pages[0]["webSocketDebuggerUrl"]
-        assert time.monotonic() < deadline, "no page target"
-        time.sleep(0.1)
-
 
 # On a developer machine without a browser the test is skipped with the reason; in CI (.ci/install-tools
 # installs chromium) a missing browser is a failure, never a silent skip.
@@ -179,12 +132,7 @@ async def chromium_page(served, stop: threading.Event, pipeline: threading.Threa
     import websockets
 
     user_data = Path(tempfile.mkdtemp(prefix="chatstream-chromium-"))
-    proc = subprocess.Popen(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-         f"--user-data-dir={user_data}", "--remote-debugging-port=0", served.url + "/"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
+    proc = start_chromium(served.url + "/", user_data)
     try:
         ws_url = await asyncio.to_thread(devtools_page_url, user_data, proc)
         async with websockets.connect(ws_url, max_size=None) as ws:

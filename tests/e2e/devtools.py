@@ -1,7 +1,6 @@
 """Just enough of the Chrome DevTools protocol to drive headless Chromium from a test.
 
-The same approach as tests/connectors/test_web_page_chromium.py (that file keeps its own copy: the
-connector tests import their helpers by folder, the e2e tests by package).
+Shared by the chat page test (tests/connectors) and the console test (tests/e2e).
 """
 
 from __future__ import annotations
