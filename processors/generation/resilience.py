@@ -110,6 +110,19 @@ class ResilientProvider:
         self._sleep = sleep
         self._clock = clock
 
+
+    def _attempt_failed(self, exc: ProviderError, span) -> None:  # type: ignore[no-untyped-def]
+        """One attempt's verdict on the circuit and its span (streamed or not, the same rules)."""
+        if _counts_against_circuit(exc):
+            self.breaker.record_failure()
+        else:
+            self.breaker.release()
+        span.record_exception(exc)
+        span.set_status(Status(StatusCode.ERROR, str(exc)))
+        span.set_attribute("error.type", _error_type(exc))
+        if isinstance(exc, RetryableError) and exc.retry_after is not None:
+            span.set_attribute("chatstream.llm.retry_after_s", exc.retry_after)
+
     async def complete(self, messages: list[dict], *, max_tokens: int, passages: list[Passage]) -> Completion:
         started = self._clock()
         deadline = None if self.policy.deadline_s is None else started + self.policy.deadline_s
@@ -248,13 +261,7 @@ class ResilientProvider:
                 span.set_attribute("error.type", "CircuitOpenError")
                 raise
             except ProviderError as exc:
-                if _counts_against_circuit(exc):
-                    self.breaker.record_failure()
-                else:
-                    self.breaker.release()
-                span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, str(exc)))
-                span.set_attribute("error.type", _error_type(exc))
+                self._attempt_failed(exc, span)
                 raise
             except asyncio.CancelledError:
                 self.breaker.release()
@@ -315,15 +322,7 @@ class ResilientProvider:
                             f"call deadline of {self.policy.deadline_s:g}s exceeded", provider=self.name
                         ) from None
             except ProviderError as exc:
-                if _counts_against_circuit(exc):
-                    self.breaker.record_failure()
-                else:
-                    self.breaker.release()
-                span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, str(exc)))
-                span.set_attribute("error.type", _error_type(exc))
-                if isinstance(exc, RetryableError) and exc.retry_after is not None:
-                    span.set_attribute("chatstream.llm.retry_after_s", exc.retry_after)
+                self._attempt_failed(exc, span)
                 raise
             except Exception as exc:
                 # Anything else (an SDK choking on an odd response, a provider bug) is a provider
