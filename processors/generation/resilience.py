@@ -110,7 +110,6 @@ class ResilientProvider:
         self._sleep = sleep
         self._clock = clock
 
-
     def _attempt_failed(self, exc: ProviderError, span) -> None:  # type: ignore[no-untyped-def]
         """One attempt's verdict on the circuit and its span (streamed or not, the same rules)."""
         if _counts_against_circuit(exc):
