@@ -20,9 +20,11 @@ from stack.ports import free_port
 from streams.dev.llm_server import ScriptedLLMServer
 from streams.dev.worker_process import WorkerProcess
 
+from tests.connectors.connector_fakes import ServedApp
+
 from .conftest import pipeline_settings
+from .sse_client import SSEReader, shown_text
 from .turns import new_request
-from .sse_client import ServedGateway, SSEReader, shown_text
 
 pytestmark = pytest.mark.stack
 
@@ -58,7 +60,7 @@ def worker(settings):
 @pytest.fixture(scope="module")
 def gateway(settings, worker):
     app = create_app(settings)
-    served = ServedGateway(app)
+    served = ServedApp(app)
     deadline = time.monotonic() + 30
     while not app.state.tail.ready.is_set():
         assert time.monotonic() < deadline, "the SSE tail never got its partitions"
