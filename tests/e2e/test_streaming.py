@@ -16,9 +16,7 @@ import pytest_asyncio
 
 
 from connectors.gateway.app import create_app
-from stack.ports import free_port
 from streams.dev.llm_server import ScriptedLLMServer
-from streams.dev.worker_process import WorkerProcess
 
 from tests.connectors.connector_fakes import ServedApp
 
@@ -44,17 +42,6 @@ def settings(llm, knowledge_base):
     # the web caller's tenant is the one whose help center is ingested
     return pipeline_settings(llm, gateway_api_keys={API_KEY: knowledge_base}, rate_limit_burst=100,
                              rate_limit_per_minute=600)
-
-
-@pytest.fixture(scope="module")
-def worker(settings):
-    process = WorkerProcess(settings, CHATSTREAM_METRICS_PORT=str(free_port())).start()
-    try:
-        process.wait_started(90)
-        yield process
-    finally:
-        process.terminate(60)
-        print(process.tail(30))
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,8 @@ import asyncio
 import time
 
 import pytest
-import pytest_asyncio
 
-from stack.ports import free_port
-from streams.client import ChatClient
 from streams.dev.llm_server import ScriptedLLMServer
-from streams.dev.worker_process import WorkerProcess
 
 from .conftest import pipeline_settings
 from .turns import new_request
@@ -40,23 +36,6 @@ def settings(llm, knowledge_base):
         rate_limit_burst=100,
         rate_limit_per_minute=600,
     )
-
-
-@pytest.fixture(scope="module")
-def worker(settings):
-    process = WorkerProcess(settings, CHATSTREAM_METRICS_PORT=str(free_port())).start()
-    try:
-        process.wait_started(90)
-        yield process
-    finally:
-        process.terminate(60)
-        print(process.tail(30))
-
-
-@pytest_asyncio.fixture(loop_scope="function")
-async def client(settings, worker):
-    async with ChatClient(settings) as c:
-        yield c
 
 
 async def test_a_slow_but_steady_stream_is_never_cut_off(llm, client):
