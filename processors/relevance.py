@@ -169,7 +169,14 @@ def covers(passages: Sequence[Passage], min_score: float, query: str = "", lates
     """
     if min_score <= 0:
         return True
+    return is_covered(turn_score(query, latest if latest is not None else query, passages) if passages else None,
+                      passages, min_score)
+
+
+def is_covered(score: float | None, passages: Sequence[Passage], min_score: float) -> bool:
+    """``covers`` for a turn whose ``turn_score`` is already known (the retriever computes it once)."""
+    if min_score <= 0:
+        return True
     if not passages:
         return False
-    score = turn_score(query, latest if latest is not None else query, passages)
     return score is None or score >= min_score

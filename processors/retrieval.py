@@ -36,7 +36,7 @@ from processors.circuit import CircuitBreaker
 from processors.embeddings import Embedder
 from processors.kb_cache import RetrievalCache, is_uncased
 from processors.records import ChatTurn
-from processors.relevance import RelevanceMeter, covers, turn_score
+from processors.relevance import RelevanceMeter, is_covered, turn_score
 from processors.tenant_model import TenantModelGuard, model_id
 from processors.vectorstore import VectorStore
 
@@ -211,7 +211,7 @@ class Retriever:
             if relevance is not None:
                 span.set_attribute("chatstream.retrieval.relevance", relevance)
             # passages stay on the turn even when not covered: evaluation reads what was found
-            answerable = covers(passages, self.min_relevance, query, latest)
+            answerable = is_covered(relevance, passages, self.min_relevance)
             span.set_attribute("chatstream.retrieval.answerable", answerable)
         return dataclasses.replace(
             turn, passages=passages, retrieval_ok=True, retrieval_error=None, answerable=answerable
