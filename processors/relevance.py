@@ -28,14 +28,16 @@ import dataclasses
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 
-from processors.generation.text import content_words, split_sentences
+from processors.generation.text import content_words, split_sentences, words
 from processors.records import Passage
 
 LEXICAL_WEIGHT = 0.6
 MAX_UNITS_PER_PASSAGE = 16
+TYPO_MIN_CHARS = 6  # coverage forgives a one-letter typo in query words at least this long
 MEASURED_PASSAGES = 2  # the hybrid ranking's best two: measuring more changed no decision on the labelled set
 
 
@@ -134,14 +136,67 @@ def best_relevance(passages: Sequence[Passage]) -> float | None:
     return max(measured) if measured else None
 
 
+def match_key(word: str) -> str:
+    """A folded content word as coverage compares it: a doubled final consonant is undoubled, so the
+    fold of "logged" ("logg") meets "log" and "planned" meets "plan" (applied to both sides)."""
+    if len(word) >= 4 and word[-1] == word[-2] and word[-1] not in "aeiousy":
+        return word[:-1]
+    return word
+
+
+def query_terms(query: str) -> set[str]:
+    """The words of a question that coverage looks for: its content words, plus short all-capitals
+    acronyms ("IP", "EU", "US") that ``content_words`` drops for being two letters long."""
+    terms = {match_key(w) for w in content_words(query)}
+    terms |= {w.lower() for w in words(query) if len(w) == 2 and w.isalpha() and w.isupper()}
+    return terms
+
+
+def passage_terms(text: str) -> frozenset[str]:
+    return _passage_terms(text)
+
+
+@lru_cache(maxsize=4096)  # the same passages come back turn after turn
+def _passage_terms(text: str) -> frozenset[str]:
+    return frozenset({match_key(w) for w in content_words(text)} | {w.lower() for w in words(text) if len(w) == 2})
+
+
+def within_one_edit(a: str, b: str) -> bool:
+    """True when ``b`` is ``a`` with one letter inserted, deleted, replaced, or two neighbours swapped."""
+    if a == b:
+        return True
+    la, lb = len(a), len(b)
+    if abs(la - lb) > 1:
+        return False
+    i = 0
+    while i < min(la, lb) and a[i] == b[i]:
+        i += 1
+    if la == lb:
+        return a[i + 1 :] == b[i + 1 :] or (i + 1 < la and a[i] == b[i + 1] and a[i + 1] == b[i] and a[i + 2 :] == b[i + 2 :])
+    return a[i + 1 :] == b[i:] if la > lb else a[i:] == b[i + 1 :]
+
+
+def term_found(term: str, vocabulary: frozenset[str]) -> bool:
+    """The term is in the passage's words, or (a word of ``TYPO_MIN_CHARS`` or more, not in them) one
+    edit away from one that starts with the same letter: "referal" finds "referral", "pasword"
+    "password". Short words are matched exactly: one edit turns "mode" into "more" and "dark" into "mark"."""
+    if term in vocabulary:
+        return True
+    if len(term) < TYPO_MIN_CHARS:
+        return False
+    return any(w[:1] == term[:1] and within_one_edit(term, w) for w in vocabulary if abs(len(w) - len(term)) <= 1)
+
+
 def term_coverage(query: str, passages: Sequence[Passage]) -> float:
-    """Share of the query's content words (folded) that occur in the passages' titles or texts."""
-    wanted = set(content_words(query))
+    """Share of the question's terms (``query_terms``) found in the passages' titles or texts, a typo of
+    one letter in a long word included (``term_found``)."""
+    wanted = query_terms(query)
     if not wanted:
         return 0.0
     found: set[str] = set()
     for passage in passages:
-        found |= wanted & set(content_words(f"{passage.title} {passage.text}"))
+        vocabulary = passage_terms(f"{passage.title} {passage.text}")
+        found |= {t for t in wanted - found if term_found(t, vocabulary)}
     return len(found) / len(wanted)
 
 

@@ -26,13 +26,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import dataclasses
-import re
 
 from opentelemetry import trace
 from opentelemetry.trace import Status as SpanStatus
 from opentelemetry.trace import StatusCode
 
 from processors.circuit import CircuitBreaker
+from processors.condense import condensed_question, is_follow_up, searchable_text  # noqa: F401 - is_follow_up re-exported
 from processors.embeddings import Embedder
 from processors.kb_cache import RetrievalCache, is_uncased
 from processors.records import ChatTurn
@@ -43,54 +43,6 @@ from processors.vectorstore import VectorStore
 tracer = trace.get_tracer("chatstream.retrieval")
 log = logging.getLogger(__name__)
 
-_WORD = re.compile(r"[a-z0-9']+")
-_FOLLOW_UP_OPENERS = (
-    "and",
-    "also",
-    "but",
-    "or",
-    "so",
-    "then",
-    "what about",
-    "how about",
-    "what if",
-    "same for",
-    "ok",
-    "okay",
-)
-_ANAPHORA = {"it", "its", "it's", "that", "this", "those", "these", "them", "they", "their", "one", "same", "he", "she"}
-_MAX_CONTEXT_CHARS = 300
-
-
-def is_follow_up(text: str) -> bool:
-    """A short message that leans on the previous one ("and for teams?", "how much does it cost?")."""
-    lowered = text.strip().lower()
-    words = _WORD.findall(lowered)
-    if not words:
-        return False
-    if len(words) <= 3:
-        return True
-    if len(words) > 10:
-        return False
-    if any(lowered.startswith(opener + " ") or lowered.startswith(opener + ",") for opener in _FOLLOW_UP_OPENERS):
-        return True
-    return any(w in _ANAPHORA for w in words)
-
-
-def _looks_like_identifier(word: str) -> bool:
-    core = word.strip("()[]{}<>.,;:!?'\"#")
-    return len(core) >= 6 and sum(c.isdigit() for c in core) >= 2
-
-
-def searchable_text(text: str) -> str:
-    """A user's text as the knowledge base sees it: whitespace folded, identifiers left out.
-
-    Order numbers, ticket references and ids ("ref 1a047f8a-e453-...") mean nothing to a help center:
-    BM25 finds none of them and they pull the query's embedding away from its meaning, enough to make
-    a plain covered question look unanswerable. Short numbers ("2FA", "500 GB") stay.
-    """
-    return " ".join(w for w in text.split() if not _looks_like_identifier(w))
-
 
 def latest_text(turn: ChatTurn) -> str:
     """The turn's own question, searchable."""
@@ -100,24 +52,17 @@ def latest_text(turn: ChatTurn) -> str:
 def _previous_user_text(turn: ChatTurn) -> str:
     for h in reversed(turn.history):
         if h.role == "user" and h.text.strip():
-            return searchable_text(h.text)
+            return h.text
     for line in reversed(turn.summary.splitlines()):
         if line.startswith("user: "):
-            return searchable_text(line[len("user: ") :])
+            return line[len("user: ") :]
     return ""
 
 
 def build_query(turn: ChatTurn) -> str:
-    """The text searched (by BM25) and embedded (for the vector half) for this turn."""
-    latest = latest_text(turn)
-    if not is_follow_up(latest):
-        return latest
-    previous = _previous_user_text(turn)
-    if not previous:
-        return latest
-    if len(previous) > _MAX_CONTEXT_CHARS:
-        previous = previous[:_MAX_CONTEXT_CHARS]
-    return f"{previous} {latest}"
+    """The text searched (by BM25) and embedded (for the vector half) for this turn
+    (``processors.condense``: the latest text, after the previous user message for a follow-up)."""
+    return condensed_question(turn.request.text, _previous_user_text(turn))
 
 
 class Retriever:

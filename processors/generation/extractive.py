@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from functools import lru_cache
 
+from processors.condense import condensed_question, previous_user_message
 from processors.generation.prompt import last_user_content, split_user_message
 from processors.generation.provider import Completion, estimate_tokens
 from processors.generation.text import content_words, split_sentences
@@ -21,6 +22,10 @@ NO_ANSWER = (
     "Could you rephrase the question, or ask to talk to a human agent?"
 )
 INTRO = "Here is what our help center says:"
+# the intro stands on its own line: joined to a short quote it would be judged as one sentence with
+# it, and its words ("help center says") are in no passage ("do you take paypal" was escalated as
+# ungrounded while quoting the one sentence that answers it)
+INTRO_SEPARATOR = "\n\n"
 
 
 class ExtractiveProvider:
@@ -42,7 +47,9 @@ class ExtractiveProvider:
     async def complete(self, messages: list[dict], *, max_tokens: int, passages: list[Passage]) -> Completion:
         started = time.perf_counter()
         _, question = split_user_message(last_user_content(messages))
-        text = self.answer(question, passages, max_chars=max(40, max_tokens * 4))
+        # a follow-up's sentences are chosen with the question it continues (processors.condense)
+        previous = split_user_message(previous_user_message(messages))[1]
+        text = self.answer(question, passages, max_chars=max(40, max_tokens * 4), previous=previous)
         prompt_tokens = sum(estimate_tokens(str(m.get("content") or "")) for m in messages)
         return Completion(
             text=text,
@@ -53,20 +60,25 @@ class ExtractiveProvider:
             latency_ms=int((time.perf_counter() - started) * 1000),
         )
 
-    def answer(self, question: str, passages: list[Passage], *, max_chars: int = 1600) -> str:
-        """The extractive answer for ``question`` (plain function, usable without a prompt)."""
+    def answer(self, question: str, passages: list[Passage], *, max_chars: int = 1600, previous: str = "") -> str:
+        """The extractive answer for ``question`` (plain function, usable without a prompt).
+
+        ``previous`` is the user's message before it: a follow-up ("how long until it gets locked?")
+        is matched against the sentences as its condensed question, whose own words count double so
+        the previous topic does not outweigh what is asked now."""
         ranked = sorted(enumerate(passages), key=lambda ip: (-ip[1].score, ip[0]))[: self.max_passages]
         ranked_passages = [p for _, p in ranked if p.text.strip()]
         if not ranked_passages:
             return NO_ANSWER
         wanted = set(content_words(question))
+        context = set(content_words(condensed_question(question, previous))) - wanted
         # (overlap, -passage rank, -position) so ties prefer better passages and earlier sentences.
         candidates: list[tuple[int, int, int, str, str]] = []
         for rank, passage in enumerate(ranked_passages):
             for pos, (sentence, vocab) in enumerate(_sentences(passage.text)):
                 if len(sentence) > self.max_sentence_chars or len(vocab) < 2:
                     continue
-                overlap = len(wanted & vocab)
+                overlap = 2 * len(wanted & vocab) + len(context & vocab)
                 candidates.append((overlap, -rank, -pos, sentence, passage.doc_id))
         if not candidates:
             return NO_ANSWER
@@ -76,15 +88,15 @@ class ExtractiveProvider:
             # No word in common (a paraphrase the vector search matched): lead with the top passage.
             picked = sorted((c for c in candidates if c[1] == 0), key=lambda c: -c[2])[:2]
         picked.sort(key=lambda c: (-c[1], -c[2]))  # passage rank, then reading order
-        parts = [INTRO]
-        length = len(INTRO)
+        parts: list[str] = []
+        length = len(INTRO) + len(INTRO_SEPARATOR) - 1
         for _, _, _, sentence, doc_id in picked:
             part = f"{_strip_end(sentence)} [{doc_id}]."
-            if length + 1 + len(part) > max_chars and len(parts) > 1:
+            if length + 1 + len(part) > max_chars and parts:
                 break
             parts.append(part)
             length += 1 + len(part)
-        return " ".join(parts)
+        return INTRO + INTRO_SEPARATOR + " ".join(parts)
 
 
 @lru_cache(maxsize=4096)  # the same passages come back turn after turn

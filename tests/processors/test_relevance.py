@@ -38,6 +38,31 @@ def test_answer_score_adds_the_share_of_query_words_found():
     assert best_relevance([REFUND, Passage("a", "a#0", "", "", "", 0.5, relevance=0.7)]) == 0.7
 
 
+def test_coverage_forgives_a_one_letter_typo_in_a_long_word():
+    referral = Passage("referral-program", "r#0", "The referral program", "u", "Both of you get credit for referrals.", 1.0)
+    assert term_coverage("referal credit", [referral]) == pytest.approx(1.0)  # inserted letter
+    assert term_coverage("referarl credit", [referral]) == pytest.approx(1.0)  # swapped neighbours
+    assert term_coverage("refferral credit", [referral]) == pytest.approx(1.0)  # doubled letter
+    assert term_coverage("rafarral credit", [referral]) == pytest.approx(0.5)  # two edits: not the word
+    mode = Passage("m", "m#0", "More", "u", "Read more about the node settings.", 1.0)
+    assert term_coverage("dark mode", [mode]) == 0.0  # short words must match exactly ("mode" is not "more")
+
+
+def test_coverage_meets_inflections_and_acronyms():
+    audit = Passage("audit-log", "a#0", "The audit log", "u", "Each entry shows the person and their IP address.", 1.0)
+    assert term_coverage("who logged in from a weird IP", [audit]) == pytest.approx(2 / 3)  # log, ip of log, weird, ip
+    assert term_coverage("is there a log", [audit]) == pytest.approx(1.0)
+    assert term_coverage("is it on in the EU", [audit]) == 0.0  # an acronym counts, and must be found
+
+
+def test_within_one_edit():
+    from processors.relevance import within_one_edit
+
+    assert within_one_edit("pasword", "password") and within_one_edit("password", "pasword")
+    assert within_one_edit("subscribtion", "subscription") and within_one_edit("recieve", "receive")
+    assert not within_one_edit("pasword", "passwords") and not within_one_edit("abcd", "dcba")
+
+
 async def test_measure_takes_the_closest_sentence_or_title():
     embedder = HashEmbedder()
     passage = Passage("mobile-app", "mobile-app#0", "The mobile app", "u",
