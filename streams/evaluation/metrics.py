@@ -223,6 +223,28 @@ def summarize(records: Sequence[TurnRecord], prices: dict[str, list[float]], lab
                 "answer_rouge_l": _mean(s.rouge_l for s in answerable),
             }
         )
+        out.update(_by_part(replied, matched))
+    return out
+
+
+def _by_part(replied, matched) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """The goal's two rates on the fit and held-out parts of the labels (``streams.evaluation.split``),
+    and the answerable questions not answered right (the misses to look at)."""
+    from streams.evaluation.split import PARTS, part_of
+
+    out: dict[str, object] = {}
+    scored = [(r, matched[r.message_id], score_label(r, matched[r.message_id])) for r in replied if r.message_id in matched]
+    for part in PARTS:
+        mine = [(label, s) for _, label, s in scored if part_of(label) == part]
+        answerable = [s for _, s in mine if not s.unanswerable]
+        unanswerable = [s for _, s in mine if s.unanswerable]
+        key = part.replace("-", "_")
+        out[f"{key}_answerable"] = len(answerable)
+        out[f"{key}_unanswerable"] = len(unanswerable)
+        out[f"{key}_answered_right_rate"] = _mean(float(s.answered_right) for s in answerable)
+        out[f"{key}_unanswerable_declined_rate"] = _mean(float(s.declined) for s in unanswerable)
+    out["answerable_missed"] = " ".join(sorted(label.id for _, label, s in scored if not s.unanswerable and not s.answered_right))
+    out["unanswerable_answered"] = " ".join(sorted(label.id for _, label, s in scored if s.unanswerable and not s.declined))
     return out
 
 

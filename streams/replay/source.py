@@ -111,6 +111,7 @@ class Label:
     unanswerable: bool = False
     session: str | None = None
     turn: int = 1
+    split: str | None = None  # "fit" | "held-out"; default by hash (streams.evaluation.split)
 
 
 def load_labels(path: str | Path = LABELS) -> list[Label]:
