@@ -1,6 +1,6 @@
 """The question a turn asks, condensed with the conversation when it leans on it.
 
-A follow-up such as "what if I lose my phone?" or "how long is the download link valid?" names too
+A follow-up such as "what if I lose my phone?" or "how long until it gets locked?" names too
 little to search for on its own: its subject is in the previous exchange. Without an LLM to rewrite
 it as a standalone question (the default generation is extractive), the condensed question is the
 previous user message followed by the latest one. It is used for the search (BM25 and vector), for
@@ -34,17 +34,19 @@ FOLLOW_UP_OPENERS = (
     "okay",
 )
 ANAPHORA = frozenset({"it", "its", "it's", "that", "this", "those", "these", "them", "they", "their", "one", "same", "he", "she"})
-# "how long is the download link valid?": a short question about "the" thing just discussed
-DEFINITE = frozenset({"the"})
 SHORT_WORDS = 3  # this short, a message is a follow-up whatever it says ("pricing?", "and for teams?")
-DEFINITE_MAX_WORDS = 8  # a definite reference makes a message this short a follow-up
 MAX_WORDS = 10  # longer messages stand alone
 MAX_CONTEXT_CHARS = 300
 
 
 def is_follow_up(text: str) -> bool:
-    """A short message that leans on the previous one ("and for teams?", "how much does it cost?",
-    "how long is the download link valid?")."""
+    """A short message that leans on the previous one ("and for teams?", "how much does it cost?").
+
+    Tried and dropped: a short question with "the" ("how long is the download link valid?") as a
+    follow-up. It also caught standalone questions in a conversation ("where is the data hosted"
+    after a question about Okta) whose search the previous topic then pulled off course, and
+    uncovered follow-ups ("can the export go straight to google drive?") that the previous topic
+    made look covered."""
     lowered = text.strip().lower()
     words = _WORD.findall(lowered)
     if not words:
@@ -55,9 +57,7 @@ def is_follow_up(text: str) -> bool:
         return False
     if any(lowered.startswith(opener + " ") or lowered.startswith(opener + ",") for opener in FOLLOW_UP_OPENERS):
         return True
-    if any(w in ANAPHORA for w in words):
-        return True
-    return len(words) <= DEFINITE_MAX_WORDS and any(w in DEFINITE for w in words)
+    return any(w in ANAPHORA for w in words)
 
 
 def _looks_like_identifier(word: str) -> bool:

@@ -208,11 +208,19 @@ def answer_score(query: str, passages: Sequence[Passage]) -> float | None:
 
 
 def turn_score(query: str, latest: str, passages: Sequence[Passage]) -> float | None:
-    """The decision score of a turn: a follow-up is searched as "previous + latest" text, and is
-    covered when either reading of it is (the combined text dilutes both signals of a short
-    follow-up such as "what if I lose my phone?")."""
-    scores = [s for s in (answer_score(query, passages), answer_score(latest, passages) if latest != query else None) if s is not None]
-    return max(scores) if scores else None
+    """The decision score of a turn.
+
+    A follow-up is searched as "previous + latest" text (``processors.condense``). Its passages'
+    relevance is already the better of the two readings (the retriever measures both), but the
+    lexical half counts only the words of the latest message: the previous question's words are
+    covered by construction (that question was answered), so counting them would declare any
+    follow-up covered ("how do I cancel?" then "what's the weather like there?"). What the follow-up
+    names itself must be in the passages. A follow-up that names nothing ("and then?") is judged on
+    the combined text.
+    """
+    if latest == query or not query_terms(latest):
+        return answer_score(query, passages)
+    return answer_score(latest, passages)
 
 
 def covers(passages: Sequence[Passage], min_score: float, query: str = "", latest: str | None = None) -> bool:

@@ -63,6 +63,28 @@ def test_within_one_edit():
     assert not within_one_edit("pasword", "passwords") and not within_one_edit("abcd", "dcba")
 
 
+CANCEL = Passage("cancel-subscription", "c#0", "Cancel your subscription", "u",
+                 "Open Billing and click Cancel subscription; your data stays for 30 days.", 1.0, relevance=0.62)
+
+
+def test_a_follow_up_is_covered_only_when_the_passages_name_what_it_asks():
+    """The previous question's words are covered by construction: counting them declared any
+    follow-up covered ("how do I cancel my subscription" then "what's the weather like there?")."""
+    from processors.relevance import turn_score
+
+    query = "how do I cancel my subscription what's the weather like there?"
+    assert answer_score(query, [CANCEL]) == pytest.approx(0.62 + LEXICAL_WEIGHT * 2 / 3)  # cancel, subscription of cancel, subscription, weather
+    assert turn_score(query, "what's the weather like there?", [CANCEL]) == pytest.approx(0.62)  # weather: not found
+    assert not covers([CANCEL], 0.82, query, "what's the weather like there?")
+    follow_up = "how do I cancel my subscription and is my data kept?"
+    assert turn_score(follow_up, "and is my data kept?", [CANCEL]) == pytest.approx(0.62 + LEXICAL_WEIGHT * 1 / 2)  # data / kept
+    assert covers([CANCEL], 0.82, follow_up, "and is my data kept?")
+    # a follow-up that names nothing is judged on the combined text
+    assert turn_score("how do I cancel my subscription and then?", "and then?", [CANCEL]) == pytest.approx(
+        answer_score("how do I cancel my subscription and then?", [CANCEL])
+    )
+
+
 async def test_measure_takes_the_closest_sentence_or_title():
     embedder = HashEmbedder()
     passage = Passage("mobile-app", "mobile-app#0", "The mobile app", "u",
