@@ -136,9 +136,22 @@ def best_relevance(passages: Sequence[Passage]) -> float | None:
     return max(measured) if measured else None
 
 
+# irregular forms that ``fold`` cannot reach, as users and help centers write them ("I lost my
+# phone" / "what if I lose my phone", "paid" / "pay")
+IRREGULAR = {
+    "lost": "lose", "paid": "pay", "sent": "send", "bought": "buy", "made": "make", "took": "take",
+    "taken": "take", "gave": "give", "given": "give", "forgot": "forget", "forgotten": "forget",
+    "chose": "choose", "chosen": "choose", "kept": "keep", "wrote": "write", "written": "write",
+    "ran": "run", "began": "begin", "begun": "begin", "broke": "break", "broken": "break",
+    "stole": "steal", "stolen": "steal", "spent": "spend", "built": "build", "understood": "understand",
+}
+
+
 def match_key(word: str) -> str:
-    """A folded content word as coverage compares it: a doubled final consonant is undoubled, so the
-    fold of "logged" ("logg") meets "log" and "planned" meets "plan" (applied to both sides)."""
+    """A folded content word as coverage compares it: an irregular form is its base ("lost" meets
+    "lose"), a doubled final consonant is undoubled, so the fold of "logged" ("logg") meets "log" and
+    "planned" meets "plan" (applied to both sides)."""
+    word = IRREGULAR.get(word, word)
     if len(word) >= 4 and word[-1] == word[-2] and word[-1] not in "aeiousy":
         return word[:-1]
     return word
