@@ -32,7 +32,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from processors.generation.text import content_words, split_sentences, words
+from processors.generation.text import STOPWORDS, content_words, split_sentences, words
 from processors.records import Passage
 
 LEXICAL_WEIGHT = 0.6
@@ -161,16 +161,13 @@ def query_terms(query: str) -> set[str]:
     """The words of a question that coverage looks for: its content words, plus short all-capitals
     acronyms ("IP", "EU", "US") that ``content_words`` drops for being two letters long."""
     terms = {match_key(w) for w in content_words(query)}
-    terms |= {w.lower() for w in words(query) if len(w) == 2 and w.isalpha() and w.isupper()}
+    terms |= {w.lower() for w in words(query) if len(w) == 2 and w.isalpha() and w.isupper() and w.lower() not in STOPWORDS}
     return terms
 
 
-def passage_terms(text: str) -> frozenset[str]:
-    return _passage_terms(text)
-
-
 @lru_cache(maxsize=4096)  # the same passages come back turn after turn
-def _passage_terms(text: str) -> frozenset[str]:
+def passage_terms(text: str) -> frozenset[str]:
+    """What ``query_terms`` are looked up in: the text's content words and its two-letter words."""
     return frozenset({match_key(w) for w in content_words(text)} | {w.lower() for w in words(text) if len(w) == 2})
 
 

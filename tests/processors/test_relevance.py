@@ -53,6 +53,7 @@ def test_coverage_meets_inflections_and_acronyms():
     assert term_coverage("who logged in from a weird IP", [audit]) == pytest.approx(2 / 3)  # log, ip of log, weird, ip
     assert term_coverage("is there a log", [audit]) == pytest.approx(1.0)
     assert term_coverage("is it on in the EU", [audit]) == 0.0  # an acronym counts, and must be found
+    assert term_coverage("IS THERE A LOG", [audit]) == pytest.approx(1.0)  # shouted stop words are no acronyms
     lost = Passage("lost-2fa-device", "l#0", "Lost your phone or security key", "u", "Use a recovery code.", 1.0)
     assert term_coverage("what if I lose my phone?", [lost]) == pytest.approx(1.0)  # an irregular form
 
