@@ -13,12 +13,13 @@ mean the same thing for every query:
 - coverage: the share of the query's content words that occur in the retrieved passages, a raw
   lexical signal (BM25-like, no per-query normalisation). Unanswerable questions near the help
   center's topics ("is there time tracking on tasks") match semantically but name a thing it never
-  mentions.
+  mentions. Users' spelling is forgiven where it is safe: a one-letter typo in a long word
+  ("referal"), inflections the fold misses ("logged"/"log", "lost"/"lose"), and acronyms ("IP").
 
 ``answer_score`` = the best, over the passages, of ``relevance + LEXICAL_WEIGHT * coverage``; a turn below the threshold
-(``Settings.answerability_min_relevance``) is not covered. Weight and threshold were chosen on the
-labelled set (``streams/demo/labels.jsonl``, ``chatstream eval calibrate``; the table is in the issue-10
-note).
+(``Settings.answerability_min_relevance``) is not covered; a follow-up is judged by ``turn_score``.
+Weight and threshold were chosen on the fit part of the labelled set (``streams/demo/labels.jsonl``,
+``chatstream eval calibrate``, ``streams/evaluation/split.py``; the tables are in the issue-10 notes).
 """
 
 from __future__ import annotations
