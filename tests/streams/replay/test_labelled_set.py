@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from streams.config import Settings
+from streams.evaluation.calibrate import calibrate, fitted_threshold, rates, table
 from streams.evaluation.compare import compare
+from streams.evaluation.split import HELD_OUT
 from streams.evaluation.run import load_run
 from streams.replay.source import LABELS, load_labels
 from tests.streams.replay.conftest import chatstream
@@ -52,16 +54,24 @@ def worse_run(knowledge_base, home):
     return _replay(home, "worse", "--config", str(CONFIGS / "worse.toml"))
 
 
+# Floors a little under what this branch measured (issue-10 quality note), so a change that loses
+# ground fails; the held-out part is the one the threshold was not fitted on.
+FLOORS = {
+    "unanswerable_declined_rate": 0.90,
+    "answered_right_rate": 0.93,
+    "held_out_unanswerable_declined_rate": 0.85,
+    "held_out_answered_right_rate": 0.90,
+}
+
+
 def _goal(summary: dict) -> None:
     """Issue 10's goal is >= 90 % of unanswerable declined with >= 95 % of answerable answered with the
-    right article cited. Measured on this branch: 92 % declined, 90 % answered right (extractive and
-    scripted LLM alike; the misses are listed in the issue-10 note), so the second bound here is the
-    floor reached so far, not the goal: a change that loses ground fails, one that reaches 95 % should
-    raise it."""
+    right article cited, with extractive generation and with an LLM. The figures reached on this branch
+    are in the issue-10 quality note; the floors above sit just under them."""
     labels = load_labels(LABELS)
     assert summary["labelled_turns"] == len(labels)
-    assert summary["unanswerable_declined_rate"] >= 0.90, summary
-    assert summary["answered_right_rate"] >= 0.85, summary
+    low = {k: summary[k] for k, floor in FLOORS.items() if not summary[k] >= floor}
+    assert not low, f"below the floor: {low}; misses: {summary['answerable_missed']} / {summary['unanswerable_answered']}"
 
 
 def test_answerability_goal_with_extractive_generation(default_run):
@@ -81,3 +91,13 @@ def test_a_worse_retriever_scores_measurably_worse(default_run, worse_run, home)
     assert verdicts["hit_at_k"].verdict == "B worse", verdicts["hit_at_k"]
     assert verdicts["context_recall"].verdict == "B worse", verdicts["context_recall"]
     assert worse_run[1]["mrr"] < default_run[1]["mrr"]
+
+
+async def test_the_threshold_fitted_on_the_fit_part_holds_on_the_held_out_part(knowledge_base):
+    """The retriever alone (``chatstream eval calibrate``): the configured threshold is the one the fit
+    part chooses, and on the held-out part it still declines and keeps at the floors."""
+    settings = Settings()
+    points = await calibrate(settings, load_labels(LABELS))
+    assert abs(fitted_threshold(points) - settings.answerability_min_relevance) <= 0.04, table(points, settings.answerability_min_relevance)
+    declined, kept = rates([p for p in points if p.part == HELD_OUT], settings.answerability_min_relevance)
+    assert declined >= FLOORS["held_out_unanswerable_declined_rate"] and kept >= 0.90, table(points, settings.answerability_min_relevance)
