@@ -35,10 +35,10 @@ import numpy as np
 
 from processors.generation.text import STOPWORDS, content_words, split_sentences, words
 from processors.records import Passage
+from processors.spelling import corrected, passage_words
 
 LEXICAL_WEIGHT = 0.6
 MAX_UNITS_PER_PASSAGE = 16
-TYPO_MIN_CHARS = 6  # coverage forgives a one-letter typo in query words at least this long
 MEASURED_PASSAGES = 2  # the hybrid ranking's best two: measuring more changed no decision on the labelled set
 
 
@@ -172,43 +172,34 @@ def passage_terms(text: str) -> frozenset[str]:
     return frozenset({match_key(w) for w in content_words(text)} | {w.lower() for w in words(text) if len(w) == 2})
 
 
-def within_one_edit(a: str, b: str) -> bool:
-    """True when ``b`` is ``a`` with one letter inserted, deleted, replaced, or two neighbours swapped."""
-    if a == b:
-        return True
-    la, lb = len(a), len(b)
-    if abs(la - lb) > 1:
-        return False
-    i = 0
-    while i < min(la, lb) and a[i] == b[i]:
-        i += 1
-    if la == lb:
-        return a[i + 1 :] == b[i + 1 :] or (i + 1 < la and a[i] == b[i + 1] and a[i + 1] == b[i] and a[i + 2 :] == b[i + 2 :])
-    return a[i + 1 :] == b[i:] if la > lb else a[i:] == b[i + 1 :]
-
-
-def term_found(term: str, vocabulary: frozenset[str]) -> bool:
-    """The term is in the passage's words, or (a word of ``TYPO_MIN_CHARS`` or more, not in them) one
-    edit away from one that starts with the same letter: "referal" finds "referral", "pasword"
-    "password". Short words are matched exactly: one edit turns "mode" into "more" and "dark" into "mark"."""
-    if term in vocabulary:
-        return True
-    if len(term) < TYPO_MIN_CHARS:
-        return False
-    return any(w[:1] == term[:1] and within_one_edit(term, w) for w in vocabulary if abs(len(w) - len(term)) <= 1)
+def _term_pairs(query: str, spelling: frozenset[str]) -> list[tuple[str, str]]:
+    """(term, the term as a passage with words ``spelling`` spells it) for each term of the question."""
+    pairs = []
+    for raw in words(query):
+        term = query_terms(raw)
+        if term:
+            fixed = query_terms(corrected(raw, spelling)) or term
+            pairs.append((next(iter(term)), next(iter(fixed))))
+    return pairs
 
 
 def term_coverage(query: str, passages: Sequence[Passage]) -> float:
-    """Share of the question's terms (``query_terms``) found in the passages' titles or texts, a typo of
-    one letter in a long word included (``term_found``)."""
+    """Share of the question's terms (``query_terms``) found in the passages' titles or texts, each
+    term also read as the passage spells it (``processors.spelling``: "referal" finds "referral")."""
     wanted = query_terms(query)
     if not wanted:
         return 0.0
     found: set[str] = set()
     for passage in passages:
-        vocabulary = passage_terms(f"{passage.title} {passage.text}")
-        found |= {t for t in wanted - found if term_found(t, vocabulary)}
-    return len(found) / len(wanted)
+        text = f"{passage.title} {passage.text}"
+        vocabulary = passage_terms(text)
+        found |= {term for term, fixed in _term_pairs(query, _words_of(text)) if term in vocabulary or fixed in vocabulary}
+    return len(found & wanted) / len(wanted)
+
+
+@lru_cache(maxsize=4096)
+def _words_of(text: str) -> frozenset[str]:
+    return frozenset(passage_words([text]))
 
 
 def answer_score(query: str, passages: Sequence[Passage]) -> float | None:

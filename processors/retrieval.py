@@ -37,6 +37,7 @@ from processors.embeddings import Embedder
 from processors.kb_cache import RetrievalCache, is_uncased
 from processors.records import ChatTurn
 from processors.relevance import RelevanceMeter, is_covered, turn_score
+from processors.spelling import corrected, passage_words
 from processors.tenant_model import TenantModelGuard, model_id
 from processors.vectorstore import VectorStore
 
@@ -146,7 +147,7 @@ class Retriever:
                 return dataclasses.replace(turn, passages=[], retrieval_ok=False, retrieval_error=error)
             breaker.record_success()
             latest = latest_text(turn)
-            passages = await self._measured(vector, passages, None if latest == query else latest)
+            passages = await self._measured(vector, passages, query, latest)
             span.set_attribute("chatstream.retrieval.ok", True)
             span.set_attribute("chatstream.retrieval.hits", len(passages))
             if passages:
@@ -183,11 +184,13 @@ class Retriever:
         passages = await self.store.hybrid_search(query, vector, tenant=tenant, k=self.top_k, alpha=self.alpha)
         return vector, passages
 
-    async def _measured(self, vector, passages, latest: str | None = None):  # type: ignore[no-untyped-def]
+    async def _measured(self, vector, passages, query: str, latest: str):  # type: ignore[no-untyped-def]
         """Passages with their absolute relevance; outside the lookup's timeout (local CPU, not the store).
 
-        For a follow-up (``latest`` is its own text, searched together with the previous message) a
-        passage's relevance is the better of its match with the combined query and with the latest text.
+        A passage's relevance is the best of its match with every reading of the question: the
+        searched ``query``; for a follow-up (searched together with the previous message) its own
+        ``latest`` text; and each of them as the passages spell it (``processors.spelling``: "pasword"
+        read as "password"), since a typo pulls the embedding away from the meaning.
 
         A failure here leaves relevance unmeasured (None), which ``covers`` treats as covered: a
         measuring problem must not turn good answers into declines.
@@ -196,13 +199,16 @@ class Retriever:
             return passages  # answerability off: no need to measure
         try:
             measured = await self.meter.measure(vector, passages)
-            if latest:
-                (latest_vector,) = await self.embedder.embed([latest])
-                alone = await self.meter.measure(latest_vector, passages)
-                measured = [
-                    p if a.relevance is None or p.relevance is None else dataclasses.replace(p, relevance=max(p.relevance, a.relevance))
-                    for p, a in zip(measured, alone)
-                ]
+            vocabulary = passage_words(f"{p.title} {p.text}" for p in measured if p.relevance is not None)
+            texts = [query] if latest == query else [query, latest]
+            readings = [t for t in dict.fromkeys(texts + [corrected(t, vocabulary) for t in texts]) if t != query]
+            if readings:
+                for other_vector in await self.embedder.embed(readings):
+                    other = await self.meter.measure(other_vector, passages)
+                    measured = [
+                        p if a.relevance is None or p.relevance is None else dataclasses.replace(p, relevance=max(p.relevance, a.relevance))
+                        for p, a in zip(measured, other)
+                    ]
             return measured
         except asyncio.CancelledError:
             raise
