@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +54,10 @@ async def open_retrieval(settings: Any) -> RetrievalParts:
         warm_up = getattr(part, "warm_up", None)
         if warm_up is not None:
             await warm_up()  # load the models and the client library now, not on the first user's turn
+    if settings.answerability_min_relevance > 0:
+        from processors.spelling import english_words
+
+        await asyncio.to_thread(english_words)  # the spelling dictionary (~0.5 s), not on the first turn
     return RetrievalParts(store, embedder, relevance_embedder, retriever)
 
 
