@@ -2,12 +2,21 @@
 
 Each configuration is a real replay (``chatstream replay --labels``): its own namespace and worker,
 the sample help center in Weaviate, then ``chatstream eval`` figures from the namespace's topics.
+
+The help center is ingested into a tenant of this module's own, dropped at the end: the figures must
+not depend on what other tests did to the shared default tenant (its vector index was once found
+degraded there: "how to enable 2fa" no longer found the 2FA article by vector, while a fresh tenant
+with the same vectors did, and answered-right fell to 51 %).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
+import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +27,8 @@ from streams.evaluation.compare import compare
 from streams.evaluation.split import HELD_OUT
 from streams.evaluation.run import load_run
 from streams.replay.source import LABELS, load_labels
-from tests.streams.replay.conftest import chatstream
+from streams.dev.worker_process import settings_env
+from tests.streams.replay.conftest import KB, chatstream
 
 pytestmark = pytest.mark.stack
 
@@ -31,36 +41,62 @@ def home(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("replays")
 
 
-def _replay(home: Path, tag: str, *extra: str) -> tuple[str, dict]:
+@pytest.fixture(scope="module")
+def tenant() -> Iterator[str]:
+    """The sample help center in a fresh tenant (see the module doc), dropped afterwards."""
+    from processors.vectorstore import build_store
+
+    name = f"labels-{uuid.uuid4().hex[:8]}"
+    settings = Settings()
+    result = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "ingest", str(KB), "--tenant", name, "--quiet"],
+        env=settings_env(settings), capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    yield name
+
+    async def drop() -> None:
+        store = build_store(settings)
+        try:
+            await store.drop_tenant(name)
+        finally:
+            await store.close()
+
+    asyncio.run(drop())
+
+
+def _replay(home: Path, tenant: str, tag: str, *extra: str) -> tuple[str, dict]:
     name = f"labels-{tag}-{uuid.uuid4().hex[:6]}"
-    out = chatstream("replay", "--name", name, "--labels", *extra, home=home, env=NO_LLM, timeout=900)
+    out = chatstream("replay", "--name", name, "--labels", "--tenant", tenant, *extra, home=home, env=NO_LLM, timeout=900)
     assert "turns answered" in out.stdout, out.stdout + out.stderr
     summary = json.loads(chatstream("eval", name, "--json", home=home, env=NO_LLM).stdout)
     return name, summary
 
 
 @pytest.fixture(scope="module")
-def default_run(knowledge_base, home):
-    return _replay(home, "default")
+def default_run(tenant, home):
+    return _replay(home, tenant, "default")
 
 
 @pytest.fixture(scope="module")
-def llm_run(knowledge_base, home):
-    return _replay(home, "llm", "--scripted-llm-ms", "0")
+def llm_run(tenant, home):
+    return _replay(home, tenant, "llm", "--scripted-llm-ms", "0")
 
 
 @pytest.fixture(scope="module")
-def worse_run(knowledge_base, home):
-    return _replay(home, "worse", "--config", str(CONFIGS / "worse.toml"))
+def worse_run(tenant, home):
+    return _replay(home, tenant, "worse", "--config", str(CONFIGS / "worse.toml"))
 
 
 # Floors a little under what this branch measured (issue-10 quality note), so a change that loses
 # ground fails; the held-out part is the one the threshold was not fitted on.
+# Reached (150 labels, extractive and scripted LLM alike): answered right 109/114 = 95.6 %, declined
+# 34/36 = 94.4 %; held-out part 40/41 = 97.6 % and 13/13. Each floor allows about one more miss.
 FLOORS = {
     "unanswerable_declined_rate": 0.90,
-    "answered_right_rate": 0.93,
-    "held_out_unanswerable_declined_rate": 0.85,
-    "held_out_answered_right_rate": 0.90,
+    "answered_right_rate": 0.94,
+    "held_out_unanswerable_declined_rate": 0.90,
+    "held_out_answered_right_rate": 0.95,
 }
 
 
@@ -93,11 +129,12 @@ def test_a_worse_retriever_scores_measurably_worse(default_run, worse_run, home)
     assert worse_run[1]["mrr"] < default_run[1]["mrr"]
 
 
-async def test_the_threshold_fitted_on_the_fit_part_holds_on_the_held_out_part(knowledge_base):
+async def test_the_threshold_fitted_on_the_fit_part_holds_on_the_held_out_part(tenant):
     """The retriever alone (``chatstream eval calibrate``): the configured threshold is the one the fit
     part chooses, and on the held-out part it still declines and keeps at the floors."""
-    settings = Settings()
+    settings = Settings().derive(tenant=tenant)
     points = await calibrate(settings, load_labels(LABELS))
     assert abs(fitted_threshold(points) - settings.answerability_min_relevance) <= 0.04, table(points, settings.answerability_min_relevance)
     declined, kept = rates([p for p in points if p.part == HELD_OUT], settings.answerability_min_relevance)
-    assert declined >= FLOORS["held_out_unanswerable_declined_rate"] and kept >= 0.90, table(points, settings.answerability_min_relevance)
+    # reached at 0.82: held-out 13/13 declined, 41/42 kept (a relevant article among the passages or not)
+    assert declined >= FLOORS["held_out_unanswerable_declined_rate"] and kept >= 0.95, table(points, settings.answerability_min_relevance)
