@@ -303,6 +303,8 @@ class WeaviateStore:
         from weaviate.classes.query import MetadataQuery
 
         collection = await self._collection(tenant)
+        if self.profile.vector_first:
+            return await self._vector_first_search(collection, query, vector, tenant=tenant, k=k, alpha=alpha)
         with tracer.start_as_current_span("weaviate hybrid_search") as span:
             span.set_attribute("db.system", "weaviate")
             span.set_attribute("chatstream.tenant", tenant)
@@ -328,6 +330,47 @@ class WeaviateStore:
                     source=str(p.get("url") or p.get("source") or ""),
                     text=str(p.get("text") or ""),
                     score=float(obj.metadata.score or 0.0),
+                )
+            )
+        return passages
+
+    async def _vector_first_search(self, collection, query: str, vector: list[float], *, tenant: str, k: int, alpha: float) -> list[Passage]:  # type: ignore[no-untyped-def]
+        """The ``profile.vector_first`` nearest chunks, BM25-reranked here (processors.bm25_rerank)."""
+        from weaviate.classes.query import MetadataQuery
+
+        from processors.bm25_rerank import bm25_scores, relative_score_fusion
+
+        with tracer.start_as_current_span("weaviate near_vector") as span:
+            span.set_attribute("db.system", "weaviate")
+            span.set_attribute("chatstream.tenant", tenant)
+            span.set_attribute("chatstream.retrieval.candidates", self.profile.vector_first)
+            result = await collection.query.near_vector(
+                near_vector=vector,
+                limit=max(k, self.profile.vector_first),
+                return_metadata=MetadataQuery(distance=True),
+                return_properties=_RETURN_PROPERTIES,
+            )
+        objects = result.objects
+        boosts = {"title^2": 2.0, "title": 1.0}
+        title_weight = max((boosts.get(p, 0.0) for p in self.profile.query_properties), default=0.0)
+        keyword = bm25_scores(
+            self.profile.bm25_query(query),
+            [(str(o.properties.get("title") or ""), str(o.properties.get("text") or "")) for o in objects],
+            title_weight=title_weight,
+        )
+        fused = relative_score_fusion([1.0 - float(o.metadata.distance or 0.0) for o in objects], keyword, alpha)
+        ranked = sorted(range(len(objects)), key=lambda i: -fused[i])[:k]
+        passages = []
+        for i in ranked:
+            p = objects[i].properties
+            passages.append(
+                Passage(
+                    doc_id=str(p["doc_id"]),
+                    chunk_id=str(p["chunk_id"]),
+                    title=str(p.get("title") or ""),
+                    source=str(p.get("url") or p.get("source") or ""),
+                    text=str(p.get("text") or ""),
+                    score=float(fused[i]),
                 )
             )
         return passages
