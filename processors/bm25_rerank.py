@@ -51,15 +51,19 @@ def bm25_scores(
         lengths.append(title_weight * len(title_tokens) + len(text_tokens))
     n = len(docs)
     avg = sum(lengths) / n or 1.0
+    idf = {}
+    for term in terms:
+        df = sum(1 for c in counts if c.get(term))
+        if df:
+            idf[term] = math.log(1.0 + (n - df + 0.5) / (df + 0.5))
     scores = []
     for tf, length in zip(counts, lengths):
         score = 0.0
-        for term in terms:
+        norm = k1 * (1 - b + b * length / avg)
+        for term, weight in idf.items():
             f = tf.get(term, 0.0)
             if f:
-                df = sum(1 for c in counts if term in c)
-                idf = math.log(1.0 + (n - df + 0.5) / (df + 0.5))
-                score += idf * f * (k1 + 1) / (f + k1 * (1 - b + b * length / avg))
+                score += weight * f * (k1 + 1) / (f + norm)
         scores.append(score)
     return scores
 
