@@ -11,8 +11,9 @@ connected lazily so a store can be built before Weaviate is up and reconnects af
 The HNSW ``ef`` (how many neighbours the vector half of a search explores) is the store's, not
 Weaviate's dynamic default: set when the collection is created and applied to an existing one the
 first time this process ensures it (an ingest), through the client's public config update. At 11k
-chunks ef 64 kept the ranking for about a quarter less Weaviate CPU per query than the dynamic ef
-(8 x the hybrid candidates = 160); see ``chatstream bench --kb`` and the README.
+chunks ef 96 kept the labelled questions' ranking for 9-17 % less Weaviate CPU per query than the
+dynamic ef (8 x the hybrid candidates = 160); ef 64 saved ~30 % but lost one of 40. See
+``chatstream bench --kb`` and the README.
 """
 
 from __future__ import annotations

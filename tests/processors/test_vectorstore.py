@@ -22,7 +22,7 @@ def test_ef_must_be_dynamic_or_positive():
     with pytest.raises(ValueError, match="hnsw_ef"):
         WeaviateStore(hnsw_ef=0)
     assert WeaviateStore(hnsw_ef=-1).hnsw_ef == -1
-    assert build_store(Settings()).hnsw_ef == 64  # the default: measured with bench --kb
+    assert build_store(Settings()).hnsw_ef == 96  # the default: measured with bench --kb
     assert build_store(Settings(weaviate_hnsw_ef=0)).hnsw_ef is None  # 0 = leave the collection as it is
 
 
