@@ -11,7 +11,8 @@ backlog drains. Only after ``deadline_s`` does the error propagate, so a permane
 becomes visible (the runner decides whether to restart the stage or keep waiting).
 
 Full jitter (a random sleep in ``[0, min(max, base * 2**attempt)]``) keeps many waiting tasks from
-hammering a recovering server in lockstep.
+hammering a recovering server in lockstep. An error that carries the server's own hint
+(``retry_after`` in seconds, e.g. from a 429's Retry-After) waits that long instead.
 
 This is the project's one retry vocabulary: ``retry_transient`` (tenacity underneath) and one
 classifier, ``is_transient``. Stages raise; the stage runtime (``streams.stage.StageRunner``) retries.
@@ -98,8 +99,11 @@ async def retry_transient(
         return deadline_s - (clock() - started)
 
     def wait(state: RetryCallState) -> float:
-        # full jitter, never past the deadline
-        return max(0.0, min(remaining(), jitter(state)))
+        # full jitter (or the server's Retry-After hint), never past the deadline
+        exc = state.outcome.exception() if state.outcome else None
+        hinted = getattr(exc, "retry_after", None)
+        delay = float(hinted) if isinstance(hinted, (int, float)) else jitter(state)
+        return max(0.0, min(remaining(), delay))
 
     def stop(state: RetryCallState) -> bool:
         return remaining() <= 0

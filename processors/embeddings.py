@@ -12,7 +12,8 @@ from typing import Protocol, runtime_checkable
 
 from opentelemetry import trace
 
-from processors.embedding_errors import EmbeddingError
+from processors.backoff import RetryDeadlineExceeded, retry_transient
+from processors.embedding_errors import EmbeddingError, EmbeddingUnavailable
 from processors.secrets import plain_secret as secret
 
 tracer = trace.get_tracer("chatstream.embeddings")
@@ -42,6 +43,10 @@ class OpenAIEmbedder:
     """Embeddings from ``/v1/embeddings`` (OpenAI, Azure, vLLM, Ollama, the scripted dev server).
 
     ``dimension`` is taken from the model name when known, else learnt from the first response.
+    Rate limits (429, honouring Retry-After), 5xx, timeouts and connection failures are retried
+    with the project's one retry vocabulary (``processors.backoff.retry_transient``: full jitter up
+    to ``retry_deadline_s``), not the SDK's own loop; any other error (400, 401, 404) fails at once.
+    A query's wait is further bounded by the retriever's timeout; an ingest waits the whole deadline.
     """
 
     name = "openai"
@@ -55,17 +60,21 @@ class OpenAIEmbedder:
         dimension: int | None = None,
         max_batch: int = 256,
         timeout_s: float = 20.0,
-        max_retries: int = 2,
+        retry_deadline_s: float = 20.0,
+        retry_base_s: float = 0.2,
+        retry_max_s: float = 5.0,
     ) -> None:
         import openai
 
         self.model = model
         self.dimension = dimension or KNOWN_DIMENSIONS.get(model, 0)
         self.max_batch = max_batch
-        # the SDK refuses to start without a key; local OpenAI-compatible servers ignore it
-        self.client = openai.AsyncOpenAI(
-            base_url=base_url, api_key=api_key or "unused", timeout=timeout_s, max_retries=max_retries
-        )
+        self.retry_deadline_s, self.retry_base_s, self.retry_max_s = retry_deadline_s, retry_base_s, retry_max_s
+        self.retries = 0  # transient failures retried so far, and the last wait (figures for benches and tests)
+        self.last_retry_delay_s: float | None = None
+        # the SDK refuses to start without a key; local OpenAI-compatible servers ignore it.
+        # max_retries=0: retries are ours (retry_transient), so there is one retry loop, not two nested
+        self.client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "unused", timeout=timeout_s, max_retries=0)
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         if isinstance(texts, str):
@@ -79,10 +88,7 @@ class OpenAIEmbedder:
             span.set_attribute("chatstream.embedding.texts", len(texts))
             for start in range(0, len(texts), self.max_batch):
                 chunk = [t if t.strip() else " " for t in texts[start : start + self.max_batch]]
-                try:
-                    response = await self.client.embeddings.create(model=self.model, input=chunk)
-                except Exception as exc:
-                    raise EmbeddingError(f"embedding API failed: {exc!r}") from exc
+                response = await self._create(chunk, span)
                 rows = sorted(response.data, key=lambda d: d.index)
                 if len(rows) != len(chunk):
                     raise EmbeddingError(f"embedding API returned {len(rows)} vectors for {len(chunk)} texts")
@@ -91,8 +97,47 @@ class OpenAIEmbedder:
             self.dimension = len(out[0])
         return out
 
+    async def _create(self, chunk: list[str], span):  # type: ignore[no-untyped-def]
+        """One ``/v1/embeddings`` request, retried while the failure is transient."""
+
+        async def attempt():  # type: ignore[no-untyped-def]
+            try:
+                return await self.client.embeddings.create(model=self.model, input=chunk)
+            except Exception as exc:
+                raise _api_error(exc) from exc
+
+        def on_retry(attempt_number: int, exc: BaseException, delay: float) -> None:
+            self.retries += 1
+            self.last_retry_delay_s = delay
+            span.add_event("embedding retry", {"attempt": attempt_number, "error": str(exc)[:200], "delay_s": delay})
+
+        try:
+            return await retry_transient(
+                attempt, base_s=self.retry_base_s, max_s=self.retry_max_s, deadline_s=self.retry_deadline_s, on_retry=on_retry
+            )
+        except RetryDeadlineExceeded as exc:
+            raise EmbeddingError(f"embedding API failed for {self.retry_deadline_s:g}s: {exc.__cause__}") from exc
+
     async def close(self) -> None:
         await self.client.close()
+
+
+def _api_error(exc: Exception) -> EmbeddingError:
+    """An SDK error as ours: ``EmbeddingUnavailable`` (transient) or a plain ``EmbeddingError``."""
+    import openai
+
+    from processors.generation.openai_provider import RETRYABLE_STATUSES, parse_retry_after
+
+    if isinstance(exc, openai.APITimeoutError):
+        return EmbeddingUnavailable(f"embedding API timed out: {exc}")
+    if isinstance(exc, openai.APIConnectionError):
+        return EmbeddingUnavailable(f"embedding API unreachable: {exc.__cause__ or exc}")
+    if isinstance(exc, openai.APIStatusError):
+        message = f"embedding API answered HTTP {exc.status_code}: {exc.message}"
+        if exc.status_code in RETRYABLE_STATUSES:
+            return EmbeddingUnavailable(message, retry_after=parse_retry_after(exc.response.headers), status=exc.status_code)
+        return EmbeddingError(message)
+    return EmbeddingError(f"embedding API failed: {exc!r}")
 
 
 class CachedEmbedder:
@@ -160,6 +205,7 @@ def build_embedder(settings) -> Embedder:  # type: ignore[no-untyped-def]
             settings.embedding_model,
             dimension=settings.embedding_dimension,
             timeout_s=settings.llm_timeout_s,
+            retry_deadline_s=settings.embedding_retry_deadline_s,
         )
     else:
         from processors.minilm import LocalMiniLMEmbedder

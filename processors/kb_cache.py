@@ -208,6 +208,26 @@ class RetrievalCache:
         return await invalidate_tenant(self.redis, tenant, prefix=self.prefix)
 
 
+class TenantGenerations:
+    """A tenant's ingest generation as workers read it (``TenantModelGuard``): None when Redis cannot say.
+
+    Bounded like every cache call (250 ms, skipped for 5 s after a failure), so Redis trouble costs
+    a turn nothing; the guard then falls back to its time limit.
+    """
+
+    def __init__(self, redis, *, prefix: str = _PREFIX) -> None:  # type: ignore[no-untyped-def]
+        self.redis = redis
+        self.prefix = prefix
+        self.stats = CacheStats()
+        self._guard = _CacheGuard()
+
+    async def __call__(self, tenant: str) -> str | None:
+        ok, raw = await self._guard.run(self.redis.get(generation_key(tenant, self.prefix)), self.stats, "generation read")
+        if not ok:
+            return None
+        return "0" if raw is None else raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
 def generation_key(tenant: str, prefix: str = _PREFIX) -> str:
     return f"{prefix}:gen:{{{check_tenant(tenant)}}}"
 

@@ -34,7 +34,7 @@ from opentelemetry.trace import StatusCode
 from processors.circuit import CircuitBreaker
 from processors.condense import condensed_question, is_follow_up, searchable_text  # noqa: F401 - is_follow_up re-exported
 from processors.embeddings import Embedder
-from processors.kb_cache import RetrievalCache, is_uncased
+from processors.kb_cache import RetrievalCache, TenantGenerations, is_uncased
 from processors.records import ChatTurn
 from processors.relevance import RelevanceMeter, is_covered, turn_score
 from processors.spelling import corrected, passage_words
@@ -235,5 +235,6 @@ def build_retriever(  # type: ignore[no-untyped-def]
         min_relevance=settings.answerability_min_relevance,
         relevance_embedder=relevance_embedder,
         cache=cache,
-        model_guard=TenantModelGuard(store, model_id(embedder)),
+        # an ingest bumps the tenant's generation in Redis: a re-ingest with another model is refused at once
+        model_guard=TenantModelGuard(store, model_id(embedder), generation=TenantGenerations(redis) if redis is not None else None),
     )

@@ -17,6 +17,8 @@ class SearchProfile:
     fusion: Literal["relative", "ranked"] = "relative"
     max_vector_distance: float | None = None
     max_query_chars: int = 0  # BM25 sees at most this many characters of the query (0 = all)
+    # > 0: vector search for this many candidates, BM25-reranked here (processors.bm25_rerank); 0 = Weaviate's hybrid
+    vector_first: int = 0
 
     def bm25_query(self, query: str) -> str:
         """The query cut at a word boundary: BM25 cost grows with every term, the vector does not."""
@@ -43,4 +45,6 @@ class SearchProfile:
             parts.append(f"max_vector_distance {self.max_vector_distance:g}")
         if self.max_query_chars:
             parts.append(f"query <= {self.max_query_chars} chars")
+        if self.vector_first:
+            parts = [f"vector-first {self.vector_first} candidates, local bm25 rerank on {','.join(self.query_properties)}"]
         return ", ".join(parts)

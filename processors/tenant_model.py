@@ -10,6 +10,7 @@ recorded is claimed by its next ingest.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
 from processors.embeddings import Embedder, EmbeddingError
 from processors.vectorstore import VectorStore
@@ -54,19 +55,41 @@ async def check_embedding_model(store: VectorStore, tenant: str, model: str, *, 
 
 
 class TenantModelGuard:
-    """The retriever's check, cached per tenant for ``ttl_s`` so it costs nothing per turn."""
+    """The retriever's check, cached per tenant for ``ttl_s`` so it does not cost a store read per turn.
 
-    def __init__(self, store: VectorStore, model: str, *, ttl_s: float = 30.0) -> None:
+    A tenant dropped and re-ingested with another model must be refused at once, not after the
+    cache expires. Every ingest bumps the tenant's generation (``processors.kb_cache``, the same
+    number that invalidates cached search results; it is bumped after the model is recorded and
+    before the first write), so with ``generation`` (tenant -> generation, None when it cannot be
+    read) the cached model is only trusted while the generation is the one it was read under.
+    When the generation cannot be read (Redis down) the cache falls back to ``ttl_s`` alone.
+    """
+
+    def __init__(
+        self,
+        store: VectorStore,
+        model: str,
+        *,
+        ttl_s: float = 30.0,
+        generation: Callable[[str], Awaitable[str | None]] | None = None,
+    ) -> None:
         self.store = store
         self.model = model
         self.ttl_s = ttl_s
-        self._known: dict[str, tuple[float, str | None]] = {}
+        self.generation = generation
+        self._known: dict[str, tuple[float, str | None, str | None]] = {}  # tenant -> (read at, generation, model)
 
     async def check(self, tenant: str) -> None:
         now = time.monotonic()
+        generation = await self.generation(tenant) if self.generation is not None else None
         known = self._known.get(tenant)
-        if known is None or now - known[0] > self.ttl_s:
+        stale = (
+            known is None
+            or now - known[0] > self.ttl_s
+            or (generation is not None and generation != known[1])  # an ingest since the model was read
+        )
+        if stale:
             recorded = await self.store.embedding_model(tenant)
-            known = self._known[tenant] = (now, recorded)
-        if known[1] is not None and known[1] != self.model:
-            raise EmbeddingModelMismatch(tenant, known[1], self.model)
+            known = self._known[tenant] = (now, generation, recorded)
+        if known[2] is not None and known[2] != self.model:
+            raise EmbeddingModelMismatch(tenant, known[2], self.model)

@@ -12,7 +12,10 @@ a real help center or wiki is a hundred times larger. This bench:
    (from ``/proc/<weaviate pid>/stat``), latency p50/p99 one query at a time, queries/s with 8
    concurrent, and the hit@1 of both question sets; query vectors are computed beforehand, so
    the figures are Weaviate's alone;
-4. with ``--kb-zipf N``: N questions drawn Zipf-like from a few hundred, through the retriever with
+4. with ``--kb-sizes N,M``: tenants of N, M chunks copied (with their vectors, nothing re-embedded)
+   from the big one, always holding the answers of every question, so CPU per query can be read
+   against chunks per tenant;
+5. with ``--kb-zipf N``: N questions drawn Zipf-like from a few hundred, through the retriever with
    no cache, the in-process LRU, and the Redis caches (shared query vectors + per-tenant results),
    with hit rates and CPU per question of this process, Weaviate and Redis.
 
@@ -45,6 +48,9 @@ PROFILES: dict[str, tuple[SearchProfile, float | None]] = {
     "maxdist0.8": (SearchProfile(max_vector_distance=0.8), None),
     "vector-only": (SearchProfile(), 1.0),
     "bm25-only": (SearchProfile(), 0.0),
+    "vf20": (SearchProfile(vector_first=20), None),
+    "vf50": (SearchProfile(vector_first=50), None),
+    "text-vf50": (SearchProfile(query_properties=("text",), vector_first=50), None),
 }
 
 
@@ -54,10 +60,12 @@ def add_arguments(parser) -> None:  # type: ignore[no-untyped-def]
     parser.add_argument("--kb-tenant", default=DEFAULT_TENANT, help="bench tenant (never the default one)")
     parser.add_argument("--kb-collection", default=DEFAULT_COLLECTION, help="bench collection (HNSW ef is changed on it)")
     parser.add_argument("--kb-profiles", default=",".join(PROFILES), help=f"comma-separated, from {', '.join(PROFILES)}")
-    parser.add_argument("--kb-ef", default="", help="comma-separated HNSW ef values to try with the first profile")
+    parser.add_argument("--kb-ef", default="", help="comma-separated HNSW ef values to try with the first profile (-1 = dynamic)")
+    parser.add_argument("--kb-sizes", default="", help="comma-separated tenant sizes (chunks) to measure the first profile at")
     parser.add_argument("--kb-questions", type=int, default=200, help="known-item questions drawn from the corpus")
     parser.add_argument("--kb-concurrency", type=int, default=8)
     parser.add_argument("--kb-runs", type=int, default=1, help="measure every profile this many times (one lock, one run)")
+    parser.add_argument("--kb-passes", type=int, default=1, help="one-at-a-time passes over the questions per measurement (p99 over all)")
     parser.add_argument("--kb-zipf", type=int, default=0, help="also run N Zipf-repeated questions through the caches")
     parser.add_argument("--kb-zipf-pool", type=int, default=300, help="distinct questions the Zipf traffic draws from")
 
@@ -162,16 +170,18 @@ class ProfileResult:
     probe_total: int
     known_right: int
     known_total: int
+    client_ms_per_query: float = float("nan")  # this process: the gRPC client, plus a local rerank if any
 
     def line(self) -> str:
         return (
-            f"{self.name:14s} weaviate CPU {self.weaviate_ms_per_query:5.2f} ms/query  "
+            f"{self.name:14s} weaviate CPU {self.weaviate_ms_per_query:5.2f} ms/query (client {self.client_ms_per_query:4.2f})  "
             f"p50 {self.p50_ms:5.1f} ms  p99 {self.p99_ms:5.1f} ms  {self.qps_concurrent:6.0f} q/s @8  "
             f"probe {self.probe_right}/{self.probe_total}  known-item {self.known_right}/{self.known_total}   ({self.describe})"
         )
 
 
-async def measure_profile(name, store, profile, alpha, tenant, questions, vectors, k, concurrency, pids, *, probe_n):  # type: ignore[no-untyped-def]
+async def measure_profile(name, store, profile, alpha, tenant, questions, vectors, k, concurrency, pids, *, probe_n, passes=1):  # type: ignore[no-untyped-def]
+    """``passes`` one-at-a-time passes over the questions (latencies pooled: a steadier p99), then one at ``concurrency``."""
     store.profile = profile
 
     async def search(i: int):  # type: ignore[no-untyped-def]
@@ -181,12 +191,15 @@ async def measure_profile(name, store, profile, alpha, tenant, questions, vector
         await search(i)
     latencies, tops = [], []
     with CpuMeter(pids) as meter:
-        for i in range(len(questions)):
-            started = time.perf_counter()
-            hits = await search(i)
-            latencies.append((time.perf_counter() - started) * 1000)
-            tops.append(hits[0].doc_id if hits else None)
-    weaviate_ms = meter.spent.get("weaviate", float("nan")) * 1000 / len(questions)
+        for _ in range(max(1, passes)):
+            for i in range(len(questions)):
+                started = time.perf_counter()
+                hits = await search(i)
+                latencies.append((time.perf_counter() - started) * 1000)
+                if len(tops) < len(questions):
+                    tops.append(hits[0].doc_id if hits else None)
+    weaviate_ms = meter.spent.get("weaviate", float("nan")) * 1000 / len(latencies)
+    client_ms = meter.spent["bench"] * 1000 / len(latencies)
     order = list(range(len(questions)))
     cursor = iter(order)
 
@@ -199,19 +212,52 @@ async def measure_profile(name, store, profile, alpha, tenant, questions, vector
     qps = len(order) / (time.perf_counter() - started)
     right = [tops[i] == questions[i][1] for i in range(len(questions))]
     return ProfileResult(
-        name, profile.describe() + (f", alpha {alpha:g}" if alpha is not None else ""), len(questions), weaviate_ms,
+        name, profile.describe() + (f", alpha {alpha:g}" if alpha is not None else ""), len(latencies), weaviate_ms,
         percentile(latencies, 50), percentile(latencies, 99), qps,
-        sum(right[:probe_n]), probe_n, sum(right[probe_n:]), len(questions) - probe_n,
+        sum(right[:probe_n]), probe_n, sum(right[probe_n:]), len(questions) - probe_n, client_ms,
     )
 
 
 async def set_ef(store, ef: int) -> None:  # type: ignore[no-untyped-def]
-    from weaviate.classes.config import Reconfigure
+    """The collection's HNSW ef, through the store's own (public) config update."""
+    store.hnsw_ef = ef
+    await store.apply_index_config()
+
+
+async def current_ef(store) -> int | None:  # type: ignore[no-untyped-def]
+    from processors.vectorstore import hnsw_ef
 
     client = await store._connected()
-    # the collection's vector is the unnamed self-provided one, which Weaviate calls "default"
-    update = Reconfigure.Vectors.update(name="default", vector_index_config=Reconfigure.VectorIndex.hnsw(ef=ef))
-    await client.collections.use(store.collection_name).config.update(vector_config=update)
+    return hnsw_ef(await client.collections.use(store.collection_name).config.get())
+
+
+async def sized_tenants(store, tenant: str, sizes: list[int], keep_docs: set[str], seed: int = 13) -> dict[int, str]:  # type: ignore[no-untyped-def]
+    """Tenants of ``sizes`` chunks copied from ``tenant`` with their vectors: every chunk of ``keep_docs``
+    (the questions' answers) plus a random draw of the others. Existing tenants of the right size are kept."""
+    from processors.vectorstore import Chunk
+
+    client = await store._connected()
+    source = client.collections.use(store.collection_name).with_tenant(tenant)
+    objects = [o async for o in source.iterator(include_vector=True)]
+    keep = [o for o in objects if o.properties["doc_id"] in keep_docs]
+    rest = [o for o in objects if o.properties["doc_id"] not in keep_docs]
+    random.Random(seed).shuffle(rest)
+    names: dict[int, str] = {}
+    for size in sizes:
+        name = f"{tenant}-{size}"
+        names[size] = name
+        if len(await store.stored_chunks(name)) == max(size, len(keep)):
+            continue
+        chosen = keep + rest[: max(0, size - len(keep))]
+        chunks = [
+            Chunk(**{f: (int(o.properties[f]) if f == "chunk_index" else str(o.properties[f])) for f in Chunk.__dataclass_fields__})
+            for o in chosen
+        ]
+        vectors = [o.vector["default"] for o in chosen]
+        for start in range(0, len(chunks), 500):
+            await store.upsert(chunks[start : start + 500], vectors[start : start + 500], tenant=name)
+        print(f"tenant {name}: {len(chunks)} chunks copied from {tenant}", flush=True)
+    return names
 
 
 async def run_bench(args, settings: Settings) -> int:  # type: ignore[no-untyped-def]
@@ -246,7 +292,8 @@ async def run_bench(args, settings: Settings) -> int:  # type: ignore[no-untyped
         stored = await store.stored_chunks(tenant)
         print(f"tenant {tenant}: {len(stored)} chunks; {len(labelled)} labelled + {len(known)} known-item questions; "
               f"k={settings.retrieval_top_k}, alpha={settings.retrieval_alpha}, weaviate pid {pids['weaviate']} "
-              f"(QUERY_HYBRID_MAXIMUM_RESULTS={server_env(pids['weaviate'], 'QUERY_HYBRID_MAXIMUM_RESULTS') or 'default 100'})")
+              f"(QUERY_HYBRID_MAXIMUM_RESULTS={server_env(pids['weaviate'], 'QUERY_HYBRID_MAXIMUM_RESULTS') or 'default 100'}, "
+              f"HNSW ef {await current_ef(store)})")
         vectors = await model.embed([q for q, _ in questions])
         results: list[ProfileResult] = []
         names = [n.strip() for n in args.kb_profiles.split(",") if n.strip()]
@@ -256,7 +303,7 @@ async def run_bench(args, settings: Settings) -> int:  # type: ignore[no-untyped
             profile, alpha = PROFILES[name]
             result = await measure_profile(
                 name, store, profile, settings.retrieval_alpha if alpha is None else alpha, tenant, questions,
-                vectors, settings.retrieval_top_k, args.kb_concurrency, pids, probe_n=len(labelled),
+                vectors, settings.retrieval_top_k, args.kb_concurrency, pids, probe_n=len(labelled), passes=args.kb_passes,
             )
             results.append(result)
             print(result.line(), flush=True)
@@ -265,11 +312,24 @@ async def run_bench(args, settings: Settings) -> int:  # type: ignore[no-untyped
             profile, alpha = PROFILES[names[0]]
             result = await measure_profile(
                 f"{names[0]}+ef{ef}", store, profile, settings.retrieval_alpha if alpha is None else alpha, tenant,
-                questions, vectors, settings.retrieval_top_k, args.kb_concurrency, pids, probe_n=len(labelled),
+                questions, vectors, settings.retrieval_top_k, args.kb_concurrency, pids, probe_n=len(labelled), passes=args.kb_passes,
             )
             print(result.line(), flush=True)
         if args.kb_ef:
-            await set_ef(store, -1)  # back to Weaviate's dynamic ef
+            await set_ef(store, settings.weaviate_hnsw_ef)  # back to the configured default
+        sizes = sorted(int(s) for s in args.kb_sizes.split(",") if s.strip())
+        if sizes:
+            from streams.commands.ingest_cmd import SAMPLE_KNOWLEDGE_BASE
+
+            keep = {d.doc_id for d in load_documents(SAMPLE_KNOWLEDGE_BASE)} | {doc for _, doc in known}
+            by_size = await sized_tenants(store, tenant, sizes, keep)
+            profile, alpha = PROFILES[names[0]]
+            for size in sizes * max(1, args.kb_runs):
+                result = await measure_profile(
+                    f"{size} chunks", store, profile, settings.retrieval_alpha if alpha is None else alpha, by_size[size],
+                    questions, vectors, settings.retrieval_top_k, args.kb_concurrency, pids, probe_n=len(labelled), passes=args.kb_passes,
+                )
+                print(result.line(), flush=True)
         if args.kb_zipf:
             pool = [q for q, _ in questions] + [f"What is {d.title}?" for d in docs[: max(0, args.kb_zipf_pool - len(questions))]]
             pool = pool[: args.kb_zipf_pool]

@@ -9,6 +9,7 @@ validation finds them grounded. Everything that makes providers hard is scriptab
   ``mode`` (``ok`` | ``429`` | ``500`` | ``503`` | ``hang``), ``answer`` (a fixed reply, null to go
   back to grounded answers), ``fail_next`` (a queue of one-shot outcomes such as
   ``{"status": 429, "retry_after": 1}``, ``{"status": 500}``, ``{"hang": true}``, ``{"latency_ms": 900}``),
+  ``embeddings_fail_next`` (the same one-shot outcomes for ``/v1/embeddings`` only, without ``hang``),
   ``reset_stats`` and ``release`` (end all hanging requests); for streamed answers (``stream=true``)
   ``token_ms`` (pause between tokens; ``latency_ms`` is then the time to the first token) and
   ``tokens`` (exactly that many tokens: the answer's words, cycled or cut; 0 = the answer as is);
@@ -83,6 +84,7 @@ class ScriptState:
     token_ms: float = 0.0
     tokens: int = 0
     fail_next: collections.deque = field(default_factory=collections.deque)
+    embeddings_fail_next: collections.deque = field(default_factory=collections.deque)
     seed: int | None = None
     lock: Any = field(default_factory=threading.RLock)  # shared by the HTTP thread and the test thread
     released: threading.Event = field(default_factory=threading.Event)
@@ -102,6 +104,7 @@ class ScriptState:
         known = {
             "latency_ms", "error_rate", "error_status", "retry_after", "mode", "answer", "fail_next",
             "reset_stats", "release", "model", "embedding_dim", "seed", "hang_max_s", "token_ms", "tokens",
+            "embeddings_fail_next",
         }  # fmt: skip
         unknown = set(script) - known
         if unknown:
@@ -112,6 +115,9 @@ class ScriptState:
         error_status = int(script.get("error_status", self.error_status))
         _check_settings(latency, error_rate, mode, error_status)
         fail_next = [_parse_outcome(o) for o in script.get("fail_next", [])]
+        embeddings_fail_next = [_parse_outcome(o) for o in script.get("embeddings_fail_next", [])]
+        if any(o.hang for o in embeddings_fail_next):
+            raise ValueError("embeddings_fail_next does not hang; use status and latency_ms")
         embedding_dim = int(script.get("embedding_dim", self.embedding_dim))
         if embedding_dim < 1 or embedding_dim > 8192:
             raise ValueError("embedding_dim must be in 1..8192")
@@ -136,6 +142,7 @@ class ScriptState:
             if "seed" in script:
                 self._rng = random.Random(script["seed"])
             self.fail_next.extend(fail_next)
+            self.embeddings_fail_next.extend(embeddings_fail_next)
             if script.get("reset_stats"):
                 self.stats.clear()
                 self.endpoints.clear()
@@ -190,6 +197,7 @@ class ScriptState:
                     "mode": self.mode,
                     "answer": self.answer,
                     "fail_next": len(self.fail_next),
+                    "embeddings_fail_next": len(self.embeddings_fail_next),
                     "embedding_dim": self.embedding_dim,
                     "token_ms": self.token_ms,
                     "tokens": self.tokens,
@@ -404,6 +412,14 @@ def create_app(state: ScriptState) -> Starlette:
         except (ValueError, TypeError) as exc:
             state.count("embeddings", "400")
             return _error(400, str(exc))
+        with state.lock:
+            outcome = state.embeddings_fail_next.popleft() if state.embeddings_fail_next else None
+        if outcome is not None:
+            if outcome.latency_ms:
+                await asyncio.sleep(outcome.latency_ms / 1000.0)
+            if outcome.status != 200:
+                state.count("embeddings", str(outcome.status))
+                return _error(outcome.status, f"scripted failure {outcome.status}", retry_after=outcome.retry_after)
         state.count("embeddings")
         data = []
         for index, text in enumerate(inputs):

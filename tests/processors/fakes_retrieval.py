@@ -86,5 +86,9 @@ class MemoryStore:
     async def record_embedding_model(self, tenant: str, model: str) -> None:
         self.models.setdefault(tenant, model)
 
+    async def drop_tenant(self, tenant: str) -> None:
+        self.tenants.pop(tenant, None)
+        self.models.pop(tenant, None)
+
     async def close(self) -> None:
         pass

@@ -33,6 +33,21 @@ def failing(times: int, exc: Exception):
     return fn, calls
 
 
+async def test_a_servers_retry_after_hint_is_the_wait():
+    class RateLimited(Exception):
+        transient, retry_after = True, 1.5
+
+    t = FakeTime()
+    fn, calls = failing(2, RateLimited())
+    assert await retry_transient(fn, base_s=0.01, max_s=0.02, deadline_s=60, sleep=t.sleep, clock=t.clock) == "ok"
+    assert t.sleeps == [1.5, 1.5] and calls["n"] == 3
+    t2 = FakeTime()
+    fn, _ = failing(5, RateLimited())
+    with pytest.raises(RetryDeadlineExceeded):
+        await retry_transient(fn, base_s=0.01, max_s=0.02, deadline_s=2.0, sleep=t2.sleep, clock=t2.clock)
+    assert t2.sleeps == [1.5, 0.5]  # never past the deadline
+
+
 async def test_retries_until_success_with_bounded_jittered_sleeps():
     t = FakeTime()
     fn, calls = failing(6, redis.exceptions.ConnectionError("down"))

