@@ -86,6 +86,24 @@ async def test_retrieve_returns_scored_passages_for_the_turns_tenant(fake_kb):
     assert store.searches[-1][1:] == ("kb", 2, 0.3)
 
 
+async def test_retrieve_scored_gives_the_turn_score_once_computed(fake_kb):
+    from processors.relevance import turn_score
+
+    store, embedder = fake_kb
+    retriever = Retriever(store, embedder, top_k=2, alpha=0.3, min_relevance=0.5)
+    t = turn("reset my password")
+    out, score = await retriever.retrieve_scored(t)
+    assert score is not None and all(p.relevance is not None for p in out.passages)
+    assert score == turn_score(build_query(out), "reset my password", out.passages)  # what the stage used to recompute
+    assert out == await retriever.retrieve(t)
+    store.fail = ConnectionError("weaviate down")
+    failed, none = await retriever.retrieve_scored(t)
+    assert not failed.retrieval_ok and none is None
+    store.fail = None
+    unmeasured, no_score = await Retriever(store, embedder, top_k=2, alpha=0.3).retrieve_scored(t)
+    assert unmeasured.retrieval_ok and no_score is None  # answerability off: nothing measured, no metric
+
+
 async def test_store_failure_degrades_the_turn(fake_kb):
     store, embedder = fake_kb
     store.fail = ConnectionError("weaviate down")
