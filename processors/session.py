@@ -131,6 +131,8 @@ class SessionStore:
         self._bucket_co: Coalescer[str, tuple[bool, float]] = Coalescer(self._bucket_batch)
         self._replied_co: Coalescer[str, bool] = Coalescer(self._replied_batch)
         self._mark_co: Coalescer[str, None] = Coalescer(self._mark_batch)
+        self._claim_co: Coalescer[tuple[str, int], ReplyClaim] = Coalescer(self._claim_batch)
+        self._mark_claimed_co: Coalescer[ReplyClaim, bool] = Coalescer(self._mark_claimed_batch)
 
     # --- keys -----------------------------------------------------------------------------------
     def _session_keys(self, session_id: str) -> list[str]:
@@ -352,20 +354,32 @@ class SessionStore:
         ``replied``: a reply exists, drop the turn; ``held``: another owner is producing it right now,
         ask again after ``wait_ms`` (its claim expires by then if it died).
         """
-        with self._span("redis reply.claim", "EVALSHA", 1):
-            ((token, state, wait_ms),) = await self._run_scripts(
-                [(self._claim, self._claim_keys(message_id), [self.owner, ttl_ms, self.idempotency_ttl_s])]
-            )
-        return ReplyClaim(message_id, self.owner, int(token), _text(state), max(0, int(wait_ms)))
+        with self._span("redis reply.claim", "EVALSHA", 1) as span:
+            return await self._one(self._claim_co, self._claim_batch, (message_id, ttl_ms), span)
+
+    async def _claim_batch(self, items: list[tuple[str, int]]) -> list[ReplyClaim]:
+        results = await self._run_scripts(
+            [(self._claim, self._claim_keys(mid), [self.owner, ttl_ms, self.idempotency_ttl_s]) for mid, ttl_ms in items]
+        )
+        return [
+            ReplyClaim(mid, self.owner, int(token), _text(state), max(0, int(wait_ms)))
+            for (mid, _), (token, state, wait_ms) in zip(items, results)
+        ]
 
     async def mark_claimed(self, claim: ReplyClaim) -> bool:
         """Mark the reply produced under ``claim``; False when the claim was no longer ours (fenced)."""
-        with self._span("redis reply.mark", "EVALSHA", 1):
-            ((mine, first),) = await self._run_scripts(
-                [(self._mark_claimed, self._claim_keys(claim.message_id)[:2],
-                  [f"{claim.owner}:{claim.token}", now_ms(), self.idempotency_ttl_s])]
-            )
-        return bool(int(mine)) or bool(int(first))
+        with self._span("redis reply.mark", "EVALSHA", 1) as span:
+            return await self._one(self._mark_claimed_co, self._mark_claimed_batch, claim, span)
+
+    async def _mark_claimed_batch(self, claims: list[ReplyClaim]) -> list[bool]:
+        results = await self._run_scripts(
+            [
+                (self._mark_claimed, self._claim_keys(claim.message_id)[:2],
+                 [f"{claim.owner}:{claim.token}", now_ms(), self.idempotency_ttl_s])
+                for claim in claims
+            ]
+        )
+        return [bool(int(mine)) or bool(int(first)) for mine, first in results]
 
     # --- housekeeping ---------------------------------------------------------------------------
     async def forget_session(self, session_id: str) -> None:

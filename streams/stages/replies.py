@@ -24,7 +24,8 @@ round trips per turn, and read_committed consumers downstream that wait for the 
 transaction. The Redis claim costs one round trip per reply (the mark was already one), does not
 depend on which Kafka client the runtime uses, and fences the Redis writes a transaction would not.
 Repeats that arrive later (a channel retry, an upstream stage reprocessing after a crash) are dropped
-by ``is_replied`` checks. ``ReplyingStage`` gives the stages that write replies (enrich: rejections and
+by enrich's ``is_replied`` check and by validate's claim (which finds the marker). Claims and marks of
+turns in flight together share one Redis pipeline (``SessionStore`` coalesces them). ``ReplyingStage`` gives the stages that write replies (enrich: rejections and
 rate limits; validate: answers) this protocol once.
 """
 

@@ -349,6 +349,25 @@ async def test_concurrent_single_calls_share_a_pipeline(store):
     assert flags == [True] * 10 + [False] * 10
 
 
+async def test_concurrent_reply_claims_and_marks_share_a_pipeline_and_keep_their_answers(store):
+    await store.mark_replied(["done-0", "done-1"])
+    other = make_store(store.redis, store.prefix)  # another worker's stage: claims are per owner
+    held = await other.claim_reply("held-0", 5000)
+    assert held.state == "ok"
+    ids = [f"new-{i}" for i in range(16)] + ["done-0", "done-1", "held-0"]
+    claims = await asyncio.gather(*(store.claim_reply(mid, 5000) for mid in ids))
+    assert store._claim_co.batches == 1 and store._claim_co.items == len(ids)
+    assert [c.message_id for c in claims] == ids
+    assert [c.state for c in claims] == ["ok"] * 16 + ["replied", "replied", "held"]
+    assert all(c.token >= 1 and c.owner == store.owner for c in claims[:16])
+    assert 0 < claims[-1].wait_ms <= 5000
+    marked = await asyncio.gather(*(store.mark_claimed(c) for c in claims[:16]), other.mark_claimed(held))
+    assert marked == [True] * 17 and store._mark_claimed_co.batches == 1
+    assert await store.replied_among(ids) == set(ids)
+    again, stale = await asyncio.gather(store.claim_reply("new-0", 5000), store.mark_claimed(claims[0]))
+    assert again.state == "replied" and stale is False  # the claim is spent and the marker there: fenced
+
+
 async def test_without_coalescing_each_call_is_its_own_round_trip(store):
     plain = make_store(store.redis, store.prefix, coalesce=False)
     turns = await asyncio.gather(*(plain.enrich(request(f"x{i}", session=f"p{i}")) for i in range(3)))
