@@ -38,7 +38,7 @@ import math
 from processors.backoff import retry_transient
 from opentelemetry.trace import Span
 
-from processors.records import ChatResponse
+from processors.records import ChatRequest, ChatResponse
 from processors.session import ReplyClaim, SessionStore
 from streams import metrics
 from streams.codec import Codec, DecodeError
@@ -200,11 +200,20 @@ class ReplyingStage(Stage):
             # poll: the holder marks within milliseconds, or its claim expires after wait_ms
             await asyncio.sleep(min(max(claim.wait_ms, 10), 200) / 1000)
 
-    async def mark_replied(self, response: ChatResponse) -> None:
+    async def mark_replied(self, response: ChatResponse, request: ChatRequest | None = None) -> None:
+        """Mark the produced reply (checking its claim); given the ``request``, also record the reply
+        in the session history, in the same Redis round trip when the claim is known."""
         claim = self._claims.pop(response.message_id, None)
-        if claim is None:
+        if claim is None:  # no claim (after_emit retried after a failure): a plain marker
             await self.sessions.mark_replied([response.message_id])
-        elif not await self.sessions.mark_claimed(claim):
+            if request is not None:
+                await self.sessions.record_reply(request, response)
+            ours = True
+        elif request is None:
+            ours = await self.sessions.mark_claimed(claim)
+        else:
+            ours = await self.sessions.finish_reply(claim, request, response)
+        if not ours:
             metrics.reply_claim_lost(self.name)
             log.error(
                 "reply to %s was produced after its claim (token %d) passed to another worker that replied too",

@@ -56,5 +56,4 @@ class ValidateStage(ReplyingStage):
     async def after_emit(self, turn: ChatTurn, outputs: list[OutboundRecord]) -> None:
         for out in outputs:
             if out.topic == self.topics.outbound:
-                await self.mark_replied(out.record)
-                await self.sessions.record_reply(turn.request, out.record)
+                await self.mark_replied(out.record, turn.request)  # marker and history in one round trip
