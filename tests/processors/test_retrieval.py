@@ -245,6 +245,19 @@ async def test_paraphrased_questions_rank_the_right_article_first(sample_tenant,
 
 
 @pytest.mark.stack
+async def test_the_tenant_handle_is_built_once_per_client_and_rebuilt_after_a_reconnect(sample_tenant, live):
+    store, embedder = live
+    (vector,) = await embedder.embed(["reset my password"])
+    first = await store.hybrid_search("reset my password", vector, tenant=sample_tenant, k=3, alpha=0.75)
+    handle = store._handles[sample_tenant]
+    again = await store.hybrid_search("reset my password", vector, tenant=sample_tenant, k=3, alpha=0.75)
+    assert store._handles[sample_tenant] is handle and first == again and first[0].doc_id == "reset-password"
+    await store.close()  # a new client: handles of the old one must not be used
+    after = await store.hybrid_search("reset my password", vector, tenant=sample_tenant, k=3, alpha=0.75)
+    assert store._handles[sample_tenant] is not handle and after == first
+
+
+@pytest.mark.stack
 async def test_password_question_ranks_password_article_first_with_scores(sample_tenant, live):
     store, embedder = live
     retriever = Retriever(store, embedder, top_k=4, alpha=0.75)
