@@ -93,6 +93,14 @@ async def retry_transient(
     if base_s <= 0 or max_s <= 0 or deadline_s < 0:
         raise ValueError("base_s and max_s must be > 0 and deadline_s >= 0")
     started = clock()
+    # Fast path: nearly every call succeeds at once, so the first attempt is a plain await and the
+    # retry machinery (tenacity's state, the closures below) is built only after a first failure.
+    try:
+        return await fn()
+    except Exception as exc:  # noqa: BLE001 - classified right here
+        if not is_transient(exc):
+            raise
+        first_failure: BaseException | None = exc
     jitter = wait_random_exponential(multiplier=base_s, max=max_s)
 
     def remaining() -> float:
@@ -130,7 +138,12 @@ async def retry_transient(
         before_sleep=before_sleep,
         retry_error_callback=give_up,
     )
+
     async def attempt() -> T:  # tenacity awaits only coroutine functions; ``fn`` may be a lambda
+        nonlocal first_failure
+        if first_failure is not None:  # attempt 1 already ran above: tenacity counts it, waits, retries
+            failure, first_failure = first_failure, None
+            raise failure
         return await fn()
 
     return await retrying(attempt)

@@ -117,6 +117,13 @@ class Retriever:
 
     async def retrieve(self, turn: ChatTurn) -> ChatTurn:
         """The turn with ``passages`` (best first), or with ``retrieval_ok=False`` when lookup failed."""
+        turn, _score = await self.retrieve_scored(turn)
+        return turn
+
+    async def retrieve_scored(self, turn: ChatTurn) -> tuple[ChatTurn, float | None]:
+        """``retrieve`` and the turn's answer score (``relevance.turn_score``; None when nothing was
+        measured or the lookup failed), computed once: the stage's metric reads it from here instead
+        of scoring the passages again."""
         tenant = turn.request.tenant or "default"
         query = build_query(turn)
         with tracer.start_as_current_span("retrieval retrieve") as span:
@@ -128,7 +135,7 @@ class Retriever:
                 span.set_attribute("chatstream.retrieval.ok", False)
                 span.set_attribute("chatstream.retrieval.breaker_open", True)
                 span.set_status(SpanStatus(StatusCode.ERROR, "breaker open"))
-                return dataclasses.replace(turn, passages=[], retrieval_ok=False, retrieval_error=error)
+                return dataclasses.replace(turn, passages=[], retrieval_ok=False, retrieval_error=error), None
             try:
                 vector, passages = await asyncio.wait_for(self._search(query, tenant), self.timeout_s)
             except asyncio.CancelledError:
@@ -144,7 +151,7 @@ class Retriever:
                 span.record_exception(exc)
                 span.set_status(SpanStatus(StatusCode.ERROR, error))
                 span.set_attribute("chatstream.retrieval.ok", False)
-                return dataclasses.replace(turn, passages=[], retrieval_ok=False, retrieval_error=error)
+                return dataclasses.replace(turn, passages=[], retrieval_ok=False, retrieval_error=error), None
             breaker.record_success()
             latest = latest_text(turn)
             passages = await self._measured(vector, passages, query, latest)
@@ -161,7 +168,7 @@ class Retriever:
             span.set_attribute("chatstream.retrieval.answerable", answerable)
         return dataclasses.replace(
             turn, passages=passages, retrieval_ok=True, retrieval_error=None, answerable=answerable
-        )
+        ), relevance
 
     async def _search(self, query: str, tenant: str):  # type: ignore[no-untyped-def]
         if self.model_guard is not None:

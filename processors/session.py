@@ -131,6 +131,9 @@ class SessionStore:
         self._bucket_co: Coalescer[str, tuple[bool, float]] = Coalescer(self._bucket_batch)
         self._replied_co: Coalescer[str, bool] = Coalescer(self._replied_batch)
         self._mark_co: Coalescer[str, None] = Coalescer(self._mark_batch)
+        self._claim_co: Coalescer[tuple[str, int], ReplyClaim] = Coalescer(self._claim_batch)
+        self._mark_claimed_co: Coalescer[ReplyClaim, bool] = Coalescer(self._mark_claimed_batch)
+        self._finish_co: Coalescer[tuple[ReplyClaim, ChatRequest, ChatResponse], bool] = Coalescer(self._finish_batch)
 
     # --- keys -----------------------------------------------------------------------------------
     def _session_keys(self, session_id: str) -> list[str]:
@@ -255,28 +258,26 @@ class SessionStore:
             await self._record_batch(pairs)
 
     async def _record_batch(self, pairs: list[tuple[ChatRequest, ChatResponse]]) -> list[None]:
-        calls = []
-        for req, resp in pairs:
-            status = Status(resp.status)
-            delta = "reset" if status is Status.ANSWERED else "incr" if status in _FAILURE_STATUSES else "keep"
-            calls.append(
-                (
-                    self._record,
-                    self._session_keys(req.session_id),
-                    [
-                        req.message_id,
-                        _turn_json("assistant", req.message_id, resp.text, resp.created_at or now_ms()),
-                        _turn_prefix("user", req.message_id),
-                        self.history_turns,
-                        self.session_ttl_s,
-                        self.summary_max_chars,
-                        self._piece_cap,
-                        delta,
-                    ],
-                )
-            )
-        await self._run_scripts(calls)
+        await self._run_scripts([self._record_call(req, resp) for req, resp in pairs])
         return [None] * len(pairs)
+
+    def _record_call(self, req: ChatRequest, resp: ChatResponse) -> tuple[Any, list[str], list[Any]]:
+        status = Status(resp.status)
+        delta = "reset" if status is Status.ANSWERED else "incr" if status in _FAILURE_STATUSES else "keep"
+        return (
+            self._record,
+            self._session_keys(req.session_id),
+            [
+                req.message_id,
+                _turn_json("assistant", req.message_id, resp.text, resp.created_at or now_ms()),
+                _turn_prefix("user", req.message_id),
+                self.history_turns,
+                self.session_ttl_s,
+                self.summary_max_chars,
+                self._piece_cap,
+                delta,
+            ],
+        )
 
     # --- rate limit -----------------------------------------------------------------------------
     async def take_rate_token(self, user_id: str) -> tuple[bool, float]:
@@ -352,20 +353,55 @@ class SessionStore:
         ``replied``: a reply exists, drop the turn; ``held``: another owner is producing it right now,
         ask again after ``wait_ms`` (its claim expires by then if it died).
         """
-        with self._span("redis reply.claim", "EVALSHA", 1):
-            ((token, state, wait_ms),) = await self._run_scripts(
-                [(self._claim, self._claim_keys(message_id), [self.owner, ttl_ms, self.idempotency_ttl_s])]
-            )
-        return ReplyClaim(message_id, self.owner, int(token), _text(state), max(0, int(wait_ms)))
+        with self._span("redis reply.claim", "EVALSHA", 1) as span:
+            return await self._one(self._claim_co, self._claim_batch, (message_id, ttl_ms), span)
+
+    async def _claim_batch(self, items: list[tuple[str, int]]) -> list[ReplyClaim]:
+        results = await self._run_scripts(
+            [(self._claim, self._claim_keys(mid), [self.owner, ttl_ms, self.idempotency_ttl_s]) for mid, ttl_ms in items]
+        )
+        return [
+            ReplyClaim(mid, self.owner, int(token), _text(state), max(0, int(wait_ms)))
+            for (mid, _), (token, state, wait_ms) in zip(items, results)
+        ]
 
     async def mark_claimed(self, claim: ReplyClaim) -> bool:
         """Mark the reply produced under ``claim``; False when the claim was no longer ours (fenced)."""
-        with self._span("redis reply.mark", "EVALSHA", 1):
-            ((mine, first),) = await self._run_scripts(
-                [(self._mark_claimed, self._claim_keys(claim.message_id)[:2],
-                  [f"{claim.owner}:{claim.token}", now_ms(), self.idempotency_ttl_s])]
-            )
-        return bool(int(mine)) or bool(int(first))
+        with self._span("redis reply.mark", "EVALSHA", 1) as span:
+            return await self._one(self._mark_claimed_co, self._mark_claimed_batch, claim, span)
+
+    async def _mark_claimed_batch(self, claims: list[ReplyClaim]) -> list[bool]:
+        results = await self._run_scripts([self._mark_claimed_call(claim) for claim in claims])
+        return [bool(int(mine)) or bool(int(first)) for mine, first in results]
+
+    def _mark_claimed_call(self, claim: ReplyClaim) -> tuple[Any, list[str], list[Any]]:
+        return (
+            self._mark_claimed,
+            self._claim_keys(claim.message_id)[:2],
+            [f"{claim.owner}:{claim.token}", now_ms(), self.idempotency_ttl_s],
+        )
+
+    async def finish_reply(self, claim: ReplyClaim, request: ChatRequest, response: ChatResponse) -> bool:
+        """:meth:`mark_claimed`, then :meth:`record_reply`, in one round trip: what validate does after
+        producing an answer. Redis runs the two scripts in that order, as two separate calls would;
+        both are idempotent, so a caller may retry the pair. Returns what ``mark_claimed`` returns."""
+        with self._span("redis reply.finish", "EVALSHA", 1, request.session_id) as span:
+            return await self._one(self._finish_co, self._finish_batch, (claim, request, response), span)
+
+    async def _finish_batch(self, items: list[tuple[ReplyClaim, ChatRequest, ChatResponse]]) -> list[bool]:
+        calls = []
+        for claim, req, resp in items:
+            calls.append(self._mark_claimed_call(claim))
+            if Status(resp.status) is not Status.RATE_LIMITED:  # not part of the conversation (record_reply)
+                calls.append(self._record_call(req, resp))
+        results = iter(await self._run_scripts(calls))
+        marked = []
+        for _claim, _req, resp in items:
+            mine, first = next(results)
+            marked.append(bool(int(mine)) or bool(int(first)))
+            if Status(resp.status) is not Status.RATE_LIMITED:
+                next(results)
+        return marked
 
     # --- housekeeping ---------------------------------------------------------------------------
     async def forget_session(self, session_id: str) -> None:

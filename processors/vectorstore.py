@@ -23,7 +23,7 @@ import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from opentelemetry import trace
 
@@ -95,6 +95,7 @@ class VectorStore(Protocol):
     async def close(self) -> None: ...
 
 
+_MAX_HANDLES = 1024  # tenants' collection handles kept per client (then rebuilt as needed)
 _RETURN_PROPERTIES = ["doc_id", "chunk_id", "title", "source", "url", "text", "chunk_index"]
 # the collection's one vector is self-provided and unnamed, which Weaviate names "default"
 _VECTOR_NAME = "default"
@@ -139,6 +140,10 @@ class WeaviateStore:
         self._connect_lock = asyncio.Lock()
         self._collection_ready = False
         self._tenants: set[str] = set()
+        # tenant -> collection handle of the connected client: building one (``collections.use`` +
+        # ``with_tenant``, each with its batch wrappers) cost about as much CPU as the query itself
+        self._handles: dict[str, Any] = {}
+        self._handles_client: Any = None
 
     async def warm_up(self) -> None:
         """Import the client library now: about a second of CPU that would otherwise land on the first turn."""
@@ -178,8 +183,15 @@ class WeaviateStore:
             return client
 
     async def _collection(self, tenant: str):  # type: ignore[no-untyped-def]
+        """The tenant's collection handle, built once per connected client (handles are stateless
+        wrappers over the client's connection, meant to be reused)."""
         client = await self._connected()
-        return client.collections.use(self.collection_name).with_tenant(check_tenant(tenant))
+        if client is not self._handles_client or len(self._handles) >= _MAX_HANDLES:
+            self._handles, self._handles_client = {}, client
+        handle = self._handles.get(tenant)
+        if handle is None:
+            handle = self._handles[tenant] = client.collections.use(self.collection_name).with_tenant(check_tenant(tenant))
+        return handle
 
     async def ensure_collection(self, tenant: str) -> None:
         """Create the collection and the tenant when missing (safe to call concurrently and often)."""

@@ -270,6 +270,11 @@ class GenerationSettings(BaseModel):
     llm_stream_holdback_chars: int = Field(
         default=0, description="Extra characters held back before provisional text is shown (PII runs are always held)."
     )
+    llm_stream_channels: list[str] = Field(
+        default_factory=lambda: ["web", "slack", "teams"],
+        description="Channels whose edge shows provisional pieces (web: the gateway's SSE; Slack, Teams: a placeholder "
+        "deliver edits); turns of other channels (WhatsApp, cli, bench) get no chat.deltas, only the final reply.",
+    )
     circuit_failure_threshold: int = 5
     circuit_reset_s: float = 10.0
     prompt_token_budget: int = 3000

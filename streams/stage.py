@@ -148,7 +148,10 @@ class StageRunner:
                 out = OutboundRecord(self.settings.topics.deadletter, msg.session_key, letter)
                 data = await self._retry_transient(self._encoder(out), span, "encode")
             sends.append(self._send(out.topic, out.key, data, headers, span))
-        await asyncio.gather(*sends)
+        if len(sends) == 1:
+            await sends[0]  # the usual single output: no task of its own to schedule
+        else:
+            await asyncio.gather(*sends)
 
     def _decoder(self, msg: InboundMessage):
         async def decode() -> Any:

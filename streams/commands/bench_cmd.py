@@ -354,6 +354,10 @@ def run(args, settings: Settings) -> int:
         )
         if args.in_flight:
             overrides["max_in_flight"] = args.in_flight
+        if (args.llm_token_ms or args.llm_tokens) and "bench" not in settings.llm_stream_channels:
+            # a streaming run measures the time to first token on chat.deltas: this bench is then a
+            # channel that shows pieces (--sse turns are web turns, which have them anyway)
+            overrides["llm_stream_channels"] = [*settings.llm_stream_channels, "bench"]
         bench_settings = settings.derive(**overrides)
         create_topics(bench_settings)
         services = stack_pids(bench_settings)

@@ -45,6 +45,7 @@ ENV_FIELDS = (
     "llm_stream_stall_s",
     "llm_stream_holdback_chars",
     "llm_stream_delta_interval_ms",
+    "llm_stream_channels",
     "llm_backoff_base_s",
     "llm_retry_after_max_s",
     "channels",

@@ -1,5 +1,6 @@
 """Generate: the LLM answer (or the extractive fallback when providers fail), streamed as provisional
-pieces to chat.deltas while it is written; the full turn goes on to validate as before."""
+pieces to chat.deltas while it is written, for the channels that show them (``llm_stream_channels``);
+the full turn goes on to validate as before."""
 
 from __future__ import annotations
 
@@ -33,7 +34,9 @@ class GenerateStage(Stage):
     async def process(self, turn: ChatTurn, msg: InboundMessage, span: Span) -> list[OutboundRecord]:
         started = time.perf_counter()
         deltas = None
-        if self.producer is not None:
+        if self.producer is not None and turn.request.channel in self.settings.llm_stream_channels:
+            # only where an edge shows them: pieces nobody reads would still be redacted, encoded and
+            # produced (the answer streams from the provider either way, for the turn's deadlines)
             deltas = TurnDeltas(
                 producer=self.producer,
                 codec=self.codec,

@@ -24,7 +24,8 @@ round trips per turn, and read_committed consumers downstream that wait for the 
 transaction. The Redis claim costs one round trip per reply (the mark was already one), does not
 depend on which Kafka client the runtime uses, and fences the Redis writes a transaction would not.
 Repeats that arrive later (a channel retry, an upstream stage reprocessing after a crash) are dropped
-by ``is_replied`` checks. ``ReplyingStage`` gives the stages that write replies (enrich: rejections and
+by enrich's ``is_replied`` check and by validate's claim (which finds the marker). Claims and marks of
+turns in flight together share one Redis pipeline (``SessionStore`` coalesces them). ``ReplyingStage`` gives the stages that write replies (enrich: rejections and
 rate limits; validate: answers) this protocol once.
 """
 
@@ -37,7 +38,7 @@ import math
 from processors.backoff import retry_transient
 from opentelemetry.trace import Span
 
-from processors.records import ChatResponse
+from processors.records import ChatRequest, ChatResponse
 from processors.session import ReplyClaim, SessionStore
 from streams import metrics
 from streams.codec import Codec, DecodeError
@@ -199,11 +200,20 @@ class ReplyingStage(Stage):
             # poll: the holder marks within milliseconds, or its claim expires after wait_ms
             await asyncio.sleep(min(max(claim.wait_ms, 10), 200) / 1000)
 
-    async def mark_replied(self, response: ChatResponse) -> None:
+    async def mark_replied(self, response: ChatResponse, request: ChatRequest | None = None) -> None:
+        """Mark the produced reply (checking its claim); given the ``request``, also record the reply
+        in the session history, in the same Redis round trip when the claim is known."""
         claim = self._claims.pop(response.message_id, None)
-        if claim is None:
+        if claim is None:  # no claim (after_emit retried after a failure): a plain marker
             await self.sessions.mark_replied([response.message_id])
-        elif not await self.sessions.mark_claimed(claim):
+            if request is not None:
+                await self.sessions.record_reply(request, response)
+            ours = True
+        elif request is None:
+            ours = await self.sessions.mark_claimed(claim)
+        else:
+            ours = await self.sessions.finish_reply(claim, request, response)
+        if not ours:
             metrics.reply_claim_lost(self.name)
             log.error(
                 "reply to %s was produced after its claim (token %d) passed to another worker that replied too",

@@ -10,8 +10,6 @@ from typing import Any
 from opentelemetry.trace import Span
 
 from processors.records import ChatTurn
-from processors.relevance import turn_score
-from processors.retrieval import build_query, latest_text
 from streams import metrics
 from streams.codec import Codec
 from streams.message import InboundMessage, OutboundRecord
@@ -74,10 +72,9 @@ class RetrieveStage(Stage):
 
     async def process(self, turn: ChatTurn, msg: InboundMessage, span: Span) -> list[OutboundRecord]:
         started = time.perf_counter()
-        turn = await self.retriever.retrieve(turn)
+        turn, relevance = await self.retriever.retrieve_scored(turn)  # absolute, unlike the normalised score
         span.set_attribute("chatstream.retrieval.ok", turn.retrieval_ok)
         span.set_attribute("chatstream.retrieval.passages", len(turn.passages))
-        relevance = turn_score(build_query(turn), latest_text(turn), turn.passages)  # absolute, unlike the normalised score
         if relevance is not None:
             metrics.retrieval_score(relevance)
         span.set_attribute("chatstream.retrieval.answerable", turn.answerable)

@@ -27,14 +27,16 @@ class ValidateStage(ReplyingStage):
     async def process(self, turn: ChatTurn, msg: InboundMessage, span: Span) -> list[OutboundRecord]:
         started = time.perf_counter()
         verdict = self.validator.validate(turn)
-        if await self.already_replied(turn.request.message_id, span):
-            # The reply is on chat.outbound, but a crash between producing it and recording it
-            # (after_emit) would leave the session history without the answer for good: record it
-            # now. The RECORD script appends an answer once per message_id, so a repeat that was
-            # already recorded changes nothing.
-            await self.sessions.record_reply(turn.request, verdict.response)
-            return []
         response = verdict.response
+        # The claim is also the duplicate check (atomic with the replied marker; a separate check
+        # before it was one more Redis round trip per turn and decided nothing the claim does not).
+        # A repeat, or a turn another worker answered while it was on its way here, is dropped; its
+        # reply is on chat.outbound, but a crash between producing it and recording it (after_emit)
+        # would leave the session history without the answer for good: record it now. The RECORD
+        # script appends an answer once per message_id, so a repeat that was recorded changes nothing.
+        if not await self.claim_reply(turn.request.message_id, span):
+            await self.sessions.record_reply(turn.request, response)
+            return []
         response.stage_ms = dict(turn.stage_ms)
         response.stage_ms[LLM_TIMING] = int(turn.llm_latency_ms)
         response.stage_ms[self.name] = int((time.perf_counter() - started) * 1000)
@@ -49,15 +51,9 @@ class ValidateStage(ReplyingStage):
         outputs = [OutboundRecord(self.topics.outbound, response.session_id, response)]
         if verdict.escalation is not None:
             outputs.append(OutboundRecord(self.topics.escalations, response.session_id, verdict.escalation))
-        if not await self.claim_reply(turn.request.message_id, span):
-            # another worker answered it while this turn was on its way here: as for a repeat above,
-            # make sure the answer is in the history (recorded once per message_id)
-            await self.sessions.record_reply(turn.request, response)
-            return []
         return outputs
 
     async def after_emit(self, turn: ChatTurn, outputs: list[OutboundRecord]) -> None:
         for out in outputs:
             if out.topic == self.topics.outbound:
-                await self.mark_replied(out.record)
-                await self.sessions.record_reply(turn.request, out.record)
+                await self.mark_replied(out.record, turn.request)  # marker and history in one round trip

@@ -104,3 +104,38 @@ async def test_waits_out_an_outage_of_any_length_and_reports_each_retry():
     assert result == "ok" and calls["n"] == 1201
     assert [n for n, _ in seen] == list(range(1, 1201))
     assert all(0.0 <= d <= 0.5 for _, d in seen) and [d for _, d in seen] == t.sleeps
+
+
+async def test_success_at_once_is_one_call_without_sleeps_or_retry_reports():
+    t = FakeTime()
+    fn, calls = failing(0, ConnectionError("never raised"))
+    seen: list[int] = []
+    result = await retry_transient(fn, is_transient=lambda e: True, sleep=t.sleep, clock=t.clock,
+                                   on_retry=lambda n, exc, d: seen.append(n))
+    assert result == "ok" and calls["n"] == 1 and t.sleeps == [] and seen == []
+
+
+async def test_the_first_failure_outside_the_retry_loop_is_still_attempt_one():
+    t = FakeTime()
+    error = ConnectionError("blip")
+    fn, calls = failing(2, error)
+    seen: list[tuple[int, BaseException]] = []
+    result = await retry_transient(fn, is_transient=lambda e: True, base_s=0.1, max_s=0.5, sleep=t.sleep,
+                                   clock=t.clock, on_retry=lambda n, exc, d: seen.append((n, exc)))
+    assert result == "ok" and calls["n"] == 3 and len(t.sleeps) == 2
+    assert seen == [(1, error), (2, error)]
+
+
+async def test_the_deadline_counts_from_before_the_first_attempt():
+    t = FakeTime()
+    calls = {"n": 0}
+
+    async def slow_then_down():
+        calls["n"] += 1
+        t.now += 5.0  # the first attempt alone outlasts the deadline
+        raise ConnectionError("down")
+
+    with pytest.raises(RetryDeadlineExceeded) as info:
+        await retry_transient(slow_then_down, is_transient=lambda e: True, deadline_s=3, sleep=t.sleep, clock=t.clock)
+    assert calls["n"] == 1 and t.sleeps == [] and isinstance(info.value.__cause__, ConnectionError)
+    assert "1 attempts" in str(info.value)

@@ -86,6 +86,24 @@ async def test_retrieve_returns_scored_passages_for_the_turns_tenant(fake_kb):
     assert store.searches[-1][1:] == ("kb", 2, 0.3)
 
 
+async def test_retrieve_scored_gives_the_turn_score_once_computed(fake_kb):
+    from processors.relevance import turn_score
+
+    store, embedder = fake_kb
+    retriever = Retriever(store, embedder, top_k=2, alpha=0.3, min_relevance=0.5)
+    t = turn("reset my password")
+    out, score = await retriever.retrieve_scored(t)
+    assert score is not None and all(p.relevance is not None for p in out.passages)
+    assert score == turn_score(build_query(out), "reset my password", out.passages)  # what the stage used to recompute
+    assert out == await retriever.retrieve(t)
+    store.fail = ConnectionError("weaviate down")
+    failed, none = await retriever.retrieve_scored(t)
+    assert not failed.retrieval_ok and none is None
+    store.fail = None
+    unmeasured, no_score = await Retriever(store, embedder, top_k=2, alpha=0.3).retrieve_scored(t)
+    assert unmeasured.retrieval_ok and no_score is None  # answerability off: nothing measured, no metric
+
+
 async def test_store_failure_degrades_the_turn(fake_kb):
     store, embedder = fake_kb
     store.fail = ConnectionError("weaviate down")
@@ -224,6 +242,19 @@ async def test_paraphrased_questions_rank_the_right_article_first(sample_tenant,
               f"held-out {held_right}/{len(HELD_OUT)} first; held-out misses: {held_misses}")
     assert right == len(PROBE), misses
     assert held_right >= 26, held_misses  # 28/30 measured at alpha 0.75
+
+
+@pytest.mark.stack
+async def test_the_tenant_handle_is_built_once_per_client_and_rebuilt_after_a_reconnect(sample_tenant, live):
+    store, embedder = live
+    (vector,) = await embedder.embed(["reset my password"])
+    first = await store.hybrid_search("reset my password", vector, tenant=sample_tenant, k=3, alpha=0.75)
+    handle = store._handles[sample_tenant]
+    again = await store.hybrid_search("reset my password", vector, tenant=sample_tenant, k=3, alpha=0.75)
+    assert store._handles[sample_tenant] is handle and first == again and first[0].doc_id == "reset-password"
+    await store.close()  # a new client: handles of the old one must not be used
+    after = await store.hybrid_search("reset my password", vector, tenant=sample_tenant, k=3, alpha=0.75)
+    assert store._handles[sample_tenant] is not handle and after == first
 
 
 @pytest.mark.stack

@@ -349,6 +349,45 @@ async def test_concurrent_single_calls_share_a_pipeline(store):
     assert flags == [True] * 10 + [False] * 10
 
 
+async def test_concurrent_reply_claims_and_marks_share_a_pipeline_and_keep_their_answers(store):
+    await store.mark_replied(["done-0", "done-1"])
+    other = make_store(store.redis, store.prefix)  # another worker's stage: claims are per owner
+    held = await other.claim_reply("held-0", 5000)
+    assert held.state == "ok"
+    ids = [f"new-{i}" for i in range(16)] + ["done-0", "done-1", "held-0"]
+    claims = await asyncio.gather(*(store.claim_reply(mid, 5000) for mid in ids))
+    assert store._claim_co.batches == 1 and store._claim_co.items == len(ids)
+    assert [c.message_id for c in claims] == ids
+    assert [c.state for c in claims] == ["ok"] * 16 + ["replied", "replied", "held"]
+    assert all(c.token >= 1 and c.owner == store.owner for c in claims[:16])
+    assert 0 < claims[-1].wait_ms <= 5000
+    marked = await asyncio.gather(*(store.mark_claimed(c) for c in claims[:16]), other.mark_claimed(held))
+    assert marked == [True] * 17 and store._mark_claimed_co.batches == 1
+    assert await store.replied_among(ids) == set(ids)
+    again, stale = await asyncio.gather(store.claim_reply("new-0", 5000), store.mark_claimed(claims[0]))
+    assert again.state == "replied" and stale is False  # the claim is spent and the marker there: fenced
+
+
+async def test_finish_reply_marks_and_records_like_the_two_calls_in_one_shared_round_trip(store):
+    questions = [request(f"question {i}", session=f"f{i}") for i in range(6)]
+    for q in questions:
+        await store.enrich(q)
+    claims = await asyncio.gather(*(store.claim_reply(q.message_id, 5000) for q in questions))
+    answers = [reply(q, f"answer {i}", Status.ANSWERED if i % 2 else Status.FALLBACK) for i, q in enumerate(questions)]
+    answers[5] = reply(questions[5], "slow down", Status.RATE_LIMITED)  # marked, not part of the conversation
+    marked = await asyncio.gather(*(store.finish_reply(c, q, a) for c, q, a in zip(claims, questions, answers)))
+    assert marked == [True] * 6 and store._finish_co.batches == 1 and store._finish_co.items == 6
+    assert await store.replied_among([q.message_id for q in questions]) == {q.message_id for q in questions}
+    for i, q in enumerate(questions):
+        after = await store.enrich(request("next", session=q.session_id))
+        expected = [f"question {i}"] + ([] if i == 5 else [f"answer {i}"])
+        assert [h.text for h in after.history] == expected
+        assert after.session_failures == (1 if i in (0, 2, 4) else 0)
+    assert await store.finish_reply(claims[0], questions[0], answers[0]) is False  # spent claim: fenced, as mark_claimed
+    again = await store.enrich(request("once more", session=questions[0].session_id))
+    assert [h.text for h in again.history].count("answer 0") == 1  # the RECORD script appends once per message_id
+
+
 async def test_without_coalescing_each_call_is_its_own_round_trip(store):
     plain = make_store(store.redis, store.prefix, coalesce=False)
     turns = await asyncio.gather(*(plain.enrich(request(f"x{i}", session=f"p{i}")) for i in range(3)))

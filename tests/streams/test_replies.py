@@ -52,6 +52,7 @@ class _Sessions:
     def __init__(self, replied: set[str]) -> None:
         self.replied = replied
         self.recorded: list[tuple[str, str]] = []
+        self.finished: list[tuple[str, str, str]] = []
 
     async def is_replied(self, message_id: str) -> bool:
         return message_id in self.replied
@@ -63,6 +64,10 @@ class _Sessions:
         from processors.session import ReplyClaim
 
         return ReplyClaim(message_id, "test-owner", 1, "replied" if message_id in self.replied else "ok")
+
+    async def finish_reply(self, claim, request, response) -> bool:  # type: ignore[no-untyped-def]
+        self.finished.append((claim.message_id, request.message_id, response.text))
+        return True
 
 
 class _Ready:
@@ -97,3 +102,24 @@ async def test_a_repeat_of_an_answered_turn_records_its_answer_and_replies_nothi
     outputs = await stage.process(fresh, None, INVALID_SPAN)  # type: ignore[arg-type]
     assert [o.topic for o in outputs][:1] == [settings.topics.outbound]
     assert stage.sessions.recorded == [("m1", expected)], "a first answer is recorded after its produce, not here"  # type: ignore[attr-defined]
+
+
+async def test_an_answer_is_marked_under_its_claim_and_recorded_in_one_call() -> None:
+    from opentelemetry.trace import INVALID_SPAN
+
+    from processors.records import ChatRequest, ChatTurn, now_ms
+    from processors.validation import Validator
+    from streams.stages.validate import ValidateStage
+
+    settings = Settings()
+    stage = ValidateStage(settings)
+    stage.validator = Validator.from_settings(settings)
+    stage.sessions = _Sessions(replied=set())  # type: ignore[assignment]
+    stage.markers = _Ready()  # type: ignore[assignment]
+    turn = ChatTurn(request=ChatRequest(message_id="m3", session_id="s1", user_id="u1", channel="web",
+                                        text="How do I export?", sent_at=now_ms()), answer="Open Settings, then Export.")
+    outputs = await stage.process(turn, None, INVALID_SPAN)  # type: ignore[arg-type]
+    await stage.after_emit(turn, outputs)
+    reply = outputs[0].record
+    assert stage.sessions.finished == [("m3", "m3", reply.text)]  # type: ignore[attr-defined]
+    assert stage.sessions.recorded == [] and stage._claims == {}  # type: ignore[attr-defined]
