@@ -275,9 +275,12 @@ Sleeper = Callable[[float], Any]
 
 
 class ServedApp:
-    """An ASGI app under a real uvicorn on a free port, in a thread (SSE needs real streaming)."""
+    """An ASGI app under a real uvicorn on a free port, in a thread (SSE needs real streaming).
 
-    def __init__(self, app: Any) -> None:
+    With ``gateway_settings`` it is served as `chatstream gateway` serves it (read deadlines, limits).
+    """
+
+    def __init__(self, app: Any, gateway_settings: Any = None) -> None:
         import socket
 
         import uvicorn
@@ -287,8 +290,14 @@ class ServedApp:
         self.port = sock.getsockname()[1]
         sock.close()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    lifespan="on"))
+        if gateway_settings is not None:
+            from connectors.gateway.serving import uvicorn_config
+
+            config, self.deadlines = uvicorn_config(app, gateway_settings, "127.0.0.1", self.port,
+                                                    log_level="warning", lifespan="on")
+        else:
+            config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        self.server = uvicorn.Server(config)
         self.loop = asyncio.new_event_loop()
 
         def run() -> None:
@@ -317,8 +326,8 @@ class ServedApp:
 def serve():
     served: list[ServedApp] = []
 
-    def start(app: Any) -> ServedApp:
-        s = ServedApp(app)
+    def start(app: Any, gateway_settings: Any = None) -> ServedApp:
+        s = ServedApp(app, gateway_settings)
         served.append(s)
         return s
 
