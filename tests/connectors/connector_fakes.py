@@ -64,8 +64,50 @@ class FakeRedis:
     async def delete(self, *keys: str) -> int:
         return sum(1 for key in keys if self.data.pop(key, None) is not None)
 
+    async def hgetall(self, key: str) -> dict[bytes, bytes]:
+        return dict(self.data.get(key) or {})
+
+    async def hset(self, key: str, mapping: dict[str, Any]) -> int:
+        fields = self.data.setdefault(key, {})
+        fields.update({k.encode(): str(v).encode() for k, v in mapping.items()})
+        return len(mapping)
+
+    async def expire(self, key: str, seconds: Any) -> bool:
+        return key in self.data
+
+    def lock(self, name: str, timeout: float | None = None, sleep: float = 0.1,
+             blocking_timeout: float | None = None, **_: Any) -> "FakeLock":
+        return FakeLock(self, name, sleep, blocking_timeout)
+
     async def aclose(self) -> None:
         pass
+
+
+class FakeLock:
+    """redis-py's ``Lock`` as the connectors use it (acquire, release), held in a ``FakeRedis`` (no expiry)."""
+
+    def __init__(self, redis: FakeRedis, name: str, sleep: float, blocking_timeout: float | None) -> None:
+        self.redis, self.name, self.sleep, self.blocking_timeout = redis, name, sleep, blocking_timeout
+        self.token: object | None = None
+
+    async def acquire(self) -> bool:
+        loop = asyncio.get_running_loop()
+        give_up = None if self.blocking_timeout is None else loop.time() + self.blocking_timeout
+        while self.name in self.redis.data:
+            if give_up is not None and loop.time() > give_up:
+                return False
+            await asyncio.sleep(self.sleep)
+        self.token = object()
+        self.redis.data[self.name] = self.token
+        return True
+
+    async def release(self) -> None:
+        if self.token is None or self.redis.data.get(self.name) is not self.token:
+            from redis.exceptions import LockNotOwnedError
+
+            raise LockNotOwnedError("Cannot release a lock that's no longer owned")
+        del self.redis.data[self.name]
+        self.token = None
 
 
 def settings(**overrides: Any) -> Settings:
