@@ -183,7 +183,8 @@ class SlackFake:
     only with ``include_all_metadata``, ``oldest`` and ``limit`` honoured, cursor paging).
 
     ``accept_then_fail`` makes the next N posts be stored and then answered with a dropped connection,
-    as when deliver dies right after Slack accepted the message.
+    as when deliver dies right after Slack accepted the message. chat.update edits a kept message in
+    place (text, and metadata when given) and is recorded in ``edits`` in the order it took effect.
     """
 
     def __init__(self) -> None:
@@ -193,6 +194,7 @@ class SlackFake:
         self.messages: list[dict[str, Any]] = []  # {"channel", "ts", "thread_ts", "text", "metadata"}
         self.posts = 0
         self.lookups: list[str] = []
+        self.edits: list[tuple[str, str]] = []  # (ts, text) of each chat.update
         self.accept_then_fail = 0
         self.lock = threading.Lock()
         fake = self
@@ -213,6 +215,16 @@ class SlackFake:
                     body["channel"]
                 except (ValueError, KeyError, TypeError):  # cut off: the sender died mid-request
                     self._answer({"ok": False, "error": "invalid_arguments"})
+                    return
+                if self.path.endswith("/chat.update"):
+                    with fake.lock:
+                        found = [m for m in fake.messages if m["channel"] == body["channel"] and m["ts"] == body.get("ts")]
+                        for m in found:
+                            m["text"] = body.get("text", "")
+                            m["metadata"] = body.get("metadata") or m["metadata"]
+                            fake.edits.append((m["ts"], m["text"]))
+                    self._answer({"ok": True, "channel": body["channel"], "ts": body["ts"]} if found
+                                 else {"ok": False, "error": "message_not_found"})
                     return
                 with fake.lock:
                     fake.posts += 1
