@@ -37,7 +37,7 @@ def gateway(args: argparse.Namespace, settings: Any) -> int:
         setup_metrics(settings, settings.gateway_metrics_port)  # chatstream_feedback_total for Prometheus
     from connectors.gateway.serving import uvicorn_config
 
-    config, _ = uvicorn_config(app, settings, host, port, log_level="info")
+    config, _ = uvicorn_config(app, settings, host, port, stats=app.state.gateway.stats, log_level="info")
     server = uvicorn.Server(config)
     server.run()
     return 0 if server.started else 3  # like uvicorn.run: 3 = it did not start (port taken, lifespan failed)

@@ -99,7 +99,7 @@ class ReadDeadlineProtocol(asyncio.Protocol):
     def _expired(self) -> None:
         self._timer = None
         if self.transport is not None and not self.transport.is_closing():
-            self.deadlines.closed_slow += 1
+            self.deadlines.count_closed()
             log.debug("closing %s: no complete request within %.1fs", self.peer, self.deadlines.limits.read_timeout_s)
             self.transport.close()
 
@@ -132,10 +132,16 @@ class ReadDeadlineProtocol(asyncio.Protocol):
 class ReadDeadlines:
     """The connections of one server by peer address, and the ASGI middleware that paces their deadlines."""
 
-    def __init__(self, limits: ConnectionLimits) -> None:
+    def __init__(self, limits: ConnectionLimits, stats: Any = None) -> None:
         self.limits = limits
+        self.stats = stats  # the gateway's /v1/stats counters, when given
         self._open: dict[Peer, ReadDeadlineProtocol] = {}
         self.closed_slow = 0  # connections closed for not sending a request in time
+
+    def count_closed(self) -> None:
+        self.closed_slow += 1
+        if self.stats is not None:
+            self.stats.incr("connections.closed_slow")
 
     def protocol_class(self) -> type[asyncio.Protocol]:
         return type("GatewayHTTPProtocol", (ReadDeadlineProtocol,), {"deadlines": self})
@@ -193,15 +199,20 @@ def _has_body(scope: dict[str, Any]) -> bool:
     return False
 
 
-def uvicorn_config(app: Any, settings: Any, host: str, port: int, **options: Any) -> tuple[uvicorn.Config, ReadDeadlines]:
-    """The gateway's uvicorn configuration (the app behind the read deadlines, the limits set) and its deadlines."""
+def uvicorn_config(app: Any, settings: Any, host: str, port: int, *, stats: Any = None,
+                   **options: Any) -> tuple[uvicorn.Config, ReadDeadlines]:
+    """The gateway's uvicorn configuration (the app behind the read deadlines, the limits set) and its deadlines.
+
+    ``stats``: the gateway's counters (``app.state.gateway.stats``); closed slow connections show at /v1/stats.
+    """
     limits = ConnectionLimits.from_settings(settings)
-    deadlines = ReadDeadlines(limits)
+    deadlines = ReadDeadlines(limits, stats)
     config = uvicorn.Config(
         deadlines.middleware(app),
         host=host,
         port=port,
         http=deadlines.protocol_class(),
+        ws="none",  # no WebSocket routes: an Upgrade request is plain HTTP (and keeps its deadline logic)
         timeout_keep_alive=limits.keep_alive_s,  # type: ignore[arg-type]  # used as a float by call_later
         limit_concurrency=limits.max_connections or None,
         h11_max_incomplete_event_size=limits.max_header_bytes,

@@ -348,7 +348,7 @@ class ServedApp:
             from connectors.gateway.serving import uvicorn_config
 
             config, self.deadlines = uvicorn_config(app, gateway_settings, "127.0.0.1", self.port,
-                                                    log_level="warning", lifespan="on")
+                                                    stats=app.state.gateway.stats, log_level="warning", lifespan="on")
         else:
             config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
         self.server = uvicorn.Server(config)
