@@ -159,10 +159,12 @@ class Drafts:
     async def _load(self, message_id: str) -> DraftState:
         return DraftState.parse(await self.redis.hgetall(draft_key(message_id)))
 
-    async def _save(self, message_id: str, **fields: Any) -> None:
+    async def _save(self, message_id: str, *, expire: bool = False, **fields: Any) -> None:
+        """Write some fields; ``expire`` (when the hash is created, and at the final reply) sets its TTL."""
         key = draft_key(message_id)
         await self.redis.hset(key, mapping={k: _encode(v) for k, v in fields.items()})
-        await self.redis.expire(key, self.ttl_s)
+        if expire:
+            await self.redis.expire(key, self.ttl_s)
 
     async def on_delta(self, client: EditableClient, delta: ChatDelta, already_delivered: Callable[[], Awaitable[Any]]) -> str:
         """Apply a piece and post or update the placeholder; returns the outcome (for counting and tests)."""
@@ -173,10 +175,11 @@ class Drafts:
                 return "draft_after_final"
             if delta.seq <= state.seq:
                 return "draft_repeat"
+            new = state.seq == -1
             state.text += delta.text
             state.seq = delta.seq
             # the text first: should the channel call fail, the next piece still continues it
-            await self._save(mid, seq=state.seq, text=state.text)
+            await self._save(mid, expire=new, seq=state.seq, text=state.text)
             if not state.text.strip():
                 return "draft_empty"
             if state.handle is None:
@@ -201,7 +204,7 @@ class Drafts:
         """
         async with self._shared(message_id, retry):
             state = await retry(lambda: self._load(message_id))
-            await retry(lambda: self._save(message_id, final=1))
+            await retry(lambda: self._save(message_id, expire=True, final=1))
             yield state.handle
 
 
