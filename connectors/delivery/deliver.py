@@ -26,7 +26,6 @@ a channel that can be asked (``find_sent``) is asked whether it already holds th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import random
@@ -178,13 +177,13 @@ class Deliverer:
                 return self._done("dead_lettered")
             key, attempt_key = delivered_key(resp.message_id), delivering_key(resp.message_id)
             ttl = self.settings.idempotency_ttl_s
-            async with self.drafts.lock(resp.message_id), contextlib.AsyncExitStack() as held:
+            async with self.drafts.lock(resp.message_id):
                 if await self._redis(lambda: self.redis.exists(key)):
                     return self._done("duplicate")
                 draft = None
                 if isinstance(client, EditableClient):
-                    # the draft's lock, across deliver processes: no provisional edit lands after this
-                    draft = await held.enter_async_context(self.drafts.finishing(resp.message_id, self._redis))
+                    # across deliver processes: any provisional edit has landed, none starts after this
+                    draft = await self.drafts.finish(resp.message_id, self._redis)
                 # A placeholder is edited in place: an edit repeated after a crash only writes the same
                 # final text again, so it needs neither the delivering marker nor find_sent. Posting a
                 # new message is what can double, so only that path writes the marker and asks first.

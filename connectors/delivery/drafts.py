@@ -18,8 +18,8 @@ change to it, and every channel call on the placeholder, happens under the messa
 process die holding it). Hence:
 
 - the final reply wins: it takes the lock (waiting for a provisional edit in flight to finish), marks
-  the draft ``final``, then edits or posts; a piece handled later, anywhere, finds ``final`` and is
-  dropped;
+  the draft ``final`` and releases it, then edits or posts; a piece handled later, anywhere, finds
+  ``final`` and is dropped;
 - pieces are applied by sequence number: a piece at or below the stored ``seq`` is a repeat (a
   re-read after a rebalance, or a redone turn re-sending its pieces) and adds no text; the process that
   continues a draft continues its text and edits the same placeholder.
@@ -195,17 +195,17 @@ class Drafts:
                 return "draft_updated"
             return "draft_held"
 
-    @contextlib.asynccontextmanager
-    async def finishing(self, message_id: str, retry: Retry = _once) -> AsyncIterator[dict[str, str] | None]:
-        """Hold the message's lock while its final reply is sent; yields the placeholder to replace, if any.
+    async def finish(self, message_id: str, retry: Retry = _once) -> dict[str, str] | None:
+        """Mark the draft final before its reply is sent; returns the placeholder to replace, if any.
 
-        The draft is marked final before the reply is sent, so no provisional edit starts after it,
-        and one in flight has finished (it held the lock we waited for).
+        Taken under the message's lock, so a provisional edit in flight (which holds it) has landed
+        first, and no provisional edit starts afterwards: each finds ``final``. The lock is not held
+        while the reply is sent: a crash then leaves no lock behind.
         """
         async with self._shared(message_id, retry):
             state = await retry(lambda: self._load(message_id))
             await retry(lambda: self._save(message_id, expire=True, final=1))
-            yield state.handle
+        return state.handle
 
 
 def _encode(value: Any) -> str:
