@@ -35,8 +35,12 @@ def gateway(args: argparse.Namespace, settings: Any) -> int:
         from streams.metrics import setup_metrics
 
         setup_metrics(settings, settings.gateway_metrics_port)  # chatstream_feedback_total for Prometheus
-    uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=False, server_header=False)
-    return 0
+    from connectors.gateway.serving import uvicorn_config
+
+    config, _ = uvicorn_config(app, settings, host, port, stats=app.state.gateway.stats, log_level="info")
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 3  # like uvicorn.run: 3 = it did not start (port taken, lifespan failed)
 
 
 def deliver(args: argparse.Namespace, settings: Any) -> int:

@@ -374,6 +374,25 @@ class ChannelSettings(BaseModel):
     gateway_sse_buffer_ttl_s: float = 300.0
     gateway_sse_keepalive_s: float = 15.0
     gateway_sse_lookback_s: float = 10.0
+    gateway_read_timeout_s: float = Field(
+        default=10.0,
+        description="A connection must send each whole request (head and body) within this many seconds of "
+        "opening or of its previous response, else it is closed (slowloris, idle connections); "
+        "never applies while a response, such as an SSE stream, is being sent.",
+    )
+    gateway_keep_alive_s: float = Field(
+        default=5.0, description="An idle keep-alive connection is closed this long after its last response."
+    )
+    gateway_max_connections: int = Field(
+        default=1000,
+        description="Open connections (SSE streams included) beyond which a new request gets 503 and is "
+        "closed (uvicorn's limit_concurrency); 0 = no cap.",
+    )
+    gateway_max_header_bytes: int = Field(
+        default=16 * 1024,
+        description="Bytes a connection may send of an unfinished request head (request line and headers) "
+        "before it gets 400 and is closed (h11's max_incomplete_event_size).",
+    )
     slack_replay_window_s: int = 300
     whatsapp_max_age_s: int = 7 * 24 * 3600
     teams_app_password: SecretStr | None = None

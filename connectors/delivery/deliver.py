@@ -94,8 +94,9 @@ class Deliverer:
         self.sleep = sleep
         self.limits = {ch: AsyncRateLimiter(rate) for ch, rate in settings.deliver_rate_per_s.items() if rate > 0}
         self.counts: dict[str, int] = {}
+        # the draft lock outlasts a channel call in flight (Teams: a token fetch, then the edit)
         self.drafts = Drafts(redis, min_interval_s=settings.deliver_draft_update_interval_s,
-                             ttl_s=settings.idempotency_ttl_s)
+                             ttl_s=settings.idempotency_ttl_s, lock_ttl_s=3 * settings.deliver_timeout_s)
 
     def _count(self, outcome: str) -> None:
         self.counts[outcome] = self.counts.get(outcome, 0) + 1
@@ -176,13 +177,13 @@ class Deliverer:
                 return self._done("dead_lettered")
             key, attempt_key = delivered_key(resp.message_id), delivering_key(resp.message_id)
             ttl = self.settings.idempotency_ttl_s
-            async with self.drafts.lock(resp.message_id):  # no placeholder may be posted meanwhile
+            async with self.drafts.lock(resp.message_id):
                 if await self._redis(lambda: self.redis.exists(key)):
-                    self.drafts.finish(resp.message_id)
                     return self._done("duplicate")
                 draft = None
                 if isinstance(client, EditableClient):
-                    draft = await self._redis(lambda: self.drafts.handle_for(resp.message_id))
+                    # across deliver processes: any provisional edit has landed, none starts after this
+                    draft = await self.drafts.finish(resp.message_id, self._redis)
                 # A placeholder is edited in place: an edit repeated after a crash only writes the same
                 # final text again, so it needs neither the delivering marker nor find_sent. Posting a
                 # new message is what can double, so only that path writes the marker and asks first.
@@ -206,7 +207,6 @@ class Deliverer:
                     outcome = "found_already_sent"
                 await self._redis(lambda: self.redis.set(key, "1", nx=True, ex=ttl))
                 await self._redis(lambda: self.redis.delete(attempt_key))
-                self.drafts.finish(resp.message_id)
             span.set_attribute("chatstream.deliver.replaced_draft", bool(draft))
             if resp.channel == "slack" and result.get("ts"):
                 turn = json.dumps({"message_id": resp.message_id, "session_id": resp.session_id, "user_id": resp.user_id})

@@ -8,21 +8,43 @@ from chat.outbound replaces it with the authoritative text (redacted, BLOCKED or
 citations) instead of posting a second message. Channels that cannot edit (WhatsApp) only ever get
 the final reply.
 
+Several deliver processes share the work, and chat.deltas and chat.outbound are different topics: one
+process may edit a message's placeholder while another sends its final reply, and a process that takes
+over a partition (or a redone turn) sees pieces again. So a message's draft lives in Redis, not in the
+process: the hash ``draft-state:{message_id}`` holds the text so far, the last piece's ``seq``, the
+placeholder's address, what was last shown, and ``final`` once the final reply is being sent. Every
+change to it, and every channel call on the placeholder, happens under the message's Redis lock
+(redis-py's ``Lock``: a token, released only by its owner, expiring after ``lock_ttl_s`` should a
+process die holding it). Hence:
+
+- the final reply wins: it takes the lock (waiting for a provisional edit in flight to finish), marks
+  the draft ``final`` and releases it, then edits or posts; a piece handled later, anywhere, finds
+  ``final`` and is dropped;
+- pieces are applied by sequence number: a piece at or below the stored ``seq`` is a repeat (a
+  re-read after a rebalance, or a redone turn re-sending its pieces) and adds no text; the process that
+  continues a draft continues its text and edits the same placeholder.
+
+What is left: a redone turn whose new pieces differ from the first attempt's (a non-deterministic
+LLM) shows the first attempt's start followed by the redo's continuation until the final reply
+replaces it; a provisional edit still in flight when its process stalls past ``lock_ttl_s`` (the
+lock is sized to outlast the channel call's own timeout).
+
 Drafts are best effort: a failed post or update is logged and counted, never retried or
-dead-lettered (the final reply is, as before). A per-message lock orders pieces against the final
-reply within this process; the placeholder's address is also kept in Redis (``draft:{message_id}``)
-so the final reply edits it even if another deliver process posted it.
+dead-lettered (the final reply is, as before).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
+
+from redis.exceptions import LockError
 
 from processors.records import ChatDelta, ChatResponse
 
@@ -41,80 +63,150 @@ class EditableClient(Protocol):
 
 
 def draft_key(message_id: str) -> str:
-    return f"draft:{message_id}"
+    """The draft's state (a hash); see the module docstring."""
+    return f"draft-state:{message_id}"
+
+
+def draft_lock_key(message_id: str) -> str:
+    return f"draft-lock:{message_id}"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @dataclass
-class Draft:
+class DraftState:
+    """One message's draft as stored in Redis."""
+
+    seq: int = -1  # the last piece applied
     text: str = ""
-    seq: int = -1
-    handle: dict[str, str] | None = None
-    updated_at: float = 0.0
-    shown: str = ""
+    handle: dict[str, str] | None = None  # the placeholder's address on the channel
+    shown_seq: int = -1  # the piece whose text the placeholder shows
+    shown_at: float = 0.0
+    final: bool = False
+
+    @classmethod
+    def parse(cls, raw: dict[Any, Any]) -> "DraftState":
+        fields = {_text(k): _text(v) for k, v in (raw or {}).items()}
+        return cls(
+            seq=int(fields.get("seq", -1)),
+            text=fields.get("text", ""),
+            handle=json.loads(fields["handle"]) if fields.get("handle") else None,
+            shown_seq=int(fields.get("shown_seq", -1)),
+            shown_at=float(fields.get("shown_at", 0.0)),
+            final=fields.get("final") == "1",
+        )
+
+
+Retry = Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]
+
+
+async def _once(fn: Callable[[], Awaitable[Any]]) -> Any:
+    return await fn()
 
 
 class Drafts:
     def __init__(
-        self, redis: Any, *, min_interval_s: float = 1.0, ttl_s: int = 3600, clock: Callable[[], float] = time.monotonic
+        self,
+        redis: Any,
+        *,
+        min_interval_s: float = 1.0,
+        ttl_s: int = 3600,
+        lock_ttl_s: float = 30.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.redis = redis
         self.min_interval_s = min_interval_s
         self.ttl_s = ttl_s
-        self.clock = clock
-        self._drafts: dict[str, Draft] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._finished: dict[str, None] = {}  # insertion-ordered, bounded
+        self.lock_ttl_s = lock_ttl_s
+        self.clock = clock  # wall time: the last edit's time is compared across processes
+        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}  # message id -> lock, [holders and waiters]
 
-    def lock(self, message_id: str) -> asyncio.Lock:
-        return self._locks.setdefault(message_id, asyncio.Lock())
+    @contextlib.asynccontextmanager
+    async def lock(self, message_id: str) -> AsyncIterator[None]:
+        """This process's lock of a message (its pieces and reply wait here rather than poll Redis);
+        forgotten when nobody holds or waits for it."""
+        lock, users = self._locks.setdefault(message_id, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._locks[message_id]
 
-    def finished(self, message_id: str) -> bool:
-        return message_id in self._finished
+    @contextlib.asynccontextmanager
+    async def _shared(self, message_id: str, retry: Retry = _once) -> AsyncIterator[None]:
+        """The message's Redis lock, waited for at most its TTL (after which a dead holder's lock is gone)."""
+        lock = self.redis.lock(draft_lock_key(message_id), timeout=self.lock_ttl_s, sleep=0.02,
+                               blocking_timeout=self.lock_ttl_s + 1.0, thread_local=False)
+        if not await retry(lock.acquire):
+            log.warning("draft lock of %s not acquired in %.0fs; going on without it", message_id, self.lock_ttl_s)
+            yield
+            return
+        try:
+            yield
+        finally:
+            try:
+                await lock.release()
+            except LockError:  # held past its TTL and taken over: the other holder releases it
+                log.warning("draft lock of %s expired while held", message_id)
+            except Exception as exc:  # Redis trouble: the lock expires by itself
+                log.warning("draft lock of %s not released: %s: %s", message_id, type(exc).__name__, exc)
 
-    async def on_delta(self, client: EditableClient, delta: ChatDelta, already_delivered) -> str:
-        """Post or update the placeholder; returns the outcome (for counting and tests)."""
+    async def _load(self, message_id: str) -> DraftState:
+        return DraftState.parse(await self.redis.hgetall(draft_key(message_id)))
+
+    async def _save(self, message_id: str, *, expire: bool = False, **fields: Any) -> None:
+        """Write some fields; ``expire`` (when the hash is created, and at the final reply) sets its TTL."""
+        key = draft_key(message_id)
+        await self.redis.hset(key, mapping={k: _encode(v) for k, v in fields.items()})
+        if expire:
+            await self.redis.expire(key, self.ttl_s)
+
+    async def on_delta(self, client: EditableClient, delta: ChatDelta, already_delivered: Callable[[], Awaitable[Any]]) -> str:
+        """Apply a piece and post or update the placeholder; returns the outcome (for counting and tests)."""
         mid = delta.message_id
-        async with self.lock(mid):
-            if mid in self._finished:
+        async with self.lock(mid), self._shared(mid):
+            state = await self._load(mid)
+            if state.final:
                 return "draft_after_final"
-            draft = self._drafts.setdefault(mid, Draft())
-            if delta.seq <= draft.seq:
+            if delta.seq <= state.seq:
                 return "draft_repeat"
-            draft.text += delta.text
-            draft.seq = delta.seq
-            if not draft.text.strip():
+            new = state.seq == -1
+            state.text += delta.text
+            state.seq = delta.seq
+            # the text first: should the channel call fail, the next piece still continues it
+            await self._save(mid, expire=new, seq=state.seq, text=state.text)
+            if not state.text.strip():
                 return "draft_empty"
-            if draft.handle is None:
-                if await already_delivered():
-                    self._finish(mid)
+            if state.handle is None:
+                if await already_delivered():  # a final reply sent before drafts were kept in Redis
+                    await self._save(mid, final=1)
                     return "draft_after_final"
-                draft.handle = await client.post_draft(delta, draft.text)
-                draft.shown, draft.updated_at = draft.text, self.clock()
-                await self.redis.set(draft_key(mid), json.dumps(draft.handle), ex=self.ttl_s)
+                handle = await client.post_draft(delta, state.text)
+                await self._save(mid, handle=json.dumps(handle), shown_seq=state.seq, shown_at=self.clock())
                 return "draft_posted"
-            if draft.text != draft.shown and self.clock() - draft.updated_at >= self.min_interval_s:
-                await client.update_draft(draft.handle, delta, draft.text)
-                draft.shown, draft.updated_at = draft.text, self.clock()
+            if state.shown_seq != state.seq and self.clock() - state.shown_at >= self.min_interval_s:
+                await client.update_draft(state.handle, delta, state.text)
+                await self._save(mid, shown_seq=state.seq, shown_at=self.clock())
                 return "draft_updated"
             return "draft_held"
 
-    async def handle_for(self, message_id: str) -> dict[str, str] | None:
-        """The placeholder the final reply should replace (call with ``lock`` held)."""
-        draft = self._drafts.get(message_id)
-        if draft is not None and draft.handle is not None:
-            return draft.handle
-        raw = await self.redis.get(draft_key(message_id))
-        return json.loads(raw) if raw else None
+    async def finish(self, message_id: str, retry: Retry = _once) -> dict[str, str] | None:
+        """Mark the draft final before its reply is sent; returns the placeholder to replace, if any.
 
-    def _finish(self, message_id: str) -> None:
-        self._drafts.pop(message_id, None)
-        self._finished[message_id] = None
-        while len(self._finished) > 10_000:
-            self._finished.pop(next(iter(self._finished)))
+        Taken under the message's lock, so a provisional edit in flight (which holds it) has landed
+        first, and no provisional edit starts afterwards: each finds ``final``. The lock is not held
+        while the reply is sent: a crash then leaves no lock behind.
+        """
+        async with self._shared(message_id, retry):
+            state = await retry(lambda: self._load(message_id))
+            await retry(lambda: self._save(message_id, expire=True, final=1))
+        return state.handle
 
-    def finish(self, message_id: str) -> None:
-        """The final reply is out: later pieces of this message are ignored."""
-        self._finish(message_id)
-        lock = self._locks.get(message_id)
-        if lock is not None and not lock.locked():
-            del self._locks[message_id]
+
+def _encode(value: Any) -> str:
+    return repr(value) if isinstance(value, float) else str(value)

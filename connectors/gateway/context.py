@@ -9,7 +9,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from connectors.gateway.limits import BodyTooLarge, ExpiringSet, TokenBuckets, read_body
@@ -80,6 +80,9 @@ class Gateway:
                 except BodyTooLarge as exc:
                     self.stats.refuse(channel, "too_large", 413, peer, str(exc))
                     return error(413, "request body too large")
+                except ClientDisconnect:  # gone mid-body, or closed for sending it too slowly: nobody to answer
+                    self.stats.refuse(channel, "body_incomplete", 408, peer)
+                    return error(408, "request body incomplete")
             try:
                 return await handler(self, request, raw)
             except Unavailable as exc:

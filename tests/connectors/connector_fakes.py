@@ -64,8 +64,50 @@ class FakeRedis:
     async def delete(self, *keys: str) -> int:
         return sum(1 for key in keys if self.data.pop(key, None) is not None)
 
+    async def hgetall(self, key: str) -> dict[bytes, bytes]:
+        return dict(self.data.get(key) or {})
+
+    async def hset(self, key: str, mapping: dict[str, Any]) -> int:
+        fields = self.data.setdefault(key, {})
+        fields.update({k.encode(): str(v).encode() for k, v in mapping.items()})
+        return len(mapping)
+
+    async def expire(self, key: str, seconds: Any) -> bool:
+        return key in self.data
+
+    def lock(self, name: str, timeout: float | None = None, sleep: float = 0.1,
+             blocking_timeout: float | None = None, **_: Any) -> "FakeLock":
+        return FakeLock(self, name, sleep, blocking_timeout)
+
     async def aclose(self) -> None:
         pass
+
+
+class FakeLock:
+    """redis-py's ``Lock`` as the connectors use it (acquire, release), held in a ``FakeRedis`` (no expiry)."""
+
+    def __init__(self, redis: FakeRedis, name: str, sleep: float, blocking_timeout: float | None) -> None:
+        self.redis, self.name, self.sleep, self.blocking_timeout = redis, name, sleep, blocking_timeout
+        self.token: object | None = None
+
+    async def acquire(self) -> bool:
+        loop = asyncio.get_running_loop()
+        give_up = None if self.blocking_timeout is None else loop.time() + self.blocking_timeout
+        while self.name in self.redis.data:
+            if give_up is not None and loop.time() > give_up:
+                return False
+            await asyncio.sleep(self.sleep)
+        self.token = object()
+        self.redis.data[self.name] = self.token
+        return True
+
+    async def release(self) -> None:
+        if self.token is None or self.redis.data.get(self.name) is not self.token:
+            from redis.exceptions import LockNotOwnedError
+
+            raise LockNotOwnedError("Cannot release a lock that's no longer owned")
+        del self.redis.data[self.name]
+        self.token = None
 
 
 def settings(**overrides: Any) -> Settings:
@@ -141,7 +183,8 @@ class SlackFake:
     only with ``include_all_metadata``, ``oldest`` and ``limit`` honoured, cursor paging).
 
     ``accept_then_fail`` makes the next N posts be stored and then answered with a dropped connection,
-    as when deliver dies right after Slack accepted the message.
+    as when deliver dies right after Slack accepted the message. chat.update edits a kept message in
+    place (text, and metadata when given) and is recorded in ``edits`` in the order it took effect.
     """
 
     def __init__(self) -> None:
@@ -151,6 +194,7 @@ class SlackFake:
         self.messages: list[dict[str, Any]] = []  # {"channel", "ts", "thread_ts", "text", "metadata"}
         self.posts = 0
         self.lookups: list[str] = []
+        self.edits: list[tuple[str, str]] = []  # (ts, text) of each chat.update
         self.accept_then_fail = 0
         self.lock = threading.Lock()
         fake = self
@@ -171,6 +215,16 @@ class SlackFake:
                     body["channel"]
                 except (ValueError, KeyError, TypeError):  # cut off: the sender died mid-request
                     self._answer({"ok": False, "error": "invalid_arguments"})
+                    return
+                if self.path.endswith("/chat.update"):
+                    with fake.lock:
+                        found = [m for m in fake.messages if m["channel"] == body["channel"] and m["ts"] == body.get("ts")]
+                        for m in found:
+                            m["text"] = body.get("text", "")
+                            m["metadata"] = body.get("metadata") or m["metadata"]
+                            fake.edits.append((m["ts"], m["text"]))
+                    self._answer({"ok": True, "channel": body["channel"], "ts": body["ts"]} if found
+                                 else {"ok": False, "error": "message_not_found"})
                     return
                 with fake.lock:
                     fake.posts += 1
@@ -275,9 +329,12 @@ Sleeper = Callable[[float], Any]
 
 
 class ServedApp:
-    """An ASGI app under a real uvicorn on a free port, in a thread (SSE needs real streaming)."""
+    """An ASGI app under a real uvicorn on a free port, in a thread (SSE needs real streaming).
 
-    def __init__(self, app: Any) -> None:
+    With ``gateway_settings`` it is served as `chatstream gateway` serves it (read deadlines, limits).
+    """
+
+    def __init__(self, app: Any, gateway_settings: Any = None) -> None:
         import socket
 
         import uvicorn
@@ -287,8 +344,14 @@ class ServedApp:
         self.port = sock.getsockname()[1]
         sock.close()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    lifespan="on"))
+        if gateway_settings is not None:
+            from connectors.gateway.serving import uvicorn_config
+
+            config, self.deadlines = uvicorn_config(app, gateway_settings, "127.0.0.1", self.port,
+                                                    stats=app.state.gateway.stats, log_level="warning", lifespan="on")
+        else:
+            config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        self.server = uvicorn.Server(config)
         self.loop = asyncio.new_event_loop()
 
         def run() -> None:
@@ -317,8 +380,8 @@ class ServedApp:
 def serve():
     served: list[ServedApp] = []
 
-    def start(app: Any) -> ServedApp:
-        s = ServedApp(app)
+    def start(app: Any, gateway_settings: Any = None) -> ServedApp:
+        s = ServedApp(app, gateway_settings)
         served.append(s)
         return s
 

@@ -1,8 +1,13 @@
-"""Provisional answers on Slack and Teams without Kafka: placeholder, throttled edits, final edit."""
+"""Provisional answers on Slack and Teams without Kafka: placeholder, throttled edits, final edit;
+with two deliver processes sharing one Redis, the final reply wins and repeated pieces add no text."""
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+
 import httpx
+import pytest
 from connector_fakes import FakeMessage, FakeProducer, FakeRedis, no_sleep, settings
 
 from connectors.delivery.deliver import Deliverer, build_clients
@@ -119,3 +124,104 @@ async def test_teams_activity_is_updated_in_place(recorder_factory):
     ]
     assert outcomes == ["draft_posted", "draft_updated", "delivered"]
     assert teams.requests[-1]["body"]["text"].startswith("Open Settings > Security.")
+
+
+# --- several deliver processes: one Redis, one channel, two Deliverers ----------------------------
+
+
+class SlowEditChannel:
+    """A Slack-like channel whose edits can be held in flight; ``landed`` is the order they took effect."""
+
+    channel = "slack"
+
+    def __init__(self) -> None:
+        self.landed: list[tuple[str, str]] = []
+        self.hold_updates = False
+        self.update_started = asyncio.Event()
+        self.release_update = asyncio.Event()
+
+    async def send(self, resp: ChatResponse) -> dict[str, str]:
+        self.landed.append(("post_reply", resp.text))
+        return {"channel": "C1", "ts": "2.0"}
+
+    async def post_draft(self, d: ChatDelta, text: str) -> dict[str, str]:
+        self.landed.append(("post_draft", text))
+        return {"channel": "C1", "ts": "1.0"}
+
+    async def update_draft(self, handle: dict[str, str], d: ChatDelta, text: str) -> None:
+        if self.hold_updates:
+            self.update_started.set()
+            await self.release_update.wait()
+        self.landed.append(("update_draft", text))
+
+    async def finish_draft(self, handle: dict[str, str], resp: ChatResponse) -> dict[str, str]:
+        self.landed.append(("finish_draft", resp.text))
+        return handle
+
+
+@pytest.fixture(params=["fake_redis", pytest.param("real_redis", marks=pytest.mark.stack)])
+async def shared_redis(request):
+    """The Redis both deliver processes use: the fake, and (with the stack) the real one."""
+    if request.param == "fake_redis":
+        yield FakeRedis(), "m-1"
+        return
+    import redis.asyncio as aioredis
+
+    from streams.config import Settings
+
+    client = aioredis.from_url(Settings().redis_connection_url)
+    message_id = f"test-drafts-{uuid.uuid4().hex[:10]}"
+    try:
+        yield client, message_id
+    finally:
+        await client.delete(f"draft-state:{message_id}", f"draft-lock:{message_id}", f"delivered:{message_id}",
+                            f"delivering:{message_id}")
+        await client.aclose()
+
+
+def two_delivers(redis, channel: SlowEditChannel):
+    s = settings(slack_api_url="http://127.0.0.1:9/unused", slack_bot_token="xoxb", deliver_draft_update_interval_s=0)
+    return [Deliverer(s, {"slack": channel}, redis, FakeProducer(), codec, sleep=no_sleep) for _ in range(2)]
+
+
+async def test_the_final_reply_lands_after_a_provisional_edit_in_flight_in_another_process(shared_redis):
+    redis, mid = shared_redis
+    channel = SlowEditChannel()
+    deltas_process, final_process = two_delivers(redis, channel)
+    assert await deltas_process.handle(delta(0, "To reset", message_id=mid)) == "draft_posted"
+    channel.hold_updates = True
+    edit = asyncio.ensure_future(deltas_process.handle(delta(1, " your password", message_id=mid)))
+    await channel.update_started.wait()  # the provisional edit is in flight at the channel
+    reply = asyncio.ensure_future(final_process.handle(final("To reset your password, open Settings.", message_id=mid)))
+    done, _ = await asyncio.wait([reply], timeout=0.3)  # time for the final reply to overtake, if it can
+    assert not done, "the final reply was sent while a provisional edit was still in flight"
+    channel.release_update.set()
+    assert await edit == "draft_updated" and await reply == "delivered"
+    assert [kind for kind, _ in channel.landed] == ["post_draft", "update_draft", "finish_draft"]
+    assert channel.landed[-1][1] == "To reset your password, open Settings."
+
+
+async def test_a_piece_after_the_final_reply_sent_by_another_process_is_dropped(shared_redis):
+    redis, mid = shared_redis
+    channel = SlowEditChannel()
+    deltas_process, final_process = two_delivers(redis, channel)
+    assert await deltas_process.handle(delta(0, "To reset", message_id=mid)) == "draft_posted"
+    assert await final_process.handle(final("To reset your password, open Settings.", message_id=mid)) == "delivered"
+    assert await deltas_process.handle(delta(1, " your", message_id=mid)) == "draft_after_final"
+    assert [kind for kind, _ in channel.landed] == ["post_draft", "finish_draft"]
+
+
+async def test_a_redone_turn_resending_its_pieces_continues_the_same_placeholder_without_repeating_text(shared_redis):
+    redis, mid = shared_redis
+    channel = SlowEditChannel()
+    first, takeover = two_delivers(redis, channel)
+    pieces = ["To reset", " your", " password,", " open", " Settings."]
+    outcomes = [await first.handle(delta(i, p, message_id=mid)) for i, p in enumerate(pieces[:3])]
+    assert outcomes == ["draft_posted", "draft_updated", "draft_updated"]
+    # the turn is redone (or its partition moved): every piece comes again, to another process
+    outcomes = [await takeover.handle(delta(i, p, message_id=mid)) for i, p in enumerate(pieces)]
+    assert outcomes == ["draft_repeat"] * 3 + ["draft_updated"] * 2
+    assert [kind for kind, _ in channel.landed].count("post_draft") == 1
+    assert channel.landed[-1] == ("update_draft", "".join(pieces))
+    assert await takeover.handle(final("".join(pieces), message_id=mid)) == "delivered"
+    assert channel.landed[-1] == ("finish_draft", "".join(pieces))

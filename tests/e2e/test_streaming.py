@@ -47,7 +47,7 @@ def settings(llm, knowledge_base):
 @pytest.fixture(scope="module")
 def gateway(settings, worker):
     app = create_app(settings)
-    served = ServedApp(app)
+    served = ServedApp(app, settings)  # as `chatstream gateway` serves it: read deadlines, connection cap
     deadline = time.monotonic() + 30
     while not app.state.tail.ready.is_set():
         assert time.monotonic() < deadline, "the SSE tail never got its partitions"

@@ -330,34 +330,29 @@ def _free_ports(n: int) -> list[int]:
 
 
 class PrivateWeaviate:
-    """A Weaviate of our own on free ports, so the test can stop and restart it."""
+    """A Weaviate of our own on free ports, so the test can stop and restart it.
+
+    Locked down like the stack's: its environment is the one ``stack/weaviate.py`` gives `stack up`
+    (anonymous access off, an API key and a cluster password generated into its own state folder),
+    only the ports and the folder differ; clients use ``api_key``.
+    """
 
     def __init__(self, data_dir) -> None:
-        settings = Settings()
-        self.binary = settings.cache_dir / "bin" / f"weaviate-{settings.weaviate_version}" / "weaviate-server"
+        from stack.weaviate import Weaviate
+
+        http, grpc, gossip, data, raft, raft_rpc = _free_ports(6)
+        settings = Settings().derive(
+            home=data_dir, bind_host="127.0.0.1", weaviate_api_key=None,
+            weaviate_http_port=http, weaviate_grpc_port=grpc, weaviate_gossip_port=gossip,
+            weaviate_data_port=data, weaviate_raft_port=raft, weaviate_raft_rpc_port=raft_rpc,
+        )
+        service = Weaviate(settings)
+        self.binary = service.binary
         assert self.binary.is_file(), f"{self.binary} is missing: build the stack first (chatstream stack up)"
-        self.http, self.grpc, gossip, data, raft, raft_rpc = _free_ports(6)
-        self.env = {
-            "PATH": "/usr/bin:/bin",
-            "AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED": "true",
-            "PERSISTENCE_DATA_PATH": str(data_dir),
-            "DEFAULT_VECTORIZER_MODULE": "none",
-            "ENABLE_MODULES": "",
-            "API_BASED_MODULES_DISABLED": "true",
-            "CLUSTER_HOSTNAME": "testnode",
-            "CLUSTER_BIND_ADDR": "127.0.0.1",
-            "CLUSTER_ADVERTISE_ADDR": "127.0.0.1",
-            "CLUSTER_GOSSIP_BIND_PORT": str(gossip),
-            "CLUSTER_DATA_BIND_PORT": str(data),
-            "RAFT_PORT": str(raft),
-            "RAFT_INTERNAL_RPC_PORT": str(raft_rpc),
-            "RAFT_JOIN": "testnode",
-            "RAFT_BOOTSTRAP_EXPECT": "1",
-            "GRPC_PORT": str(self.grpc),
-            "DISABLE_TELEMETRY": "true",
-            "GO_PROFILING_DISABLE": "true",
-            "PROMETHEUS_MONITORING_ENABLED": "false",
-        }
+        self.http, self.grpc = http, grpc
+        self.api_key = service.api_key()  # generated into <data_dir>/secrets, like `stack up` does
+        self.env = {"PATH": "/usr/bin:/bin", **service.environment()}
+        self.command = service.command()
         self.proc = None
 
     async def start(self) -> None:
@@ -365,10 +360,7 @@ class PrivateWeaviate:
 
         import httpx
 
-        self.proc = subprocess.Popen(
-            [str(self.binary), "--host", "127.0.0.1", "--port", str(self.http), "--scheme", "http"],
-            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+        self.proc = subprocess.Popen(self.command, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         async with httpx.AsyncClient() as client:
             for _ in range(240):
                 try:
@@ -379,6 +371,15 @@ class PrivateWeaviate:
                 assert self.proc.poll() is None, "private Weaviate exited during start-up"
                 await asyncio.sleep(0.25)
         raise AssertionError("private Weaviate did not become ready in 60s")
+
+    async def assert_refuses_anonymous(self) -> None:
+        """Like the stack's Weaviate: no answer without the key, the schema with it."""
+        import httpx
+
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.http}", timeout=5) as client:
+            assert (await client.get("/v1/schema")).status_code == 401
+            keyed = await client.get("/v1/schema", headers={"Authorization": f"Bearer {self.api_key}"})
+            assert keyed.status_code == 200, keyed.text
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -398,7 +399,7 @@ async def test_retrieval_degrades_during_a_weaviate_outage_and_recovers(tmp_path
 
     _, embedder = live
     server = PrivateWeaviate(tmp_path / "weaviate")
-    store = WeaviateStore(http_port=server.http, grpc_port=server.grpc, collection=COLLECTION)
+    store = WeaviateStore(http_port=server.http, grpc_port=server.grpc, collection=COLLECTION, api_key=server.api_key)
     kb = tmp_path / "kb"
     kb.mkdir()
     for name in ("reset-password.md", "refunds.md", "mobile-app.md"):
@@ -407,6 +408,7 @@ async def test_retrieval_degrades_during_a_weaviate_outage_and_recovers(tmp_path
     question = turn("How do I reset my password?", tenant="outage")
     try:
         await server.start()
+        await server.assert_refuses_anonymous()
         await ingest(kb, store, embedder, "outage")
         assert (await retriever.retrieve(question)).passages[0].doc_id == "reset-password"
 
