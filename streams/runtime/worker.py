@@ -23,6 +23,7 @@ from streams.message import InboundMessage
 from streams.pipeline import build_stages
 from streams.runtime.clients import PIPELINE_MAX_REQUEST, end_offsets_reader, make_consumer, make_producer
 from streams.runtime.consumer import ConsumerRuntime
+from streams.runtime.heap import freeze_startup_heap
 from streams.runtime.lane import Lane, by_session
 from streams.stage import Stage, StageRunner
 from streams.stages import clients
@@ -116,6 +117,7 @@ async def serve(settings: Settings, stage_names: list[str] | tuple[str, ...]) ->
         log.info("stopped while starting")
         await worker.close()
         return
+    freeze_startup_heap()  # the clients and models are built: keep them out of the collector's passes
     try:
         await runtime.run()
     finally:
