@@ -56,6 +56,7 @@ async def open_retrieval(settings: Any) -> RetrievalParts:
         from processors.spelling import english_words
 
         await asyncio.to_thread(english_words)  # the spelling dictionary (~0.5 s), not on the first turn
+    await retriever.warm_up(settings.tenant)  # connect, check the model, measure: before the first turn
     return RetrievalParts(store, embedder, relevance_embedder, retriever)
 
 

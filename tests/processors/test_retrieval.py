@@ -466,3 +466,20 @@ async def test_spans_nest_under_the_retrieve_span(sample_tenant, live, monkeypat
     assert search.attributes["db.system"] == "weaviate" and search.attributes["chatstream.retrieval.hits"] == 2
     for s in spans.values():
         assert all(question not in str(v) for v in s.attributes.values())
+
+
+async def test_warm_up_searches_the_tenant_once_and_keeps_the_breaker_out_of_it(fake_kb):
+    store, embedder = fake_kb
+    retriever = Retriever(store, embedder, top_k=2, alpha=0.5, min_relevance=0.5)
+    await retriever.warm_up("kb")
+    assert [(tenant, k) for _q, tenant, k, _a in store.searches] == [("kb", 2)]
+    measured = [text for call in embedder.calls for text in call]
+    assert any("forgot password" in text or "mobile app" in text for text in measured)  # the meter read the passages
+
+    async def down(*args, **kwargs):
+        raise ConnectionError("weaviate down")
+
+    store.hybrid_search = down
+    for _ in range(10):
+        await retriever.warm_up("kb")  # logged, never raised
+    assert retriever.breaker("kb").allow()  # a failing warm-up does not open the turns' breaker
