@@ -340,20 +340,7 @@ class WeaviateStore:
                 return_properties=_RETURN_PROPERTIES,
             )
             span.set_attribute("chatstream.retrieval.hits", len(result.objects))
-        passages = []
-        for obj in result.objects:
-            p = obj.properties
-            passages.append(
-                Passage(
-                    doc_id=str(p["doc_id"]),
-                    chunk_id=str(p["chunk_id"]),
-                    title=str(p.get("title") or ""),
-                    source=str(p.get("url") or p.get("source") or ""),
-                    text=str(p.get("text") or ""),
-                    score=float(obj.metadata.score or 0.0),
-                )
-            )
-        return passages
+        return [_passage(obj.properties, float(obj.metadata.score or 0.0)) for obj in result.objects]
 
     async def _vector_first_search(self, collection, query: str, vector: list[float], *, tenant: str, k: int, alpha: float) -> list[Passage]:  # type: ignore[no-untyped-def]
         """The ``profile.vector_first`` nearest chunks, BM25-reranked here (processors.bm25_rerank)."""
@@ -381,20 +368,7 @@ class WeaviateStore:
         )
         fused = relative_score_fusion([1.0 - float(o.metadata.distance or 0.0) for o in objects], keyword, alpha)
         ranked = sorted(range(len(objects)), key=lambda i: -fused[i])[:k]
-        passages = []
-        for i in ranked:
-            p = objects[i].properties
-            passages.append(
-                Passage(
-                    doc_id=str(p["doc_id"]),
-                    chunk_id=str(p["chunk_id"]),
-                    title=str(p.get("title") or ""),
-                    source=str(p.get("url") or p.get("source") or ""),
-                    text=str(p.get("text") or ""),
-                    score=float(fused[i]),
-                )
-            )
-        return passages
+        return [_passage(objects[i].properties, float(fused[i])) for i in ranked]
 
     async def stored_chunks(self, tenant: str) -> dict[str, StoredChunk]:
         """Every chunk of a tenant (id, document, content hash); empty for a new tenant."""
@@ -518,4 +492,16 @@ def build_store(settings) -> WeaviateStore:  # type: ignore[no-untyped-def]
         query_timeout_s=settings.retrieval_timeout_s,
         api_key=settings.stack_secret("weaviate_api_key"),
         hnsw_ef=settings.weaviate_hnsw_ef or None,
+    )
+
+
+def _passage(properties: dict, score: float) -> Passage:
+    """A search hit as a Passage (the same for hybrid and vector-first results)."""
+    return Passage(
+        doc_id=str(properties["doc_id"]),
+        chunk_id=str(properties["chunk_id"]),
+        title=str(properties.get("title") or ""),
+        source=str(properties.get("url") or properties.get("source") or ""),
+        text=str(properties.get("text") or ""),
+        score=score,
     )

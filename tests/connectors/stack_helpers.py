@@ -131,3 +131,24 @@ def fake_pipeline(
             answered.append(req)
     finally:
         consumer.close()
+
+
+def start_deliver(settings: Settings, slack_url: str, group: str, log, *, slack_rate_per_s: float, **env: str):  # type: ignore[no-untyped-def]
+    """A real `chatstream deliver` process posting to a Slack stand-in, in its own process group (for kill -9)."""
+    import json
+    import subprocess
+    import sys
+
+    from streams.dev.worker_process import settings_env
+
+    full_env = settings_env(
+        settings,
+        CHATSTREAM_SLACK_API_URL=slack_url,
+        CHATSTREAM_SLACK_BOT_TOKEN="xoxb-test",
+        CHATSTREAM_DELIVER_GROUP=group,
+        CHATSTREAM_DELIVER_RATE_PER_S=json.dumps({"slack": slack_rate_per_s}),
+        CHATSTREAM_OTLP_ENDPOINT="",
+        **env,
+    )
+    return subprocess.Popen([sys.executable, "-m", "streams.cli", "deliver"], env=full_env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)

@@ -14,11 +14,9 @@ dropped; test_delivery_drafts.py covers that race.)
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 
@@ -26,10 +24,10 @@ import pytest
 from connector_fakes import SlackFake
 from confluent_kafka import Producer
 from stack_helpers import stack_settings
+from stack_helpers import start_deliver as start_real_deliver
 
 from processors.records import ChatDelta, ChatRequest, ChatResponse, Status
 from streams.codec import make_codec
-from streams.dev.worker_process import settings_env
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
 
@@ -39,17 +37,8 @@ SHOWN_BEFORE_THE_KILL = 3
 
 
 def start_deliver(s, slack: SlackFake, group: str, log) -> subprocess.Popen:
-    env = settings_env(
-        s,
-        CHATSTREAM_SLACK_API_URL=slack.url,
-        CHATSTREAM_SLACK_BOT_TOKEN="xoxb-test",
-        CHATSTREAM_DELIVER_GROUP=group,
-        CHATSTREAM_DELIVER_RATE_PER_S=json.dumps({"slack": 200.0}),
-        CHATSTREAM_DELIVER_DRAFT_UPDATE_INTERVAL_S="0",  # every piece is an edit: the most chances to race
-        CHATSTREAM_OTLP_ENDPOINT="",
-    )
-    return subprocess.Popen([sys.executable, "-m", "streams.cli", "deliver"], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    # every piece is an edit: the most chances to race
+    return start_real_deliver(s, slack.url, group, log, slack_rate_per_s=200.0, CHATSTREAM_DELIVER_DRAFT_UPDATE_INTERVAL_S="0")
 
 
 def wait_until(predicate, timeout_s: float, what: str, proc: subprocess.Popen, log_path) -> None:

@@ -9,23 +9,20 @@ window under test. Prints the figures (kills, replies handled again, replies fou
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
 
 import pytest
 from connector_fakes import SlackFake
-from stack_helpers import produce, stack_settings
+from stack_helpers import produce, stack_settings, start_deliver
 
 from processors.records import ChatRequest, ChatResponse, Status
 from streams.codec import make_codec
-from streams.dev.worker_process import settings_env
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(600)]
 
@@ -33,16 +30,7 @@ REPLIES = 150
 
 
 def _start_deliver(s, slack: SlackFake, group: str, log) -> subprocess.Popen:
-    env = settings_env(
-        s,
-        CHATSTREAM_SLACK_API_URL=slack.url,
-        CHATSTREAM_SLACK_BOT_TOKEN="xoxb-test",
-        CHATSTREAM_DELIVER_GROUP=group,
-        CHATSTREAM_DELIVER_RATE_PER_S=json.dumps({"slack": 100.0}),
-        CHATSTREAM_OTLP_ENDPOINT="",
-    )
-    return subprocess.Popen([sys.executable, "-m", "streams.cli", "deliver"], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    return start_deliver(s, slack.url, group, log, slack_rate_per_s=100.0)
 
 
 def test_deliver_killed_repeatedly_posts_each_reply_once(slack_fake: SlackFake, tmp_path) -> None:
