@@ -148,10 +148,12 @@ class StageRunner:
                 out = OutboundRecord(self.settings.topics.deadletter, msg.session_key, letter)
                 data = await self._retry_transient(self._encoder(out), span, "encode")
             sends.append(self._send(out.topic, out.key, data, headers, span))
-        if len(sends) == 1:
-            await sends[0]  # the usual single output: no task of its own to schedule
-        else:
-            await asyncio.gather(*sends)
+        # In the order returned, each delivered before the next is produced: a stage returns its reply
+        # last, so a reply found on chat.outbound (which marker recovery takes as "answered") means
+        # everything returned before it is on Kafka too. Concurrent sends lost an ESCALATED turn's
+        # escalation when a worker died after the reply was delivered and before the escalation was.
+        for send in sends:
+            await send
 
     def _decoder(self, msg: InboundMessage):
         async def decode() -> Any:

@@ -45,6 +45,7 @@ class ConsumerRuntime:
         batch_size: int = 500,
         idle_wait_s: float = 0.2,
         commit_interval_s: float = 1.0,
+        recommit_interval_s: float = 10.0,
         on_assigned: Callable[[set[TP]], None] | None = None,
         tick: Callable[[], Any] | None = None,
         tick_interval_s: float = 1.0,
@@ -58,6 +59,8 @@ class ConsumerRuntime:
         self.batch_size = batch_size
         self.idle_wait_s = idle_wait_s
         self.commit_interval_s = commit_interval_s
+        self.recommit_interval_s = recommit_interval_s
+        self._last_full_commit = time.monotonic()
         self.on_assigned = on_assigned
         self.tick = tick
         self.tick_interval_s = tick_interval_s
@@ -303,11 +306,22 @@ class ConsumerRuntime:
         return offsets
 
     def commit(self, offsets: dict[TP, int] | None = None, *, asynchronous: bool) -> None:
-        """Commit finished work's offsets (those not committed yet)."""
+        """Commit finished work's offsets (those not committed yet).
+
+        An asynchronous commit can still fail after this returns (the group coordinator moving while
+        a broker restarts; its callback only logs), so every ``recommit_interval_s`` all finished
+        offsets are sent again, changed or not: otherwise the last offsets before traffic stops stay
+        uncommitted for good, and the next owner of those partitions redoes their turns.
+        """
         if not self.commits:
             return
         wanted = self.committable() if offsets is None else offsets
-        changed = {tp: o for tp, o in wanted.items() if self._committed.get(tp) != o}
+        now = time.monotonic()
+        if offsets is None and now - self._last_full_commit >= self.recommit_interval_s:
+            self._last_full_commit = now
+            changed = dict(wanted)
+        else:
+            changed = {tp: o for tp, o in wanted.items() if self._committed.get(tp) != o}
         if not changed:
             return
         try:

@@ -50,7 +50,9 @@ class ValidateStage(ReplyingStage):
             span.set_status(SpanStatus(StatusCode.ERROR, f"{response.status.value}: {response.reason or ''}"))
         outputs = [OutboundRecord(self.topics.outbound, response.session_id, response)]
         if verdict.escalation is not None:
-            outputs.append(OutboundRecord(self.topics.escalations, response.session_id, verdict.escalation))
+            # before the reply (delivered in order, streams.stage): a reply on Kafka means its escalation
+            # is there too; a crash in between re-sends the escalation, which sinks dedupe by message_id
+            outputs.insert(0, OutboundRecord(self.topics.escalations, response.session_id, verdict.escalation))
         return outputs
 
     async def after_emit(self, turn: ChatTurn, outputs: list[OutboundRecord]) -> None:

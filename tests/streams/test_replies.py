@@ -120,6 +120,6 @@ async def test_an_answer_is_marked_under_its_claim_and_recorded_in_one_call() ->
                                         text="How do I export?", sent_at=now_ms()), answer="Open Settings, then Export.")
     outputs = await stage.process(turn, None, INVALID_SPAN)  # type: ignore[arg-type]
     await stage.after_emit(turn, outputs)
-    reply = outputs[0].record
+    reply = outputs[-1].record  # the reply is the last output (an escalation, when there is one, comes first)
     assert stage.sessions.finished == [("m3", "m3", reply.text)]  # type: ignore[attr-defined]
     assert stage.sessions.recorded == [] and stage._claims == {}  # type: ignore[attr-defined]

@@ -270,3 +270,22 @@ async def test_stop_drains_the_stages_in_order_so_turns_in_flight_are_answered()
     assert [off for _, _, off in second.done] == list(range(ran)), "every output of the admitted turns was handled"
     assert consumer.committed() == {(A, 0): ran, (B, 0): ran}
 
+
+
+async def test_finished_offsets_are_sent_again_after_a_while_in_case_an_async_commit_failed() -> None:
+    # an asynchronous commit that fails after it was sent (a coordinator moving during a broker
+    # restart) must not leave the last offsets before traffic stops uncommitted for good
+    consumer = FakeConsumer()
+    handler = Recorder()
+    lane = Lane("a", [A], handler, max_in_flight=8, chain_key=by_session)
+    runtime = runtime_for(consumer, lane, recommit_interval_s=0.2)
+    consumer.produce(A, 0, b"s0", n=3)
+    consumer.rebalance(set(), {(A, 0)})
+    task = asyncio.create_task(runtime.run())
+    await until(lambda: consumer.committed() == {(A, 0): 3})
+    sent = len(consumer.commits)
+    consumer.commits.clear()  # as if that commit had failed at the broker
+    await until(lambda: consumer.committed() == {(A, 0): 3})  # sent again, nothing new finished meanwhile
+    runtime.request_stop()
+    await task
+    assert sent >= 1 and handler.done == [(A, 0, 0), (A, 0, 1), (A, 0, 2)]

@@ -110,3 +110,69 @@ async def test_rule_breaks_and_bugs_are_dead_lettered_and_the_stage_moves_on(set
     letter = codec.decode(value, DeadLetter)
     assert topic == "chat.deadletter" and letter.message_id == "m1"
     assert letter.error_class == type(error).__name__ and str(error) in letter.error_message
+
+
+class TwoOutputStage(EchoStage):
+    """Returns a side record, then the reply (as validate returns an escalation, then the reply)."""
+
+    async def process(self, request, msg, span):
+        reply = ChatResponse.for_request(request, "echo: " + request.text, Status.ESCALATED)
+        side = ChatResponse.for_request(request, "side record", Status.ESCALATED)
+        return [OutboundRecord(self.topics.escalations, request.session_id, side),
+                OutboundRecord(self.topics.outbound, request.session_id, reply)]
+
+
+class SlowFirstDeliveryProducer(FakeProducer):
+    """The first delivery report takes a while: a concurrent emitter would produce the second meanwhile."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[str] = []
+
+    async def send(self, topic, value, *, key=None, headers=None, partition=None):
+        import asyncio
+
+        self.events.append(f"produce {topic}")
+        if len(self.events) == 1:
+            await asyncio.sleep(0.05)
+        self.events.append(f"delivered {topic}")
+        return await super().send(topic, value, key=key, headers=headers, partition=partition)
+
+
+async def test_outputs_are_delivered_in_order_the_reply_last(settings) -> None:
+    # a reply on chat.outbound is taken as "answered" by marker recovery after a crash, so what the
+    # stage returned before it must already be on Kafka when the reply is produced
+    stage, producer = TwoOutputStage(settings, []), SlowFirstDeliveryProducer()
+    await StageRunner(stage, settings, codec, producer).handle(message(codec.encode(request())))
+    assert producer.events == [
+        "produce chat.escalations", "delivered chat.escalations", "produce chat.outbound", "delivered chat.outbound",
+    ]
+
+
+async def test_validate_returns_an_escalation_before_its_reply(settings) -> None:
+    from opentelemetry.trace import INVALID_SPAN
+
+    from processors.records import ChatTurn
+    from processors.validation import Validator
+    from streams.stages.validate import ValidateStage
+
+    class Claims:
+        async def claim_reply(self, message_id, ttl_ms):
+            from processors.session import ReplyClaim
+
+            return ReplyClaim(message_id=message_id, owner="me", token=1, state="ok")
+
+    class Ready:
+        async def ready(self) -> None:
+            return None
+
+    stage = ValidateStage(settings)
+    stage.validator = Validator.from_settings(settings)
+    stage.sessions = Claims()  # type: ignore[assignment]
+    stage.markers = Ready()  # type: ignore[assignment]
+    # an answer with no passages to ground it: validation escalates it
+    turn = ChatTurn(request=ChatRequest("m9", "s1", "u1", "web", "Can I get a refund for last year?", now_ms()),
+                    answer="Yes, we refund every plan in full for any period, just ask.")
+    outputs = await stage.process(turn, None, INVALID_SPAN)  # type: ignore[arg-type]
+    assert outputs[-1].topic == settings.topics.outbound and outputs[-1].record.status == Status.ESCALATED
+    assert [o.topic for o in outputs] == [settings.topics.escalations, settings.topics.outbound]
