@@ -140,7 +140,29 @@ def _api_error(exc: Exception) -> EmbeddingError:
     return EmbeddingError(f"embedding API failed: {exc!r}")
 
 
-class CachedEmbedder:
+class EmbedderWrapper:
+    """An embedder in front of another (``inner``): the dimension, warm-up and close are the inner one's.
+
+    The caches (``CachedEmbedder``, ``processors.kb_cache.SharedEmbeddingCache``) only change ``embed``;
+    ``processors.embed_batch`` follows ``inner`` to the model's blocking entry point.
+    """
+
+    inner: Embedder
+
+    @property
+    def dimension(self) -> int:  # type: ignore[override]
+        return self.inner.dimension
+
+    async def warm_up(self) -> None:
+        warm = getattr(self.inner, "warm_up", None)
+        if warm is not None:
+            await warm()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+class CachedEmbedder(EmbedderWrapper):
     """An LRU cache of vectors by exact text in front of another embedder.
 
     Help-center traffic repeats itself ("how do I reset my password?"), and a cached query costs
@@ -156,10 +178,6 @@ class CachedEmbedder:
         self._cache: OrderedDict[str, list[float]] = OrderedDict()
         self.hits = 0
         self.misses = 0
-
-    @property
-    def dimension(self) -> int:  # type: ignore[override]
-        return self.inner.dimension
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         if isinstance(texts, str):
@@ -184,14 +202,6 @@ class CachedEmbedder:
             while len(self._cache) > self.max_entries:
                 self._cache.popitem(last=False)
         return [list(found[text]) for text in texts]
-
-    async def warm_up(self) -> None:
-        warm = getattr(self.inner, "warm_up", None)
-        if warm is not None:
-            await warm()
-
-    async def close(self) -> None:
-        await self.inner.close()
 
 
 def build_embedder(settings) -> Embedder:  # type: ignore[no-untyped-def]

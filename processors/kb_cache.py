@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from processors.circuit import CircuitBreaker
-from processors.embeddings import CachedEmbedder, Embedder
+from processors.embeddings import CachedEmbedder, Embedder, EmbedderWrapper
 from processors.records import Passage
 from processors.tenant_model import model_id
 from processors.vectorstore import check_tenant
@@ -92,7 +92,7 @@ class _CacheGuard:
         return True, result
 
 
-class SharedEmbeddingCache:
+class SharedEmbeddingCache(EmbedderWrapper):
     """Query vectors in Redis (float32 bytes, ``ttl_s``), in front of another embedder."""
 
     def __init__(self, inner: Embedder, redis, model: str, *, ttl_s: float, uncased: bool, prefix: str = _PREFIX) -> None:  # type: ignore[no-untyped-def]
@@ -107,10 +107,6 @@ class SharedEmbeddingCache:
         self.stats = CacheStats()
         self._guard = _CacheGuard()
         self._model_key = _digest(model)[:12]
-
-    @property
-    def dimension(self) -> int:  # type: ignore[override]
-        return self.inner.dimension
 
     def key(self, text: str) -> str:
         return f"{self.prefix}:vec:{self._model_key}:{_digest(normalise_query(text, uncased=self.uncased))}"
@@ -140,13 +136,6 @@ class SharedEmbeddingCache:
                 out[i] = list(vector)
         return out  # type: ignore[return-value]
 
-    async def warm_up(self) -> None:
-        warm = getattr(self.inner, "warm_up", None)
-        if warm is not None:
-            await warm()
-
-    async def close(self) -> None:
-        await self.inner.close()
 
 
 # one round trip: the tenant's generation and the result stored under it

@@ -266,17 +266,22 @@ class ResilientProvider:
                 self.breaker.release()
                 raise
             except Exception as exc:
-                self.breaker.record_failure()
-                log.exception("%s: unexpected error from the provider", self.name)
-                span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-                span.set_attribute("error.type", type(exc).__name__)
-                raise PermanentError(f"unexpected {type(exc).__name__}: {exc}", provider=self.name) from exc
+                raise self._unexpected(exc, span) from exc
             self.breaker.record_success()
             span.set_attribute("gen_ai.response.model", completion.model)
             span.set_attribute("gen_ai.usage.input_tokens", completion.prompt_tokens)
             span.set_attribute("gen_ai.usage.output_tokens", completion.completion_tokens)
             return completion
+
+    def _unexpected(self, exc: Exception, span) -> PermanentError:  # type: ignore[no-untyped-def]
+        """Anything but a ProviderError (an SDK choking on an odd response, a provider bug) is a
+        provider failure too: wrapped, failover and the fallback handle it like the rest."""
+        self.breaker.record_failure()
+        log.exception("%s: unexpected error from the provider", self.name)
+        span.record_exception(exc)
+        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        span.set_attribute("error.type", type(exc).__name__)
+        return PermanentError(f"unexpected {type(exc).__name__}: {exc}", provider=self.name)
 
     def _attributes(self, max_tokens: int, attempt: int) -> dict:
         return {
@@ -292,19 +297,10 @@ class ResilientProvider:
     async def _attempt(
         self, messages: list[dict], max_tokens: int, passages: list[Passage], attempt: int, deadline: float | None
     ) -> Completion:
-        attributes = {
-            "gen_ai.operation.name": "chat",
-            "gen_ai.system": self.system,
-            "gen_ai.provider.name": self.system,
-            "gen_ai.request.model": self.model,
-            "gen_ai.request.max_tokens": max_tokens,
-            "chatstream.llm.provider": self.name,
-            "chatstream.llm.attempt": attempt + 1,
-        }
         with self._tracer.start_as_current_span(
             f"chat {self.model}",
             kind=SpanKind.CLIENT,
-            attributes=attributes,
+            attributes=self._attributes(max_tokens, attempt),
             record_exception=False,
             set_status_on_exception=False,
         ) as span:
@@ -324,14 +320,7 @@ class ResilientProvider:
                 self._attempt_failed(exc, span)
                 raise
             except Exception as exc:
-                # Anything else (an SDK choking on an odd response, a provider bug) is a provider
-                # failure too: wrapping it lets failover and the fallback handle it like the rest.
-                self.breaker.record_failure()
-                log.exception("%s: unexpected error from the provider", self.name)
-                span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-                span.set_attribute("error.type", type(exc).__name__)
-                raise PermanentError(f"unexpected {type(exc).__name__}: {exc}", provider=self.name) from exc
+                raise self._unexpected(exc, span) from exc
             except BaseException:
                 # Cancelled (the stage gave up on the turn): says nothing about the provider's health.
                 self.breaker.release()
