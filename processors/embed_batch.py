@@ -19,7 +19,7 @@ import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from processors.embeddings import Embedder
+from processors.embeddings import Embedder, blocking_entry
 
 
 def length_grouped(texts: Sequence[str], batch_size: int) -> list[list[int]]:
@@ -38,7 +38,7 @@ class BulkEmbedder:
 
     def __init__(self, embedder: Embedder, *, workers: int | None = None, batch_size: int | None = None) -> None:
         self.embedder = embedder
-        self._blocking: Callable[[list[str]], object] | None = _blocking_entry(embedder)
+        self._blocking: Callable[[list[str]], object] | None = blocking_entry(embedder)
         self.workers = max(1, workers or (os.cpu_count() or 1))
         # small batches for the local model (see the module doc); larger ones per API request
         self.batch_size = batch_size or (8 if self._blocking is not None else 64)
@@ -83,9 +83,3 @@ class BulkEmbedder:
             if executor is not None:
                 executor.shutdown(wait=False, cancel_futures=True)
 
-
-def _blocking_entry(embedder: Embedder) -> Callable[[list[str]], object] | None:
-    inner = embedder
-    while getattr(inner, "inner", None) is not None:
-        inner = inner.inner  # type: ignore[attr-defined]
-    return getattr(inner, "encode_blocking", None)

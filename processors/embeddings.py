@@ -8,7 +8,7 @@ from a model hub; ``OpenAIEmbedder`` serves any OpenAI-compatible ``/v1/embeddin
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Protocol, runtime_checkable
+from typing import Callable, Protocol, runtime_checkable
 
 from opentelemetry import trace
 
@@ -138,6 +138,18 @@ def _api_error(exc: Exception) -> EmbeddingError:
             return EmbeddingUnavailable(message, retry_after=parse_retry_after(exc.response.headers), status=exc.status_code)
         return EmbeddingError(message)
     return EmbeddingError(f"embedding API failed: {exc!r}")
+
+
+def blocking_entry(embedder: Embedder) -> Callable[[list[str]], object] | None:
+    """The model's own blocking ``encode_blocking`` behind any wrappers, or None for a remote embedder.
+
+    A local model's wait is this machine's CPU queue, not an outage: bulk ingestion calls it from its
+    own threads, and the retriever keeps its lookup timeout for the store (and remote embedders) only.
+    """
+    inner = embedder
+    while getattr(inner, "inner", None) is not None:
+        inner = inner.inner  # type: ignore[attr-defined]
+    return getattr(inner, "encode_blocking", None)
 
 
 class EmbedderWrapper:

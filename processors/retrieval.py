@@ -33,7 +33,7 @@ from opentelemetry.trace import StatusCode
 
 from processors.circuit import CircuitBreaker
 from processors.condense import condensed_question, is_follow_up, searchable_text  # noqa: F401 - is_follow_up re-exported
-from processors.embeddings import Embedder
+from processors.embeddings import Embedder, blocking_entry
 from processors.kb_cache import RetrievalCache, TenantGenerations, is_uncased
 from processors.records import ChatTurn
 from processors.relevance import RelevanceMeter, is_covered, turn_score
@@ -105,6 +105,10 @@ class Retriever:
         self.model_guard = model_guard
         self._model = model_id(embedder)
         self._uncased = is_uncased(self._model)
+        # a local model's wait is this machine's CPU queue: under overload it grows with the turns in
+        # flight, and counting it against the store's timeout opened the breaker on a healthy store
+        # (529 of 1,500 turns degraded at overload, measured); only a remote embedder gets the timeout
+        self._local_embedder = blocking_entry(embedder) is not None
 
     def breaker(self, tenant: str) -> CircuitBreaker:
         """Per tenant, so one misconfigured knowledge base cannot switch retrieval off for the others."""
@@ -137,7 +141,7 @@ class Retriever:
                 span.set_status(SpanStatus(StatusCode.ERROR, "breaker open"))
                 return dataclasses.replace(turn, passages=[], retrieval_ok=False, retrieval_error=error), None
             try:
-                vector, passages = await asyncio.wait_for(self._search(query, tenant), self.timeout_s)
+                vector, passages = await self._search(query, tenant)
             except asyncio.CancelledError:
                 breaker.release()
                 raise
@@ -184,25 +188,32 @@ class Retriever:
             log.warning("retrieval warm-up for tenant %r failed (%s); the first turns will be slower", tenant, exc)
 
     async def _search(self, query: str, tenant: str):  # type: ignore[no-untyped-def]
-        if self.model_guard is not None:
-            await self.model_guard.check(tenant)  # never a query vector of one model against another's
-        if self.cache is None:
-            return await self._lookup(query, tenant)
-        key = self.cache.query_key(query, model=self._model, k=self.top_k, alpha=self.alpha, uncased=self._uncased)
-        generation, passages = await self.cache.get(tenant, key)
+        """The query's vector and the tenant's passages; each call to the store (and to a remote
+        embedder) within ``timeout_s``, the local model's CPU queue outside it."""
+        generation = key = passages = None
+        async with asyncio.timeout(self.timeout_s):
+            if self.model_guard is not None:
+                await self.model_guard.check(tenant)  # never a query vector of one model against another's
+            if self.cache is not None:
+                key = self.cache.query_key(query, model=self._model, k=self.top_k, alpha=self.alpha, uncased=self._uncased)
+                generation, passages = await self.cache.get(tenant, key)
+        # on a cache hit too: relevance is measured against the query vector (the embedding caches make it cheap)
+        vector = await self._query_vector(query)
         if passages is not None:
-            # relevance is measured against the query vector; the embedding caches make this cheap
-            (vector,) = await self.embedder.embed([query])
             return vector, passages
-        vector, passages = await self._lookup(query, tenant)
-        if generation is not None:
-            await self.cache.put(tenant, generation, key, passages)
+        async with asyncio.timeout(self.timeout_s):
+            passages = await self.store.hybrid_search(query, vector, tenant=tenant, k=self.top_k, alpha=self.alpha)
+            if self.cache is not None and generation is not None:
+                await self.cache.put(tenant, generation, key, passages)
         return vector, passages
 
-    async def _lookup(self, query: str, tenant: str):  # type: ignore[no-untyped-def]
-        (vector,) = await self.embedder.embed([query])
-        passages = await self.store.hybrid_search(query, vector, tenant=tenant, k=self.top_k, alpha=self.alpha)
-        return vector, passages
+    async def _query_vector(self, query: str) -> list[float]:
+        if self._local_embedder:
+            (vector,) = await self.embedder.embed([query])
+        else:
+            async with asyncio.timeout(self.timeout_s):
+                (vector,) = await self.embedder.embed([query])
+        return vector
 
     async def _measured(self, vector, passages, query: str, latest: str):  # type: ignore[no-untyped-def]
         """Passages with their absolute relevance; outside the lookup's timeout (local CPU, not the store).

@@ -209,7 +209,7 @@ class RetrievalSettings(BaseModel):
         "next ingest (-1 = Weaviate's dynamic ef, 8 x candidates clamped to 100..500 = 160 here; 0 = leave the collection as it is). "
         "At 11k chunks 96 kept every labelled answer for 9-17 % less Weaviate CPU than the dynamic ef; 64 saved ~30 % but lost one (bench --kb).",
     )
-    retrieval_timeout_s: float = Field(default=5.0, description="Bound on one embed + hybrid search; past it the turn goes on without passages.")
+    retrieval_timeout_s: float = Field(default=5.0, description="Bound on each call to the knowledge base (and to a remote embedder); past it the turn goes on without passages. A local model's CPU queue is not counted: under overload it is not an outage.")
     retrieval_breaker_failures: int = Field(default=2, description="Consecutive lookup failures that open the retrieval breaker.")
     retrieval_breaker_reset_s: float = Field(default=2.0, description="While open, turns skip the lookup; then one probe tries again.")
     answerability_min_relevance: float = Field(

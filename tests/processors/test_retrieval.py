@@ -140,6 +140,43 @@ async def test_a_hanging_store_times_out(fake_kb):
     assert not out.retrieval_ok and "timed out after 0.2s" in out.retrieval_error
 
 
+class _QueuedLocalEmbedder(HashEmbedder):
+    """A local model whose CPU queue is long (an overloaded worker): slow, but nothing is down."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__()
+        self.delay_s = delay_s
+
+    def encode_blocking(self, texts: list[str]):  # the mark of a model run on this machine
+        raise AssertionError("not called by the retriever")
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        await asyncio.sleep(self.delay_s)
+        return await super().embed(texts)
+
+
+class _SlowRemoteEmbedder(_QueuedLocalEmbedder):
+    encode_blocking = None  # type: ignore[assignment]  # an API: its wait may be an outage
+
+
+async def test_a_local_models_queue_does_not_count_against_the_store_timeout(fake_kb):
+    store, _ = fake_kb
+    embedder = _QueuedLocalEmbedder(0.3)
+    retriever = Retriever(store, embedder, top_k=3, alpha=0.5, timeout_s=0.2, breaker_failures=1)
+    for _ in range(2):  # one failure would open this breaker: none is counted
+        out = await retriever.retrieve(turn("reset password"))
+        assert out.retrieval_ok and out.passages[0].doc_id == "pw", out.retrieval_error
+    assert retriever.breaker("kb").allow()
+
+
+async def test_a_slow_remote_embedder_times_out(fake_kb):
+    store, _ = fake_kb
+    started = asyncio.get_running_loop().time()
+    out = await Retriever(store, _SlowRemoteEmbedder(30), top_k=3, alpha=0.5, timeout_s=0.2).retrieve(turn("reset password"))
+    assert asyncio.get_running_loop().time() - started < 2
+    assert not out.retrieval_ok and "timed out after 0.2s" in out.retrieval_error
+
+
 async def test_breaker_skips_a_failing_store_then_probes_it(fake_kb):
     store, embedder = fake_kb
     retriever = Retriever(store, embedder, top_k=2, alpha=0.5, breaker_failures=2, breaker_reset_s=0.1)
