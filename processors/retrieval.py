@@ -9,7 +9,10 @@ dead-lettering would lose a good turn. The outage is visible in the turn, the sp
 During an outage every lookup would wait out the timeout first, so a small circuit breaker (one per
 tenant) skips the store after ``breaker_failures`` consecutive failures: for ``breaker_reset_s``
 turns go on at once with ``retrieval_ok=False``, then one turn probes the store and a success closes
-the breaker.
+the breaker. The timeout bounds each call to the store (and to a remote embedder) only: at most
+``max_concurrent`` searches are in flight, the others wait for a slot outside the timeout (as does a
+local model's CPU queue), since a queue on a busy machine is not an outage; a turn that was waiting
+when the breaker opened goes on at once.
 
 Answerability: each passage's absolute relevance is measured (``processors.relevance``); when the
 turn's answer score is below ``min_relevance`` it is marked ``answerable=False``, and the later
@@ -31,7 +34,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Status as SpanStatus
 from opentelemetry.trace import StatusCode
 
-from processors.circuit import CircuitBreaker
+from processors.circuit import CircuitBreaker, CircuitState
 from processors.condense import condensed_question, is_follow_up, searchable_text  # noqa: F401 - is_follow_up re-exported
 from processors.embeddings import Embedder, blocking_entry
 from processors.kb_cache import RetrievalCache, TenantGenerations, is_uncased
@@ -43,6 +46,10 @@ from processors.vectorstore import VectorStore
 
 tracer = trace.get_tracer("chatstream.retrieval")
 log = logging.getLogger(__name__)
+
+
+class StoreJudgedDown(Exception):
+    """The tenant's breaker opened while this lookup waited for a slot."""
 
 
 def latest_text(turn: ChatTurn) -> str:
@@ -83,9 +90,12 @@ class Retriever:
         relevance_embedder: Embedder | None = None,
         cache: RetrievalCache | None = None,
         model_guard: TenantModelGuard | None = None,
+        max_concurrent: int = 8,
     ) -> None:
         if top_k < 1 or not 0.0 <= alpha <= 1.0 or timeout_s <= 0:
             raise ValueError("top_k must be >= 1, alpha within [0, 1], timeout_s > 0")
+        if max_concurrent < 1:
+            raise ValueError("max_concurrent must be >= 1")
         if breaker_failures < 1 or breaker_reset_s < 0:
             raise ValueError("breaker_failures must be >= 1 and breaker_reset_s >= 0")
         self.store = store
@@ -109,6 +119,11 @@ class Retriever:
         # flight, and counting it against the store's timeout opened the breaker on a healthy store
         # (529 of 1,500 turns degraded at overload, measured); only a remote embedder gets the timeout
         self._local_embedder = blocking_entry(embedder) is not None
+        # searches in flight to the store: the rest queue here, outside the timeout. Sixty-four at
+        # once each took the whole queue's time on a busy 2-core machine and timed out together
+        self.max_concurrent = max_concurrent
+        self._slots: asyncio.Semaphore | None = None
+        self._slots_loop: asyncio.AbstractEventLoop | None = None
 
     def breaker(self, tenant: str) -> CircuitBreaker:
         """Per tenant, so one misconfigured knowledge base cannot switch retrieval off for the others."""
@@ -145,6 +160,13 @@ class Retriever:
             except asyncio.CancelledError:
                 breaker.release()
                 raise
+            except StoreJudgedDown as exc:
+                breaker.release()  # no verdict of its own: the failures that opened the breaker are counted
+                error = f"retrieval skipped while the knowledge base is failing ({exc})"[:500]
+                span.set_attribute("chatstream.retrieval.ok", False)
+                span.set_attribute("chatstream.retrieval.breaker_open", True)
+                span.set_status(SpanStatus(StatusCode.ERROR, "breaker open"))
+                return dataclasses.replace(turn, passages=[], retrieval_ok=False, retrieval_error=error), None
             except Exception as exc:  # noqa: BLE001 - any lookup failure degrades the turn, see module doc
                 if isinstance(exc, asyncio.TimeoutError):
                     error = f"retrieval timed out after {self.timeout_s:g}s"
@@ -201,11 +223,21 @@ class Retriever:
         vector = await self._query_vector(query)
         if passages is not None:
             return vector, passages
-        async with asyncio.timeout(self.timeout_s):
-            passages = await self.store.hybrid_search(query, vector, tenant=tenant, k=self.top_k, alpha=self.alpha)
-            if self.cache is not None and generation is not None:
-                await self.cache.put(tenant, generation, key, passages)
+        async with self._store_slot():
+            if self.breaker(tenant).state is CircuitState.OPEN:
+                # judged down while this turn queued: go on without passages now, not after a timeout
+                raise StoreJudgedDown(self._last_error.get(tenant, "the knowledge base is failing"))
+            async with asyncio.timeout(self.timeout_s):
+                passages = await self.store.hybrid_search(query, vector, tenant=tenant, k=self.top_k, alpha=self.alpha)
+                if self.cache is not None and generation is not None:
+                    await self.cache.put(tenant, generation, key, passages)
         return vector, passages
+
+    def _store_slot(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._slots_loop is not loop:  # tests run a loop per test
+            self._slots, self._slots_loop = asyncio.Semaphore(self.max_concurrent), loop
+        return self._slots
 
     async def _query_vector(self, query: str) -> list[float]:
         if self._local_embedder:
@@ -266,6 +298,7 @@ def build_retriever(  # type: ignore[no-untyped-def]
         min_relevance=settings.answerability_min_relevance,
         relevance_embedder=relevance_embedder,
         cache=cache,
+        max_concurrent=settings.retrieval_max_concurrent,
         # an ingest bumps the tenant's generation in Redis: a re-ingest with another model is refused at once
         model_guard=TenantModelGuard(store, model_id(embedder), generation=TenantGenerations(redis) if redis is not None else None),
     )

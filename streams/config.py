@@ -212,6 +212,12 @@ class RetrievalSettings(BaseModel):
     retrieval_timeout_s: float = Field(default=5.0, description="Bound on each call to the knowledge base (and to a remote embedder); past it the turn goes on without passages. A local model's CPU queue is not counted: under overload it is not an outage.")
     retrieval_breaker_failures: int = Field(default=2, description="Consecutive lookup failures that open the retrieval breaker.")
     retrieval_breaker_reset_s: float = Field(default=2.0, description="While open, turns skip the lookup; then one probe tries again.")
+    retrieval_max_concurrent: int = Field(
+        default=8,
+        ge=1,
+        description="Knowledge-base searches in flight per worker; the rest wait outside retrieval_timeout_s (a slot "
+        "queue under load is not an outage), and give up at once when the breaker opens meanwhile.",
+    )
     answerability_min_relevance: float = Field(
         default=0.82,
         description=(

@@ -37,6 +37,8 @@ def register(sub) -> None:
         help="then push the same turns through the same processors in this process, without Kafka, and print the ratios",
     )
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object instead of text")
+    parser.add_argument("--profile", action="store_true",
+                        help="sample the worker(s) with py-spy (--gil) and print their Python time by library")
     from streams.commands import bench_kb  # retrieval cost at knowledge-base size (issue 13)
 
     bench_kb.add_arguments(parser)
@@ -319,6 +321,25 @@ def baseline_report(result: Any, pipeline: BenchResult) -> str:
     return "\n".join(lines)
 
 
+def _start_profilers(workers: list) -> list:
+    from streams.bench.profile import GilProfiler
+
+    profilers = [GilProfiler(w.pid) for w in workers]
+    for profiler in profilers:
+        profiler.start()
+    return profilers
+
+
+def _stop_profilers(profilers: list) -> Any:
+    """One profile of all workers (their samples added up)."""
+    from streams.bench.profile import Profile
+
+    merged = Profile()
+    for profiler in profilers:
+        merged.samples.update(profiler.stop().samples)
+    return merged
+
+
 def run(args, settings: Settings) -> int:
     if getattr(args, "kb", None):
         from streams.commands import bench_kb
@@ -337,7 +358,7 @@ def run(args, settings: Settings) -> int:
     run_id = uuid.uuid4().hex[:8]
     sessions = args.sessions or max(1, args.turns // 10)
     say = (lambda *a, **k: None) if args.json else print
-    baseline = None
+    baseline = profile = None
     with LLMServerProcess(args.llm_latency_ms) as llm:
         if args.llm_token_ms or args.llm_tokens:
             import httpx
@@ -373,6 +394,7 @@ def run(args, settings: Settings) -> int:
             meter = CpuMeter(
                 {"worker": [w.pid for w in workers], **services, "llm": [llm.proc.pid], "bench": [os.getpid()]}
             )
+            profilers = _start_profilers(workers) if args.profile else []
             if args.sse:
                 from streams.dev.sse_probe import GatewayProcess
 
@@ -381,9 +403,14 @@ def run(args, settings: Settings) -> int:
                                                meter, gateway.url))
             else:
                 result = asyncio.run(drive(bench_settings, args.turns, args.rate, sessions, args.timeout, workers, meter))
+            profile = _stop_profilers(profilers) if profilers else None
             say(report(result, args.llm_latency_ms, bench_settings.max_in_flight * args.workers))
             if result.cpu is not None:
                 say("\n".join(cpu_lines(result.cpu, result.turns)))
+            if profile is not None:
+                from streams.bench.profile import profile_lines
+
+                say("\n".join(profile_lines(profile)))
         finally:
             for worker in workers:
                 worker.terminate(60)
@@ -410,6 +437,9 @@ def run(args, settings: Settings) -> int:
             "in_flight": bench_settings.max_in_flight,
             "pipeline": result_json(result),
         }
+        if profile is not None:
+            figures["worker_gil_profile"] = {"samples": profile.total, "libraries_pct": profile.libraries(),
+                                             "buckets_pct": profile.share()}
         if baseline is not None:
             figures["baseline"] = baseline_json(baseline)
             figures["pipeline_over_baseline"] = ratios(result, baseline)

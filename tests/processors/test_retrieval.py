@@ -177,6 +177,47 @@ async def test_a_slow_remote_embedder_times_out(fake_kb):
     assert not out.retrieval_ok and "timed out after 0.2s" in out.retrieval_error
 
 
+async def test_searches_in_flight_are_bounded_and_their_queue_is_not_timed(fake_kb):
+    store, embedder = fake_kb
+    search = store.hybrid_search
+    in_flight = peak = 0
+
+    async def slow(*args, **kwargs):
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.1)
+        in_flight -= 1
+        return await search(*args, **kwargs)
+
+    store.hybrid_search = slow
+    retriever = Retriever(store, embedder, top_k=2, alpha=0.5, timeout_s=0.25, max_concurrent=2, breaker_failures=1)
+    outs = await asyncio.gather(*(retriever.retrieve(turn("reset password")) for _ in range(10)))
+    assert peak == 2
+    assert all(o.retrieval_ok for o in outs), {o.retrieval_error for o in outs}  # 0.5 s of queue, none timed out
+
+
+async def test_turns_queued_for_a_store_that_is_judged_down_go_on_at_once(fake_kb):
+    store, embedder = fake_kb
+    calls = 0
+
+    async def hang(*args, **kwargs):
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(30)
+
+    store.hybrid_search = hang
+    retriever = Retriever(store, embedder, top_k=2, alpha=0.5, timeout_s=0.2, max_concurrent=2, breaker_failures=2,
+                          breaker_reset_s=60)
+    started = asyncio.get_running_loop().time()
+    outs = await asyncio.gather(*(retriever.retrieve(turn("reset password")) for _ in range(10)))
+    assert asyncio.get_running_loop().time() - started < 1.0  # not 5 rounds of 0.2 s timeouts
+    assert calls == 2 and not any(o.retrieval_ok for o in outs)
+    skipped = [o for o in outs if o.retrieval_error.startswith("retrieval skipped while the knowledge base is failing")]
+    assert len(skipped) == 8 and "timed out after 0.2s" in skipped[0].retrieval_error  # the reason is shown
+    assert sum(o.retrieval_error == "retrieval timed out after 0.2s" for o in outs) == 2
+
+
 async def test_breaker_skips_a_failing_store_then_probes_it(fake_kb):
     store, embedder = fake_kb
     retriever = Retriever(store, embedder, top_k=2, alpha=0.5, breaker_failures=2, breaker_reset_s=0.1)

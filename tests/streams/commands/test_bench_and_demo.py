@@ -41,6 +41,17 @@ def test_bench_prints_every_figure_and_counts_every_reply(capsys) -> None:
 
 
 @pytest.mark.stack
+def test_bench_profile_says_where_the_workers_python_time_goes(capsys) -> None:
+    assert main(["bench", "--turns", "60", "--sessions", "6", "--llm-latency-ms", "0", "--profile"]) == 0
+    out = capsys.readouterr().out
+    line = re.search(r"worker GIL time by library \((\d+) samples\): (.*)", out)
+    assert line and int(line.group(1)) > 0, out
+    shares = dict(re.findall(r"([\w() .-]+?) (\d+) %", line.group(2)))
+    assert "chatstream (our code)" in {k.strip(", ") for k in shares}, line.group(2)
+    assert "our code by module: streams/" in out or "our code by module: processors/" in out, out
+
+
+@pytest.mark.stack
 def test_demo_plays_the_conversations_with_grounded_answers(capsys, monkeypatch) -> None:
     import os
     import signal
