@@ -35,7 +35,7 @@ import numpy as np
 
 from processors.generation.text import STOPWORDS, content_words, split_sentences, words
 from processors.records import Passage
-from processors.spelling import corrected, passage_words
+from processors.spelling import corrected, text_words
 
 LEXICAL_WEIGHT = 0.6
 MAX_UNITS_PER_PASSAGE = 16
@@ -193,13 +193,8 @@ def term_coverage(query: str, passages: Sequence[Passage]) -> float:
     for passage in passages:
         text = f"{passage.title} {passage.text}"
         vocabulary = passage_terms(text)
-        found |= {term for term, fixed in _term_pairs(query, _words_of(text)) if term in vocabulary or fixed in vocabulary}
+        found |= {term for term, fixed in _term_pairs(query, text_words(text)) if term in vocabulary or fixed in vocabulary}
     return len(found & wanted) / len(wanted)
-
-
-@lru_cache(maxsize=4096)
-def _words_of(text: str) -> frozenset[str]:
-    return frozenset(passage_words([text]))
 
 
 def answer_score(query: str, passages: Sequence[Passage]) -> float | None:

@@ -40,7 +40,7 @@ from processors.embeddings import Embedder, blocking_entry
 from processors.kb_cache import RetrievalCache, TenantGenerations, is_uncased
 from processors.records import ChatTurn
 from processors.relevance import RelevanceMeter, is_covered, turn_score
-from processors.spelling import corrected, passage_words
+from processors.spelling import corrected, passage_vocabulary
 from processors.tenant_model import TenantModelGuard, model_id
 from processors.vectorstore import VectorStore
 
@@ -262,7 +262,7 @@ class Retriever:
             return passages  # answerability off: no need to measure
         try:
             measured = await self.meter.measure(vector, passages)
-            vocabulary = passage_words(f"{p.title} {p.text}" for p in measured if p.relevance is not None)
+            vocabulary = passage_vocabulary(f"{p.title} {p.text}" for p in measured if p.relevance is not None)
             texts = [query] if latest == query else [query, latest]
             readings = [t for t in dict.fromkeys(texts + [corrected(t, vocabulary) for t in texts]) if t != query]
             if readings:

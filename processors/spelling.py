@@ -55,12 +55,13 @@ def english_words() -> frozenset[str]:
 
 
 def corrected(text: str, vocabulary: Iterable[str], known: frozenset[str] | None = None) -> str:
-    """``text`` with its misspelt words replaced by the ``vocabulary`` word one edit away (see module doc)."""
+    """``text`` with its misspelt words replaced by the ``vocabulary`` word one edit away (see module doc).
+
+    Pass a frozenset (``passage_vocabulary``) where the same passages come back turn after turn: its
+    lookup index is built once, not for every question and every word of it."""
     known = english_words() if known is None else known
-    words = {w.lower() for w in vocabulary}
-    by_initial: dict[str, list[str]] = {}
-    for w in sorted(words):
-        by_initial.setdefault(w[:1], []).append(w)
+    words = _lowered(vocabulary) if isinstance(vocabulary, frozenset) else frozenset(w.lower() for w in vocabulary)
+    by_initial = _by_initial(words)
 
     def fix(match: re.Match[str]) -> str:
         word = match.group(0)
@@ -75,6 +76,31 @@ def corrected(text: str, vocabulary: Iterable[str], known: frozenset[str] | None
     return _WORD.sub(fix, text)
 
 
+@lru_cache(maxsize=4096)
+def _lowered(words: frozenset[str]) -> frozenset[str]:
+    return frozenset(w.lower() for w in words)
+
+
+@lru_cache(maxsize=4096)
+def _by_initial(words: frozenset[str]) -> dict[str, tuple[str, ...]]:
+    """The vocabulary's words by first letter, in a stable order (the first match wins)."""
+    grouped: dict[str, list[str]] = {}
+    for w in sorted(words):
+        grouped.setdefault(w[:1], []).append(w)
+    return {initial: tuple(ws) for initial, ws in grouped.items()}
+
+
 def passage_words(texts: Iterable[str]) -> set[str]:
     """The words of passage titles and texts, lower-cased."""
     return {w.lower() for text in texts for w in _WORD.findall(text)}
+
+
+@lru_cache(maxsize=4096)  # the same passages come back turn after turn
+def text_words(text: str) -> frozenset[str]:
+    """``passage_words`` of one text, kept."""
+    return frozenset(passage_words([text]))
+
+
+def passage_vocabulary(texts: Iterable[str]) -> frozenset[str]:
+    """The words of several passages, from each passage's kept words."""
+    return frozenset().union(*(text_words(t) for t in texts))
