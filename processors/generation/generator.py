@@ -158,11 +158,16 @@ async def _aclose(provider: object) -> None:
 
 
 def _llm_provider(settings, **kw) -> LLMProvider:
-    """The lean httpx client by default; the openai SDK with ``llm_client=openai``."""
+    """The lean client over aiohttp by default (``llm_client=aiohttp``), over httpx's own transport
+    with ``llm_client=httpx``, the openai SDK with ``llm_client=openai``."""
     if settings.llm_client == "openai":
         return OpenAIProvider(**kw)
     from processors.generation.http_provider import HttpxChatProvider
 
+    if settings.llm_client == "aiohttp":
+        from processors.generation.aiohttp_transport import AiohttpTransport
+
+        return HttpxChatProvider(**kw, transport=AiohttpTransport())
     return HttpxChatProvider(**kw)
 
 

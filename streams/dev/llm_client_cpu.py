@@ -1,4 +1,4 @@
-"""Client CPU per chat call, openai SDK against the lean httpx transport, measured in one run.
+"""Client CPU per chat call: the openai SDK, the lean provider over httpx's transport and over aiohttp, in one run.
 
 Why: the perf issue measured the SDK at 3.4-3.8 ms of client CPU per call against 0.7 ms on the
 server; on a 2-core machine that CPU is taken from the pipeline. The scripted LLM runs in its own
@@ -14,6 +14,7 @@ import time
 
 import httpx
 
+from processors.generation.aiohttp_transport import AiohttpTransport
 from processors.generation.http_provider import HttpxChatProvider
 from processors.generation.openai_provider import OpenAIProvider
 from streams.dev.llm_process import LLMServerProcess
@@ -44,6 +45,8 @@ async def _measure(base_url: str, calls: int, concurrency: int) -> dict[tuple[st
     clients = {
         "openai SDK": OpenAIProvider(base_url=base_url, api_key="k", model="m", timeout_s=30),
         "httpx transport": HttpxChatProvider(base_url=base_url, api_key="k", model="m", timeout_s=30),
+        "aiohttp transport": HttpxChatProvider(base_url=base_url, api_key="k", model="m", timeout_s=30,
+                                               transport=AiohttpTransport()),
     }
     results: dict[tuple[str, str], list[float]] = {}
     for stream in (False, True):
@@ -65,8 +68,8 @@ def main(calls: int, concurrency: int, tokens: int) -> int:
     print(f"client CPU per call, ms ({calls} calls per client and mode, {concurrency} in flight, "
           f"streamed answers of {tokens} tokens; 3 alternating rounds: median [min-max])")
     for mode in ("complete", "stream"):
-        sdk = sorted(results[("openai SDK", mode)])
-        lean = sorted(results[("httpx transport", mode)])
-        print(f"  {mode:8s}  openai SDK {sdk[1]:.2f} [{sdk[0]:.2f}-{sdk[-1]:.2f}]   "
-              f"httpx transport {lean[1]:.2f} [{lean[0]:.2f}-{lean[-1]:.2f}]   ratio {sdk[1] / lean[1]:.1f}x")
+        figures = {name: sorted(results[(name, mode)]) for name in ("openai SDK", "httpx transport", "aiohttp transport")}
+        print(f"  {mode:8s}  " + "   ".join(f"{name} {v[1]:.2f} [{v[0]:.2f}-{v[-1]:.2f}]" for name, v in figures.items())
+              + f"   SDK / aiohttp {figures['openai SDK'][1] / figures['aiohttp transport'][1]:.1f}x"
+              + f"   httpx / aiohttp {figures['httpx transport'][1] / figures['aiohttp transport'][1]:.1f}x")
     return 0

@@ -19,6 +19,7 @@ from processors.generation.deadline import TurnDeadline
 from processors.generation.extractive import ExtractiveProvider
 from processors.generation.failover import FailoverProvider
 from processors.generation.generator import Generator
+from processors.generation.aiohttp_transport import AiohttpTransport
 from processors.generation.http_provider import HttpxChatProvider
 from processors.generation.openai_provider import OpenAIProvider
 from processors.generation.resilience import RetryPolicy
@@ -26,12 +27,16 @@ from processors.generation.resilience import RetryPolicy
 SYSTEM = "You are the support assistant. Answer only from the passages."
 
 
-def generator(*servers, first_token_s=1.0, budget_s=12.0, stall_s=1.0, threshold=5, attempts=3, sdk=False):
-    cls = OpenAIProvider if sdk else HttpxChatProvider
-    providers = [
-        cls(base_url=s.base_url, api_key="k", model=f"model-{i}", timeout_s=60, name=f"llm-{i}")
-        for i, s in enumerate(servers)
-    ]
+def generator(*servers, first_token_s=1.0, budget_s=12.0, stall_s=1.0, threshold=5, attempts=3,
+              client="aiohttp"):
+    """The production chain; ``client`` picks the wire under the lean provider (aiohttp is the default)."""
+    def provider(i, s):
+        kw = dict(base_url=s.base_url, api_key="k", model=f"model-{i}", timeout_s=60, name=f"llm-{i}")
+        if client == "openai":
+            return OpenAIProvider(**kw)
+        return HttpxChatProvider(**kw, transport=AiohttpTransport() if client == "aiohttp" else None)
+
+    providers = [provider(i, s) for i, s in enumerate(servers)]
     chain = FailoverProvider(
         providers,
         policy_factory=lambda: RetryPolicy(max_attempts=attempts, base_s=0.05, max_backoff_s=0.2),
@@ -47,12 +52,12 @@ def generator(*servers, first_token_s=1.0, budget_s=12.0, stall_s=1.0, threshold
     )
 
 
-@pytest.mark.parametrize("sdk", [False, True], ids=["httpx", "openai-sdk"])
-async def test_pieces_arrive_while_the_answer_is_written(llm, sdk):
+@pytest.mark.parametrize("client", ["aiohttp", "httpx", "openai"], ids=["aiohttp", "httpx", "openai-sdk"])
+async def test_pieces_arrive_while_the_answer_is_written(llm, client):
     llm.script(latency_ms=100, token_ms=30, tokens=12)
     pieces: list[tuple[float, str]] = []
     started = time.monotonic()
-    out = await generator(llm, sdk=sdk).generate(make_turn(), on_delta=lambda t: pieces.append((time.monotonic(), t)))
+    out = await generator(llm, client=client).generate(make_turn(), on_delta=lambda t: pieces.append((time.monotonic(), t)))
     assert not out.degraded and out.provider == "llm-0"
     assert len(pieces) == 12
     assert "".join(t for _, t in pieces).strip() == out.answer
