@@ -86,6 +86,49 @@ async def test_batches_are_bounded():
         await embedder.close()
 
 
+async def test_natural_batching_starts_a_lone_call_at_once_and_merges_what_queued_meanwhile(monkeypatch):
+    """The default waits for no company: a call that finds the model idle is handed to the ONNX thread
+    within the loop iterations that follow it (no timer; with the old 3 ms wait it sat in the queue),
+    and the calls that arrive while that run is busy go together into the next run."""
+    embedder = LocalMiniLMEmbedder(max_batch=8)
+    assert embedder.max_wait_s == 0 and Settings().embedding_batch_wait_ms == 0
+    await embedder.warm_up()
+    submitted: list[int] = []  # sizes of the batches handed to the ONNX thread, in order
+    release = threading.Event()
+    real_run = embedder._run_batch
+
+    def gated(texts: list[str]):
+        if not submitted:
+            release.wait(30)  # the first run stays busy until the test lets it go
+        return real_run(texts)
+
+    real_submit = embedder._executor.submit
+
+    def counting_submit(fn, *args):
+        if fn is gated:
+            submitted.append(len(args[0]))
+        return real_submit(fn, *args)
+
+    monkeypatch.setattr(embedder, "_run_batch", gated)
+    monkeypatch.setattr(embedder._executor, "submit", counting_submit)
+    try:
+        lone = asyncio.ensure_future(embedder.embed(["a lone question"]))
+        for _ in range(5):  # a handful of loop iterations, no timer
+            await asyncio.sleep(0)
+            if submitted:
+                break
+        assert submitted == [1]  # handed over without waiting for company
+        later = [asyncio.ensure_future(embedder.embed([f"question {i}"])) for i in range(3)]
+        await asyncio.sleep(0)  # they queue while the first run is busy
+        release.set()
+        vectors = await asyncio.gather(lone, *later)
+        assert submitted == [1, 3]  # what queued meanwhile went together
+        assert all(len(v) == 1 and len(v[0]) == 384 for v in vectors)
+    finally:
+        release.set()
+        await embedder.close()
+
+
 async def test_event_loop_runs_other_tasks_while_onnx_works(model_embedder, monkeypatch):
     texts = ["a paragraph about data export and GDPR deletion requests " * 8] * 64
     ticks = 0
