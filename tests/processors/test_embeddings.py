@@ -263,6 +263,71 @@ async def test_cache_serves_repeats_and_evicts_the_oldest():
     assert inner.calls[-1] == ["a"] and (cached.hits, cached.misses) == (3, 4)
 
 
+class GatedEmbedder(CountingEmbedder):
+    """Each call blocks until the test opens the gate; ``fail`` makes the next call raise."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.fail: Exception | None = None
+
+    async def embed(self, texts):
+        self.calls.append(list(texts))
+        await self.gate.wait()
+        if self.fail is not None:
+            error, self.fail = self.fail, None
+            raise error
+        return [[float(len(t)), 1.0] for t in texts]
+
+
+async def test_a_text_under_way_is_embedded_once_for_every_caller():
+    inner = GatedEmbedder()
+    cached = CachedEmbedder(inner)
+    assert cached.prefetch("how do I export?")  # starts in the background
+    assert not cached.prefetch("how do I export?")  # already under way: not twice
+    await asyncio.sleep(0)
+    waiting = asyncio.ensure_future(cached.embed(["how do I export?", "x"]))  # asks while it is computed
+    await asyncio.sleep(0)
+    inner.gate.set()
+    assert await waiting == [[16.0, 1.0], [1.0, 1.0]]
+    assert inner.calls == [["how do I export?"], ["x"]]  # the question once, by the prefetch
+    assert await cached.embed(["how do I export?"]) == [[16.0, 1.0]] and len(inner.calls) == 2
+    assert not cached.prefetch("how do I export?")  # cached: nothing to start
+    await cached.close()
+
+
+async def test_a_caller_waiting_on_a_failed_embedding_embeds_on_its_own():
+    inner = GatedEmbedder()
+    cached = CachedEmbedder(inner)
+    inner.fail = EmbeddingError("model hiccup")
+    cached.prefetch("q")
+    await asyncio.sleep(0)
+    waiting = asyncio.ensure_future(cached.embed(["q"]))
+    await asyncio.sleep(0)
+    inner.gate.set()
+    assert await waiting == [[1.0, 1.0]]  # not the prefetch's error: its own, successful call
+    assert inner.calls == [["q"], ["q"]]
+
+    inner.gate.clear()
+    cached.prefetch("cancelled")
+    await asyncio.sleep(0)
+    waiting = asyncio.ensure_future(cached.embed(["cancelled"]))
+    await asyncio.sleep(0)
+    await cached.close()  # cancels the prefetch; the waiting caller is not cancelled with it
+    inner.gate.set()
+    assert await waiting == [[9.0, 1.0]]
+
+
+async def test_prefetches_are_bounded():
+    inner = GatedEmbedder()
+    cached = CachedEmbedder(inner, max_prefetching=2)
+    assert [cached.prefetch(t) for t in ("a", "b", "c")] == [True, True, False]
+    inner.gate.set()
+    await asyncio.sleep(0.01)
+    assert cached.prefetch("c")  # room again once the first two are done
+    await cached.close()
+
+
 def test_missing_tokenizer_names_the_install_command(monkeypatch):
     import importlib.resources
 
