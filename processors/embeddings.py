@@ -8,6 +8,7 @@ from a model hub; ``OpenAIEmbedder`` serves any OpenAI-compatible ``/v1/embeddin
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import OrderedDict
 from typing import Protocol, runtime_checkable
@@ -257,14 +258,20 @@ class CachedEmbedder(EmbedderWrapper):
         if text in self._cache or text in self._embedding or len(self._prefetches) >= self.max_prefetching:
             return False
         self.misses += 1
-        task = asyncio.ensure_future(self._fill([text], self._reserve([text])))
+        futures = self._reserve([text])
+        task = asyncio.ensure_future(self._fill([text], futures))
         self._prefetches.add(task)
-        task.add_done_callback(self._prefetch_done)
+        task.add_done_callback(functools.partial(self._prefetch_done, futures))
         self.prefetched += 1
         return True
 
-    def _prefetch_done(self, task: asyncio.Task[dict[str, list[float]]]) -> None:
+    def _prefetch_done(self, futures: dict[str, asyncio.Future[list[float]]], task: asyncio.Task[dict[str, list[float]]]) -> None:
         self._prefetches.discard(task)
+        for text, future in futures.items():  # cancelled before it ever ran: nobody may wait for it forever
+            if not future.done():
+                if self._embedding.get(text) is future:
+                    del self._embedding[text]
+                future.cancel()
         if not task.cancelled() and task.exception() is not None:
             # nobody awaits a prefetch: the call that needs the text embeds it again and sees the error
             log.debug("prefetching an embedding failed: %r", task.exception())

@@ -317,6 +317,12 @@ async def test_a_caller_waiting_on_a_failed_embedding_embeds_on_its_own():
     inner.gate.set()
     assert await waiting == [[9.0, 1.0]]
 
+    cached = CachedEmbedder(inner)
+    cached.prefetch("never ran")
+    waiting = asyncio.ensure_future(cached.embed(["never ran"]))
+    await cached.close()  # the prefetch is cancelled before its first step
+    assert await asyncio.wait_for(waiting, 5) == [[9.0, 1.0]]  # the waiting caller does not hang
+
 
 async def test_prefetches_are_bounded():
     inner = GatedEmbedder()
