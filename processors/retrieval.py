@@ -196,6 +196,24 @@ class Retriever:
             turn, passages=passages, retrieval_ok=True, retrieval_error=None, answerable=answerable
         ), relevance
 
+    def prefetch(self, text: str) -> bool:
+        """Start embedding the query of a turn whose user text is ``text`` before the turn gets here
+        (the worker calls it when enrich admits the turn); True when started.
+
+        Only for a question that stands alone: its query is exactly its own searchable text whatever
+        the history says (``condensed_question``), so nothing is embedded that the turn will not use.
+        A follow-up's query needs the previous message, which enrich is still loading. Only with an
+        embedder that keeps what it computed (``CachedEmbedder.prefetch``). The tenant's model guard
+        still runs before the vector reaches the store.
+        """
+        start = getattr(self.embedder, "prefetch", None)
+        if start is None:
+            return False
+        query = searchable_text(text)
+        if not query.strip() or is_follow_up(query):
+            return False
+        return bool(start(query))
+
     async def warm_up(self, tenant: str, question: str = "How do I get help with my account?") -> None:
         """One lookup before the first turn, so the first users do not pay for the store's connection,
         the tenant's model check and the relevance meter's first passages (1.0-1.3 s for the first

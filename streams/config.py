@@ -187,7 +187,10 @@ class RetrievalSettings(BaseModel):
         default=16,
         description="Most texts merged into one local ONNX run; bounded so a batch (about 4 ms of CPU per text) never becomes the tail.",
     )
-    embedding_batch_wait_ms: float = Field(default=3.0, description="How long a local embed call waits for company.")
+    embedding_batch_wait_ms: float = Field(
+        default=0.0,
+        description="How long a local embed call waits for company; 0 = natural batching (what queued while the model ran).",
+    )
     embedding_base_url: str | None = Field(default=None, description="OpenAI-compatible embeddings API; falls back to llm_base_url.")
     embedding_api_key: SecretStr | None = Field(default=None, description="Falls back to llm_api_key.")
     embedding_dimension: int | None = Field(default=None, description="Vector size of an API model the client does not know.")

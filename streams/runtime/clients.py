@@ -30,7 +30,12 @@ def producer_config(bootstrap: str, **overrides: Any) -> dict[str, Any]:
         "bootstrap.servers": bootstrap,
         "acks": "all",
         "enable.idempotence": True,
-        "linger.ms": 2,
+        # no lingering: every record of a turn is on its critical path (request -> enriched -> retrieved
+        # -> the first provisional piece), and a lone record waited the whole linger at each hop
+        # (measured on a loaded 2-core machine: produce-to-consume p50 4.1 ms at 2 ms, 2.0 ms at 0).
+        # Under load batches still form by themselves: librdkafka fills the next request while up to
+        # five are in flight.
+        "linger.ms": 0,
         "batch.num.messages": 10000,
         # no compression: every consumer must then bring a codec library
         "compression.type": "none",

@@ -54,6 +54,15 @@ class StageWorker:
                               max_backlog=self.settings.stream_buffer_maxsize, chain_key=by_session))
         return lanes
 
+    def _connect_prefetch(self) -> None:
+        """With enrich and retrieve in this process, a question's embedding starts when enrich admits
+        the turn, not when the turn reaches retrieve a Redis trip and a Kafka hop later: it was the
+        largest step before the LLM call (issue 14). Stages in separate processes simply do not overlap."""
+        by_name = {stage.name: stage for stage in self.stages}
+        enrich, retrieve = by_name.get("enrich"), by_name.get("retrieve")
+        if enrich is not None and retrieve is not None and hasattr(retrieve, "prefetch"):
+            enrich.on_admitted = retrieve.prefetch  # type: ignore[attr-defined]
+
     def on_assigned(self, newly: set[tuple[str, int]]) -> None:
         for stage in self.stages:
             stage.on_partitions_assigned(newly)
@@ -65,6 +74,7 @@ class StageWorker:
         for stage in self.stages:
             stage.attach_producer(self.producer, self.codec)  # generate also publishes chat.deltas
             await stage.start(self.codec)
+        self._connect_prefetch()
         consumer = self._consumer or make_consumer(self.settings, self.settings.consumer_group)
         self.runtime = ConsumerRuntime(
             consumer, self.lanes(), grace_s=self.settings.shutdown_grace_s, on_assigned=self.on_assigned,

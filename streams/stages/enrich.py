@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 from opentelemetry.trace import Span
 
@@ -42,6 +43,9 @@ class EnrichStage(ReplyingStage):
 
     name = "enrich"
     input_type = ChatRequest
+    # told about each admitted request before its session is loaded (the worker wires it to its
+    # retrieve stage, which starts embedding the question meanwhile); must not block or raise
+    on_admitted: Callable[[ChatRequest], None] | None = None
 
     async def process(self, request: ChatRequest, msg: InboundMessage, span: Span) -> list[OutboundRecord]:
         started = time.perf_counter()
@@ -56,6 +60,8 @@ class EnrichStage(ReplyingStage):
             span.add_event("rate limited", {"retry_after_s": retry_after})
             text = f"You are sending messages faster than we can answer. Please wait {max(1, round(retry_after))} s and try again."
             return await self._claimed(request, span, self._reply(request, text, Status.RATE_LIMITED))
+        if self.on_admitted is not None:
+            self.on_admitted(request)
         turn = await self.sessions.enrich(request)
         turn.stage_ms[self.name] = int((time.perf_counter() - started) * 1000)
         return [OutboundRecord(self.topics.enriched, request.session_id, turn)]

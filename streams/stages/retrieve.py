@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.trace import Span
 
-from processors.records import ChatTurn
+from processors.records import ChatRequest, ChatTurn
 from streams import metrics
 from streams.codec import Codec
 from streams.message import InboundMessage, OutboundRecord
 from streams.stage import Stage
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -70,6 +73,17 @@ class RetrieveStage(Stage):
 
     async def stop(self) -> None:
         await self.parts.close()
+
+    def prefetch(self, request: ChatRequest) -> None:
+        """A turn of this worker was admitted upstream (enrich): start embedding its question now, so
+        the embedding overlaps enrich's Redis work and the hop to this stage instead of following them
+        (``Retriever.prefetch``: stand-alone questions only, nothing the turn will not use)."""
+        if len(request.text) > self.settings.max_text_chars:
+            return  # enrich rejects it
+        try:
+            self.retriever.prefetch(request.text)
+        except Exception:  # noqa: BLE001 - a head start, never a reason to fail the turn upstream
+            log.warning("could not start embedding a question ahead of retrieval", exc_info=True)
 
     async def process(self, turn: ChatTurn, msg: InboundMessage, span: Span) -> list[OutboundRecord]:
         started = time.perf_counter()

@@ -86,6 +86,49 @@ async def test_batches_are_bounded():
         await embedder.close()
 
 
+async def test_natural_batching_starts_a_lone_call_at_once_and_merges_what_queued_meanwhile(monkeypatch):
+    """The default waits for no company: a call that finds the model idle is handed to the ONNX thread
+    within the loop iterations that follow it (no timer; with the old 3 ms wait it sat in the queue),
+    and the calls that arrive while that run is busy go together into the next run."""
+    embedder = LocalMiniLMEmbedder(max_batch=8)
+    assert embedder.max_wait_s == 0 and Settings().embedding_batch_wait_ms == 0
+    await embedder.warm_up()
+    submitted: list[int] = []  # sizes of the batches handed to the ONNX thread, in order
+    release = threading.Event()
+    real_run = embedder._run_batch
+
+    def gated(texts: list[str]):
+        if not submitted:
+            release.wait(30)  # the first run stays busy until the test lets it go
+        return real_run(texts)
+
+    real_submit = embedder._executor.submit
+
+    def counting_submit(fn, *args):
+        if fn is gated:
+            submitted.append(len(args[0]))
+        return real_submit(fn, *args)
+
+    monkeypatch.setattr(embedder, "_run_batch", gated)
+    monkeypatch.setattr(embedder._executor, "submit", counting_submit)
+    try:
+        lone = asyncio.ensure_future(embedder.embed(["a lone question"]))
+        for _ in range(5):  # a handful of loop iterations, no timer
+            await asyncio.sleep(0)
+            if submitted:
+                break
+        assert submitted == [1]  # handed over without waiting for company
+        later = [asyncio.ensure_future(embedder.embed([f"question {i}"])) for i in range(3)]
+        await asyncio.sleep(0)  # they queue while the first run is busy
+        release.set()
+        vectors = await asyncio.gather(lone, *later)
+        assert submitted == [1, 3]  # what queued meanwhile went together
+        assert all(len(v) == 1 and len(v[0]) == 384 for v in vectors)
+    finally:
+        release.set()
+        await embedder.close()
+
+
 async def test_event_loop_runs_other_tasks_while_onnx_works(model_embedder, monkeypatch):
     texts = ["a paragraph about data export and GDPR deletion requests " * 8] * 64
     ticks = 0
@@ -218,6 +261,77 @@ async def test_cache_serves_repeats_and_evicts_the_oldest():
     await cached.embed(["ccc"])  # evicts "a", the least recently used
     await cached.embed(["a"])
     assert inner.calls[-1] == ["a"] and (cached.hits, cached.misses) == (3, 4)
+
+
+class GatedEmbedder(CountingEmbedder):
+    """Each call blocks until the test opens the gate; ``fail`` makes the next call raise."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.fail: Exception | None = None
+
+    async def embed(self, texts):
+        self.calls.append(list(texts))
+        await self.gate.wait()
+        if self.fail is not None:
+            error, self.fail = self.fail, None
+            raise error
+        return [[float(len(t)), 1.0] for t in texts]
+
+
+async def test_a_text_under_way_is_embedded_once_for_every_caller():
+    inner = GatedEmbedder()
+    cached = CachedEmbedder(inner)
+    assert cached.prefetch("how do I export?")  # starts in the background
+    assert not cached.prefetch("how do I export?")  # already under way: not twice
+    await asyncio.sleep(0)
+    waiting = asyncio.ensure_future(cached.embed(["how do I export?", "x"]))  # asks while it is computed
+    await asyncio.sleep(0)
+    inner.gate.set()
+    assert await waiting == [[16.0, 1.0], [1.0, 1.0]]
+    assert inner.calls == [["how do I export?"], ["x"]]  # the question once, by the prefetch
+    assert await cached.embed(["how do I export?"]) == [[16.0, 1.0]] and len(inner.calls) == 2
+    assert not cached.prefetch("how do I export?")  # cached: nothing to start
+    await cached.close()
+
+
+async def test_a_caller_waiting_on_a_failed_embedding_embeds_on_its_own():
+    inner = GatedEmbedder()
+    cached = CachedEmbedder(inner)
+    inner.fail = EmbeddingError("model hiccup")
+    cached.prefetch("q")
+    await asyncio.sleep(0)
+    waiting = asyncio.ensure_future(cached.embed(["q"]))
+    await asyncio.sleep(0)
+    inner.gate.set()
+    assert await waiting == [[1.0, 1.0]]  # not the prefetch's error: its own, successful call
+    assert inner.calls == [["q"], ["q"]]
+
+    inner.gate.clear()
+    cached.prefetch("cancelled")
+    await asyncio.sleep(0)
+    waiting = asyncio.ensure_future(cached.embed(["cancelled"]))
+    await asyncio.sleep(0)
+    await cached.close()  # cancels the prefetch; the waiting caller is not cancelled with it
+    inner.gate.set()
+    assert await waiting == [[9.0, 1.0]]
+
+    cached = CachedEmbedder(inner)
+    cached.prefetch("never ran")
+    waiting = asyncio.ensure_future(cached.embed(["never ran"]))
+    await cached.close()  # the prefetch is cancelled before its first step
+    assert await asyncio.wait_for(waiting, 5) == [[9.0, 1.0]]  # the waiting caller does not hang
+
+
+async def test_prefetches_are_bounded():
+    inner = GatedEmbedder()
+    cached = CachedEmbedder(inner, max_prefetching=2)
+    assert [cached.prefetch(t) for t in ("a", "b", "c")] == [True, True, False]
+    inner.gate.set()
+    await asyncio.sleep(0.01)
+    assert cached.prefetch("c")  # room again once the first two are done
+    await cached.close()
 
 
 def test_missing_tokenizer_names_the_install_command(monkeypatch):

@@ -104,6 +104,29 @@ async def test_retrieve_scored_gives_the_turn_score_once_computed(fake_kb):
     assert unmeasured.retrieval_ok and no_score is None  # answerability off: nothing measured, no metric
 
 
+
+async def test_prefetch_embeds_a_stand_alone_question_once_and_leaves_follow_ups_alone(fake_kb):
+    from processors.embeddings import CachedEmbedder
+
+    store, inner = fake_kb
+    inner.calls.clear()
+    retriever = Retriever(store, CachedEmbedder(inner), top_k=2, alpha=0.3)
+    question = "How do I reset my password? My ticket is 8f3a9c21-77"  # the id is neither searched nor embedded
+    query = "How do I reset my password? My ticket is"
+    assert retriever.prefetch(question)
+    t = turn(question, history=[("user", "Tell me about the app"), ("assistant", "...")])
+    assert build_query(t) == query
+    out = await retriever.retrieve(t)
+    assert out.passages[0].doc_id == "pw"
+    assert inner.calls == [[query]]  # by the prefetch; the lookup found it
+    assert store.searches[-1][0] == query
+
+    # a follow-up is searched with the previous message, unknown before enrich loaded the session
+    assert not retriever.prefetch("and how much does it cost?")
+    assert not retriever.prefetch("   ")
+    assert inner.calls == [[query]]
+    assert not Retriever(store, inner, top_k=2, alpha=0.3).prefetch(question)  # nowhere to keep it
+
 async def test_store_failure_degrades_the_turn(fake_kb):
     store, embedder = fake_kb
     store.fail = ConnectionError("weaviate down")
