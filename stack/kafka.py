@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import functools
 import logging
+import shlex
 import subprocess
 import uuid
 from pathlib import Path
@@ -142,11 +143,19 @@ class Kafka(Service):
         return self.cluster_id_file.read_text().strip()
 
     def java_command(self, main_class: str, *args: str) -> list[str]:
+        """``java`` with the heap and ``kafka_jvm_options`` (collector, JIT) before the class to run.
+
+        Why not Kafka's own G1 + C2 defaults: this broker lives for a test run or a bench on a small
+        machine, and there C2 kept compiling through every bench (44 % of the broker's CPU on a fresh
+        broker, still 2.3 ms per turn after 200,000 warm-up requests), while C1-only code costs about
+        0.1 ms per turn to compile. The parallel collector has no concurrent threads or G1 barriers for
+        a 512 MB heap to pay for. Measured in the issue-9 broker note (`chatstream bench`, back to back).
+        """
         java = find(JAVA, self.cache)
         if java is None:
             raise StackError("java is not installed; apt-get install -y openjdk-17-jre-headless")
         return [
-            java, f"-Xmx{self.settings.kafka_heap}", "-Xms128m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+            java, f"-Xmx{self.settings.kafka_heap}", "-Xms128m", *shlex.split(self.settings.kafka_jvm_options),
             "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
             f"-Dlog4j.configuration=file:{self.log4j_properties}",
             "-cp", f"{self.libs_dir}/*", main_class, *args,

@@ -73,6 +73,12 @@ class StackSettings(BaseModel):
         description="Go module version of jaeger cut with jaeger_version (the module path has no /v2).",
     )
     kafka_heap: str = Field(default="512m", description="-Xmx of the local Kafka broker.")
+    kafka_jvm_options: str = Field(
+        default="-XX:+UseParallelGC -XX:TieredStopAtLevel=1",
+        description="JVM flags of the local Kafka broker, split like a shell line. The default suits a broker "
+        "that lives for a test run or a bench (C1 JIT only, parallel collector): on a fresh broker C2 compilation "
+        "was half its CPU per turn (bench). A broker meant to run for days: -XX:+UseG1GC -XX:MaxGCPauseMillis=20.",
+    )
     kafka_brokers: int = Field(
         default=1,
         description="Nodes of the local KRaft cluster (`stack up --brokers 3`); node i listens on "

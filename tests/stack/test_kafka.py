@@ -147,6 +147,24 @@ def test_server_properties_follow_settings(tmp_path) -> None:
     assert props["log.dirs"] == str(tmp_path.resolve() / "kafka" / "data")
 
 
+def test_broker_jvm_flags_follow_settings(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The JVM flags come from ``kafka_jvm_options`` (C1 and the parallel collector unless overridden),
+    before the main class, for the broker and for its storage formatting alike."""
+    monkeypatch.setattr("stack.kafka.find", lambda tool, cache: "/usr/bin/java")
+    monkeypatch.delenv("CHATSTREAM_KAFKA_JVM_OPTIONS", raising=False)
+    command = Kafka(Settings(home=tmp_path)).command()
+    main = command.index("kafka.Kafka")
+    assert {"-XX:+UseParallelGC", "-XX:TieredStopAtLevel=1"} <= set(command[:main])
+    assert "-XX:+UseG1GC" not in command
+
+    settings = Settings(home=tmp_path, kafka_jvm_options="-XX:+UseG1GC  -XX:MaxGCPauseMillis=20")
+    formatting = Kafka(settings).java_command("kafka.tools.StorageTool", "format")
+    main = formatting.index("kafka.tools.StorageTool")
+    assert {"-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20"} <= set(formatting[:main])
+    assert not {"-XX:+UseParallelGC", "-XX:TieredStopAtLevel=1"} & set(formatting)
+    assert formatting[main + 1:] == ["format"]
+
+
 @pytest.mark.stack
 def test_probe_answers_on_the_running_broker(settings: Settings) -> None:
     Kafka(settings).probe()  # the admin client comes from streams.runtime.clients; no NotReady
