@@ -76,11 +76,18 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-def bench_requests(turns: int, sessions: int, *, tenant: str | None = None, web: bool = False) -> tuple[list[str], list]:
+def bench_requests(
+    turns: int, sessions: int, *, tenant: str | None = None, web: bool = False, tag: str | None = None
+) -> tuple[list[str], list]:
     """(session ids, requests): ``turns`` turns spread round-robin over ``sessions`` fresh sessions.
 
     ``web``: web sessions of ``tenant`` (``--sse`` reads them through a gateway, as a browser would).
+    ``tag`` makes the texts this run's own: query vectors are shared through Redis for a day, so a
+    text seen by an earlier run (or by the pipeline before its ``--baseline``) would skip the model
+    and make that run look cheaper than the one before it. Five digits, as ``searchable_text`` keeps
+    them (longer digit runs and hex read as ids and are dropped from the query).
     """
+    tag = tag or f"{uuid.uuid4().int % 90000 + 10000}"
     from streams.client import new_request
 
     if web:
@@ -89,7 +96,7 @@ def bench_requests(turns: int, sessions: int, *, tenant: str | None = None, web:
         session_ids = [f"bench:{uuid.uuid4().hex[:8]}" for _ in range(sessions)]
     extra = {"tenant": tenant} if tenant is not None else {}
     requests = [
-        new_request(f"How do I export my data? (turn {i})", session_ids[i % sessions], user_id=f"bench-{i % sessions}",
+        new_request(f"How do I export my data? (turn {i} of run {tag})", session_ids[i % sessions], user_id=f"bench-{i % sessions}",
                     channel="web" if web else "bench", **extra)
         for i in range(turns)
     ]
@@ -418,7 +425,7 @@ def run(args, settings: Settings) -> int:
             from streams import tracing
 
             tracing.setup_tracing(bench_settings, f"{bench_settings.service_name}-baseline")
-            _, requests = bench_requests(args.turns, sessions, tenant=bench_settings.tenant)
+            _, requests = bench_requests(args.turns, sessions, tenant=bench_settings.tenant)  # its own texts
             meter = CpuMeter({**services, "llm": [llm.proc.pid], "bench": [os.getpid()]})
             baseline = asyncio.run(run_baseline(bench_settings, requests, args.rate, args.timeout, meter))
             tracing.shutdown_tracing()
