@@ -8,8 +8,7 @@ the record headers, runs its work inside a CONSUMER span parented by it, and inj
 from __future__ import annotations
 
 import hashlib
-from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Sequence
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -124,18 +123,17 @@ def hash_user(user_id: str, include_content: bool = False) -> str:
     return hashlib.sha256(user_id.encode()).hexdigest()[:16]
 
 
-@contextmanager
 def consumer_span(
     topic: str,
     headers: Sequence[tuple[str, bytes | None]] | None,
     attributes: dict[str, object],
-) -> Iterator[Span]:
-    """``<topic> process`` as a child of the producer's context, current for the handler's work."""
-    with active_span(
+) -> active_span:
+    """``<topic> process`` as a child of the producer's context, current for the handler's work
+    (``with consumer_span(...) as span``; the span starts here, as the ``with`` begins)."""
+    return active_span(
         tracer("chatstream.streams"), f"{topic} process", context=extract(headers), kind=SpanKind.CONSUMER,
         attributes=attributes,
-    ) as span:
-        yield span
+    )
 
 
 def process_attributes(
