@@ -15,6 +15,8 @@ from typing import Callable, Protocol, runtime_checkable
 
 from opentelemetry import trace
 
+from processors.spans import active_span
+
 from processors.backoff import RetryDeadlineExceeded, retry_transient
 from processors.embedding_errors import EmbeddingError, EmbeddingUnavailable
 from processors.secrets import plain_secret as secret
@@ -86,10 +88,10 @@ class OpenAIEmbedder:
         if not texts:
             return []
         out: list[list[float]] = []
-        with tracer.start_as_current_span("embeddings embed") as span:
-            span.set_attribute("chatstream.embedding.provider", self.name)
-            span.set_attribute("chatstream.embedding.model", self.model)
-            span.set_attribute("chatstream.embedding.texts", len(texts))
+        with active_span(tracer, "embeddings embed", attributes={
+            "chatstream.embedding.provider": self.name, "chatstream.embedding.model": self.model,
+            "chatstream.embedding.texts": len(texts),
+        }) as span:
             for start in range(0, len(texts), self.max_batch):
                 chunk = [t if t.strip() else " " for t in texts[start : start + self.max_batch]]
                 response = await self._create(chunk, span)

@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 from opentelemetry import trace
 
+from processors.spans import active_span
+
 from processors.embedding_errors import EmbeddingError
 
 tracer = trace.get_tracer("chatstream.embeddings")
@@ -191,9 +193,9 @@ class LocalMiniLMEmbedder:
             raise TypeError("embed() takes a list of texts, not a string")
         if not texts:
             return []
-        with tracer.start_as_current_span("embeddings embed") as span:
-            span.set_attribute("chatstream.embedding.provider", self.name)
-            span.set_attribute("chatstream.embedding.texts", len(texts))
+        with active_span(tracer, "embeddings embed", attributes={
+            "chatstream.embedding.provider": self.name, "chatstream.embedding.texts": len(texts),
+        }):
             queue = self._ensure_worker()
             loop = asyncio.get_running_loop()
             futures = []

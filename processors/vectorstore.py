@@ -28,6 +28,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from opentelemetry import trace
 
+from processors.spans import active_span
+
 from processors.records import Passage
 from processors.search_profile import SearchProfile
 
@@ -326,11 +328,10 @@ class WeaviateStore:
         collection = await self._collection(tenant)
         if self.profile.vector_first:
             return await self._vector_first_search(collection, query, vector, tenant=tenant, k=k, alpha=alpha)
-        with tracer.start_as_current_span("weaviate hybrid_search") as span:
-            span.set_attribute("db.system", "weaviate")
-            span.set_attribute("chatstream.tenant", tenant)
-            span.set_attribute("chatstream.retrieval.k", k)
-            span.set_attribute("chatstream.retrieval.alpha", alpha)
+        with active_span(tracer, "weaviate hybrid_search", attributes={
+            "db.system": "weaviate", "chatstream.tenant": tenant, "chatstream.retrieval.k": k,
+            "chatstream.retrieval.alpha": alpha,
+        }) as span:
             result = await collection.query.hybrid(
                 **self.profile.hybrid_kwargs(query),  # query text, BM25 properties, fusion (search_profile.py)
                 vector=vector,
@@ -348,10 +349,10 @@ class WeaviateStore:
 
         from processors.bm25_rerank import bm25_scores, relative_score_fusion
 
-        with tracer.start_as_current_span("weaviate near_vector") as span:
-            span.set_attribute("db.system", "weaviate")
-            span.set_attribute("chatstream.tenant", tenant)
-            span.set_attribute("chatstream.retrieval.candidates", self.profile.vector_first)
+        with active_span(tracer, "weaviate near_vector", attributes={
+            "db.system": "weaviate", "chatstream.tenant": tenant,
+            "chatstream.retrieval.candidates": self.profile.vector_first,
+        }):
             result = await collection.query.near_vector(
                 near_vector=vector,
                 limit=max(k, self.profile.vector_first),

@@ -341,6 +341,11 @@ class ObservabilitySettings(BaseModel):
     service_name: str = "chatstream"
     trace_sample_ratio: float = 1.0
     trace_include_content: bool = False
+    trace_exporter: Literal["lean", "sdk"] = Field(
+        default="lean",
+        description="OTLP/gRPC span export: `lean` writes the protobuf directly (streams/otlp_encoding.py, same "
+        "bytes, about a third of the CPU per span), `sdk` is the OpenTelemetry SDK's OTLPSpanExporter.",
+    )
     metrics_port: int = 9464
     gateway_metrics_port: int = Field(
         default=9465, description="Prometheus endpoint of `chatstream gateway` (feedback counts); 0 turns it off."

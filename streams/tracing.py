@@ -8,12 +8,13 @@ the record headers, runs its work inside a CONSUMER span parented by it, and inj
 from __future__ import annotations
 
 import hashlib
-from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Sequence
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from processors.spans import active_span
 
 TRACE_HEADERS = ("traceparent", "tracestate", "baggage")
 
@@ -36,37 +37,48 @@ def setup_tracing(settings, service_name: str | None = None) -> None:
     trace.set_tracer_provider(provider)
     _configured = True
     if settings.otlp_endpoint:
-        ensure_otlp_export(settings.otlp_endpoint)
+        ensure_otlp_export(settings.otlp_endpoint, settings.trace_exporter)
 
 
 _exporting_to: set[str] = set()
 
 
-def ensure_otlp_export(endpoint: str) -> None:
+def ensure_otlp_export(endpoint: str, exporter: str = "lean") -> None:
     """Export this process's spans to ``endpoint`` (once), even if tracing was set up without it.
 
     The global tracer provider can be installed only once per process; a process that hosts several
-    components (the test suite, say) may have installed it first without an exporter.
+    components (the test suite, say) may have installed it first without an exporter. ``exporter``:
+    ``lean`` (``streams.otlp_exporter``: the same OTLP/gRPC bytes for about a third of the CPU per
+    span) or ``sdk`` (the SDK's ``OTLPSpanExporter``), settings field ``trace_exporter``.
     """
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     provider = trace.get_tracer_provider()
     if endpoint in _exporting_to or not isinstance(provider, TracerProvider):
         return
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    if exporter == "sdk":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-    # 100 % of turns are traced (about 15 spans each): a queue of several seconds of spans at full
-    # load so a burst or a slow collector does not drop spans; one export request carries up to 1024
-    provider.add_span_processor(
-        BatchSpanProcessor(
-            OTLPSpanExporter(endpoint=endpoint, insecure=True),
-            schedule_delay_millis=500,
-            max_queue_size=16384,
-            max_export_batch_size=1024,
-        )
-    )
+        span_exporter = OTLPSpanExporter(endpoint=endpoint, insecure=True)
+    else:
+        from streams.otlp_exporter import LeanOTLPSpanExporter
+
+        span_exporter = LeanOTLPSpanExporter(endpoint, insecure=True)
+    provider.add_span_processor(batch_span_processor(span_exporter))
     _exporting_to.add(endpoint)
+
+
+def batch_span_processor(exporter):  # type: ignore[no-untyped-def]
+    """The export queue every process uses (``chatstream dev tracing-cpu`` measures with it too).
+
+    100 % of turns are traced (about 12 worker spans each): a queue of several seconds of spans at
+    full load so a burst or a slow collector does not drop spans; one export request carries up to
+    1024 spans, every 500 ms at most, so at ~100 turns/s a request carries ~600 spans and the
+    per-request cost (one gRPC call) is spread thin.
+    """
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    return BatchSpanProcessor(exporter, schedule_delay_millis=500, max_queue_size=16384, max_export_batch_size=1024)
 
 
 def shutdown_tracing() -> None:
@@ -111,18 +123,17 @@ def hash_user(user_id: str, include_content: bool = False) -> str:
     return hashlib.sha256(user_id.encode()).hexdigest()[:16]
 
 
-@contextmanager
 def consumer_span(
     topic: str,
     headers: Sequence[tuple[str, bytes | None]] | None,
     attributes: dict[str, object],
-) -> Iterator[Span]:
-    """``<topic> process`` as a child of the producer's context, current for the handler's work."""
-    parent = extract(headers)
-    with tracer("chatstream.streams").start_as_current_span(
-        f"{topic} process", context=parent, kind=SpanKind.CONSUMER, attributes=attributes  # type: ignore[arg-type]
-    ) as span:
-        yield span
+) -> active_span:
+    """``<topic> process`` as a child of the producer's context, current for the handler's work
+    (``with consumer_span(...) as span``; the span starts here, as the ``with`` begins)."""
+    return active_span(
+        tracer("chatstream.streams"), f"{topic} process", context=extract(headers), kind=SpanKind.CONSUMER,
+        attributes=attributes,
+    )
 
 
 def process_attributes(

@@ -41,12 +41,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cpu.add_argument("--concurrency", type=int, default=16, help="calls in flight at once")
     cpu.add_argument("--tokens", type=int, default=60, help="tokens per streamed answer")
     cpu.set_defaults(handler=run_llm_client_cpu)
+    tracing_cpu = dev_sub.add_parser(
+        "tracing-cpu",
+        help="tracing CPU per turn: one turn's spans created, ended and exported to the OTLP endpoint; "
+        "start_as_current_span vs active_span, the SDK's OTLP exporter vs the lean one, in one run",
+    )
+    tracing_cpu.add_argument("--turns", type=int, default=2000, help="turns per round and combination")
+    tracing_cpu.add_argument("--rounds", type=int, default=5, help="rounds (the median is reported)")
+    tracing_cpu.set_defaults(handler=run_tracing_cpu)
 
 
 def run_llm_client_cpu(args: argparse.Namespace, settings: object) -> int:
     from streams.dev.llm_client_cpu import main
 
     return main(args.calls, args.concurrency, args.tokens)
+
+
+def run_tracing_cpu(args: argparse.Namespace, settings) -> int:  # type: ignore[no-untyped-def]
+    from streams.dev.tracing_cpu import main
+
+    if not settings.otlp_endpoint:
+        raise CommandError("tracing-cpu exports to CHATSTREAM_OTLP_ENDPOINT: set it (a running Jaeger)")
+    return main(settings.otlp_endpoint, args.turns, args.rounds)
 
 
 def run_llm_server(args: argparse.Namespace, settings: object) -> int:

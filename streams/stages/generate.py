@@ -54,9 +54,11 @@ class GenerateStage(Stage):
                 span.set_attribute("gen_ai.response.time_to_first_token", deltas.first_shown_ms / 1000)
                 metrics.time_to_first_token(deltas.first_shown_ms, turn.provider or "none")
             span.set_attribute("chatstream.generation.deltas", deltas.seq)
-        span.set_attribute("gen_ai.request.model", turn.model)
-        span.set_attribute("chatstream.generation.provider", turn.provider)
-        span.set_attribute("chatstream.generation.degraded", turn.degraded)
+        span.set_attributes({
+            "gen_ai.request.model": turn.model,
+            "chatstream.generation.provider": turn.provider,
+            "chatstream.generation.degraded": turn.degraded,
+        })
         metrics.llm_call(turn.provider or "none", "degraded" if turn.degraded else "ok")
         if turn.generation_error:
             span.add_event("generation degraded", {"error": turn.generation_error})

@@ -88,11 +88,13 @@ class RetrieveStage(Stage):
     async def process(self, turn: ChatTurn, msg: InboundMessage, span: Span) -> list[OutboundRecord]:
         started = time.perf_counter()
         turn, relevance = await self.retriever.retrieve_scored(turn)  # absolute, unlike the normalised score
-        span.set_attribute("chatstream.retrieval.ok", turn.retrieval_ok)
-        span.set_attribute("chatstream.retrieval.passages", len(turn.passages))
+        span.set_attributes({
+            "chatstream.retrieval.ok": turn.retrieval_ok,
+            "chatstream.retrieval.passages": len(turn.passages),
+            "chatstream.retrieval.answerable": turn.answerable,
+        })
         if relevance is not None:
             metrics.retrieval_score(relevance)
-        span.set_attribute("chatstream.retrieval.answerable", turn.answerable)
         if not turn.retrieval_ok:
             span.add_event("retrieval failed", {"error": turn.retrieval_error or ""})
         turn.stage_ms[self.name] = int((time.perf_counter() - started) * 1000)

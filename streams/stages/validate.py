@@ -42,8 +42,9 @@ class ValidateStage(ReplyingStage):
         response.stage_ms[self.name] = int((time.perf_counter() - started) * 1000)
         for rule in verdict.failed_rules:
             metrics.validation_failed(rule)
-        span.set_attribute("chatstream.reply.status", response.status.value)
-        span.set_attribute("chatstream.reply.groundedness", response.groundedness)
+        span.set_attributes(
+            {"chatstream.reply.status": response.status.value, "chatstream.reply.groundedness": response.groundedness}
+        )
         if verdict.failed_rules:
             span.add_event("validation failed", {"rules": list(verdict.failed_rules)})
         if response.status in (Status.BLOCKED, Status.ESCALATED):
