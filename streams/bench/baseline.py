@@ -4,9 +4,10 @@ Why: "the pipeline costs X ms of CPU per turn" means little without what the wor
 baseline builds the processors exactly as the stages do (``SessionStore`` on the worker's Redis
 client, the retriever with its embedder and Weaviate store, the generator, the validator) and runs
 each turn through enrich -> retrieve -> generate -> validate with the same Redis calls (admission:
-duplicate check, rate token and session load in one; reply marker, reply record), the same in-flight bound per stage
-and the same order per session, but no Kafka, no Avro and no stage runtime. What remains between
-``chatstream bench`` and ``chatstream bench --baseline`` is what Kafka and the runtime cost.
+duplicate check, rate token and session load in one call; reply marker, reply record), the same
+in-flight bound per stage and the same order per session, but no Kafka, no Avro and no stage runtime.
+What remains between ``chatstream bench`` and ``chatstream bench --baseline`` is what Kafka and the
+runtime cost.
 
 Tracing is on as in the worker: the processors' own spans (Redis, embedding, Weaviate, LLM) and one
 span per stage under a root span per turn, exported to the same endpoint.

@@ -67,7 +67,8 @@ def _request(text: str, session: str, user: str = "u1") -> ChatRequest:
 async def _process(stage: EnrichStage, request: ChatRequest):  # type: ignore[no-untyped-def]
     """What the stage runner does around ``process``: a consumer span per turn, current while it runs."""
     msg = InboundMessage(stage.topics.inbound, 0, 0, request.session_id.encode(), b"")
-    with stage.test_tracer.start_as_current_span(f"{stage.topics.inbound} process", kind=SpanKind.CONSUMER) as span:  # type: ignore[attr-defined]
+    tracer = stage.test_tracer  # type: ignore[attr-defined]
+    with tracer.start_as_current_span(f"{stage.topics.inbound} process", kind=SpanKind.CONSUMER) as span:
         return await stage.process(request, msg, span)
 
 
