@@ -1,10 +1,10 @@
 """Session state in Redis: history, rolling summary, failure count, rate limit, reply markers.
 
-Everything a turn needs from Redis is one Lua script per turn (``processors.session_scripts``), and
-the calls of many in-flight turns share one pipeline, because Redis sits on the path of every turn
-and round trips are what limit the enrich stage's throughput. Lua makes each step atomic: a
-reprocessed request (same ``message_id`` after a crash) finds its own turn already appended and does
-not append it twice.
+Everything the enrich stage needs from Redis for a turn is one Lua script (``admit``: duplicate
+check, rate token, append and load; ``processors.session_scripts``), and the calls of many in-flight
+turns share one pipeline, because Redis sits on the path of every turn and round trips are what limit
+the enrich stage's throughput. Lua makes each step atomic: a reprocessed request (same ``message_id``
+after a crash) finds its own turn already appended and does not append it twice.
 
 Keys (``{session_id}`` is a Redis Cluster hash tag, so one session's keys share a slot):
 
@@ -16,6 +16,12 @@ Keys (``{session_id}`` is a Redis Cluster hash tag, so one session's keys share 
 - ``<prefix>replied:<message_id>``  exactly-one-reply marker, TTL ``idempotency_ttl_s``
 - ``<prefix>claim:<message_id>``    ``<owner>:<token>`` of the stage about to produce the reply (short TTL)
 - ``<prefix>claimseq:<message_id>`` the fencing-token counter of that message id
+
+Redis Cluster is not supported: the client is a plain ``redis.asyncio.Redis``, and the scripts take keys
+of several slots (``admit``: the reply marker, the user's bucket and the session's keys; the reply
+claim: marker, claim and counter), which a cluster refuses (CROSSSLOT). Every key a script touches
+is passed in KEYS, so supporting a cluster is a key-naming change (the marker, claim and counter keyed
+by a ``{session_id}`` tag, the bucket checked in its own call), with a migration of the markers.
 
 The session keys share a TTL that every turn refreshes. A "turn" of the history is one message
 (a user or an assistant message), so ``history_turns=8`` keeps four exchanges verbatim; older
@@ -50,7 +56,7 @@ from redis.exceptions import NoScriptError
 
 from processors.coalesce import Coalescer
 from processors.records import ChatRequest, ChatResponse, ChatTurn, HistoryTurn, Status, now_ms
-from processors.session_scripts import CLAIM_REPLY, ENRICH, MARK_CLAIMED, RECORD, TOKEN_BUCKET
+from processors.session_scripts import ADMIT, CLAIM_REPLY, ENRICH, MARK_CLAIMED, RECORD, TOKEN_BUCKET
 
 tracer = trace.get_tracer("chatstream.session")
 
@@ -123,10 +129,12 @@ class SessionStore:
         self._bucket = redis.register_script(TOKEN_BUCKET)
         self._claim = redis.register_script(CLAIM_REPLY)
         self._mark_claimed = redis.register_script(MARK_CLAIMED)
+        self._admit = redis.register_script(ADMIT)
         # who holds a reply claim: unique per store (one per stage of a worker process), readable in Redis
         self.owner = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
         self._scripts_loaded = False
         self._enrich_co: Coalescer[ChatRequest, ChatTurn] = Coalescer(self._enrich_batch)
+        self._admit_co: Coalescer[ChatRequest, Admission] = Coalescer(self._admit_batch)
         self._record_co: Coalescer[tuple[ChatRequest, ChatResponse], None] = Coalescer(self._record_batch)
         self._bucket_co: Coalescer[str, tuple[bool, float]] = Coalescer(self._bucket_batch)
         self._replied_co: Coalescer[str, bool] = Coalescer(self._replied_batch)
@@ -181,7 +189,7 @@ class SessionStore:
         """
         for attempt in (1, 2):
             if not self._scripts_loaded:
-                for script in (self._enrich, self._record, self._bucket, self._claim, self._mark_claimed):
+                for script in (self._admit, self._enrich, self._record, self._bucket, self._claim, self._mark_claimed):
                     script.sha = await self.redis.script_load(script.script)
                 self._scripts_loaded = True
             try:
@@ -194,6 +202,51 @@ class SessionStore:
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+    # --- admit: duplicate check, rate token and enrich in one call ------------------------------
+    async def admit(self, request: ChatRequest) -> Admission:
+        """What the enrich stage asks per turn, in one script and one round trip (shared by the turns in
+        flight): ``replied`` (a reply exists: drop the repeat), ``rate_limited`` (no token: the message
+        is not appended) or ``admitted`` with the turn and its session context, as ``enrich`` returns.
+
+        The same steps, keys and TTLs as ``is_replied``, ``take_rate_token`` and ``enrich`` one after
+        the other, except that a message admitted before (a redelivery, a re-sent batch) takes no
+        second rate token. Idempotent like ``enrich``: a caller may retry it after any error.
+        """
+        with self._span("redis session.admit", "EVALSHA", 1, request.session_id) as span:
+            admission = await self._one(self._admit_co, self._admit_batch, request, span)
+            span.set_attribute("chatstream.admission", admission.outcome)
+            return admission
+
+    async def admit_many(self, requests: Sequence[ChatRequest]) -> list[Admission]:
+        """``admit`` for a batch in one round trip; turns of one session must come in order."""
+        if not requests:
+            return []
+        with self._span("redis session.admit", "EVALSHA", len(requests)):
+            return await self._admit_batch(list(requests))
+
+    async def _admit_batch(self, requests: list[ChatRequest]) -> list[Admission]:
+        rate = self.rate_per_minute / 60.0
+        calls = [
+            (
+                self._admit,
+                [self._replied_key(req.message_id), self._bucket_key(req.user_id), *self._session_keys(req.session_id)],
+                [self.burst, rate, *self._enrich_args(req)],
+            )
+            for req in requests
+        ]
+        admissions = []
+        for req, (outcome, *rest) in zip(requests, await self._run_scripts(calls)):
+            outcome = _text(outcome)
+            if outcome == "admitted":
+                admissions.append(Admission(outcome, turn=self._turn(req, rest)))
+            elif outcome == "rate_limited":
+                admissions.append(Admission(outcome, retry_after_s=float(_text(rest[0]))))
+            elif outcome == "replied":
+                admissions.append(Admission(outcome))
+            else:
+                raise RuntimeError(f"the admit script answered {outcome!r}")
+        return admissions
 
     # --- enrich ---------------------------------------------------------------------------------
     async def enrich(self, request: ChatRequest) -> ChatTurn:
@@ -209,34 +262,32 @@ class SessionStore:
             return await self._enrich_batch(list(requests))
 
     async def _enrich_batch(self, requests: list[ChatRequest]) -> list[ChatTurn]:
-        calls = [
-            (
-                self._enrich,
-                self._session_keys(req.session_id),
-                [
-                    req.message_id,
-                    _turn_json("user", req.message_id, req.text, req.sent_at or now_ms()),
-                    _turn_prefix("user", req.message_id),
-                    self.history_turns,
-                    self.session_ttl_s,
-                    self.summary_max_chars,
-                    self._piece_cap,
-                ],
-            )
-            for req in requests
-        ]
+        calls = [(self._enrich, self._session_keys(req.session_id), self._enrich_args(req)) for req in requests]
         results = await self._run_scripts(calls)
-        turns = []
-        for req, (_fresh, summary, failures, *history) in zip(requests, results):
-            turns.append(
-                ChatTurn(
-                    request=req,
-                    history=[_history_turn(raw) for raw in history],
-                    summary=_text(summary),
-                    session_failures=int(_text(failures) or 0),
-                )
-            )
-        return turns
+        return [self._turn(req, result) for req, result in zip(requests, results)]
+
+    def _enrich_args(self, req: ChatRequest) -> list[Any]:
+        """ARGV of the ENRICH script (the ADMIT script's after its two rate-limit arguments)."""
+        return [
+            req.message_id,
+            _turn_json("user", req.message_id, req.text, req.sent_at or now_ms()),
+            _turn_prefix("user", req.message_id),
+            self.history_turns,
+            self.session_ttl_s,
+            self.summary_max_chars,
+            self._piece_cap,
+        ]
+
+    @staticmethod
+    def _turn(req: ChatRequest, result: list[Any]) -> ChatTurn:
+        """The turn from ENRICH's answer: {fresh, summary, failures, history_json...}."""
+        _fresh, summary, failures, *history = result
+        return ChatTurn(
+            request=req,
+            history=[_history_turn(raw) for raw in history],
+            summary=_text(summary),
+            session_failures=int(_text(failures) or 0),
+        )
 
     # --- record the reply -----------------------------------------------------------------------
     async def record_reply(self, request: ChatRequest, response: ChatResponse) -> None:
@@ -413,6 +464,15 @@ class SessionStore:
 def redis_key_prefix(topic_prefix: str) -> str:
     """Redis key prefix of a topic namespace: ``cs:`` for production, ``cs:<prefix>`` otherwise."""
     return f"cs:{topic_prefix}" if topic_prefix else "cs:"
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The answer to :meth:`SessionStore.admit`."""
+
+    outcome: str  # "admitted" | "replied" | "rate_limited"
+    turn: ChatTurn | None = None  # when admitted: the request with its session context
+    retry_after_s: float = 0.0  # when rate limited: seconds until the user's next token
 
 
 @dataclass(frozen=True)

@@ -84,28 +84,59 @@ local function find_turn(all, prefix)
 end
 """
 
+# The user message appended once per message id (its 'u:' id in the session's id set), the window
+# rolled and the session's TTL refreshed. Returns {fresh, summary, failures, history_json...}: the
+# history up to the message (a reprocessed older turn sees only what came before it).
+LUA_ENRICH_TURN = r"""
+local function enrich_turn(turns, meta, ids, message_id, turn_json, user_prefix, n, ttl, max_chars, piece_cap)
+  local all = redis.call('LRANGE', turns, 0, -1)
+  local fresh = redis.call('SADD', ids, 'u:' .. message_id)
+  local upto = #all
+  if fresh == 1 then
+    redis.call('RPUSH', turns, turn_json)
+    roll(turns, meta, ids, n + 1, max_chars, piece_cap)
+  else
+    local i = find_turn(all, user_prefix)
+    if i ~= nil then upto = i - 1 end
+  end
+  local m = redis.call('HMGET', meta, 'summary', 'failures')
+  redis.call('EXPIRE', turns, ttl)
+  redis.call('EXPIRE', meta, ttl)
+  redis.call('EXPIRE', ids, ttl)
+  local out = {fresh, m[1] or '', m[2] or '0'}
+  for i = math.max(1, upto - n + 1), upto do out[#out + 1] = all[i] end
+  return out
+end
+"""
+
+# Token bucket on server time, so clients' clocks do not matter; a denial spends no token.
+# Returns allowed (1 or 0), seconds until a token is available (0 when allowed).
+LUA_TAKE_TOKEN = r"""
+local function take_token(key, cap, rate)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+  local v = redis.call('HMGET', key, 'tokens', 'ts')
+  local tokens, ts = tonumber(v[1]), tonumber(v[2])
+  if tokens == nil or ts == nil then tokens, ts = cap, now end
+  tokens = math.min(cap, tokens + math.max(0, now - ts) * rate)
+  local allowed, retry = 0, 0
+  if tokens >= 1 then
+    tokens = tokens - 1
+    allowed = 1
+  else
+    retry = (1 - tokens) / rate
+  end
+  redis.call('HSET', key, 'tokens', tostring(tokens), 'ts', tostring(now))
+  redis.call('EXPIRE', key, math.ceil(cap / rate) + 1)
+  return allowed, retry
+end
+"""
+
 # KEYS: turns, meta, ids.  ARGV: message_id, turn_json, user_prefix, n, ttl, max_chars, piece_cap
 # Returns {fresh, summary, failures, history_json...}
-ENRICH = LUA_HELPERS + r"""
-local turns, meta, ids = KEYS[1], KEYS[2], KEYS[3]
-local n, ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
-local all = redis.call('LRANGE', turns, 0, -1)
-local fresh = redis.call('SADD', ids, 'u:' .. ARGV[1])
-local upto = #all
-if fresh == 1 then
-  redis.call('RPUSH', turns, ARGV[2])
-  roll(turns, meta, ids, n + 1, tonumber(ARGV[6]), tonumber(ARGV[7]))
-else
-  local i = find_turn(all, ARGV[3])
-  if i ~= nil then upto = i - 1 end
-end
-local m = redis.call('HMGET', meta, 'summary', 'failures')
-redis.call('EXPIRE', turns, ttl)
-redis.call('EXPIRE', meta, ttl)
-redis.call('EXPIRE', ids, ttl)
-local out = {fresh, m[1] or '', m[2] or '0'}
-for i = math.max(1, upto - n + 1), upto do out[#out + 1] = all[i] end
-return out
+ENRICH = LUA_HELPERS + LUA_ENRICH_TURN + r"""
+return enrich_turn(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3],
+                   tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]))
 """
 
 # KEYS: turns, meta, ids.  ARGV: message_id, turn_json, user_prefix, n, ttl, max_chars, piece_cap,
@@ -140,26 +171,31 @@ redis.call('EXPIRE', ids, ttl)
 return {fresh, redis.call('HGET', meta, 'failures') or '0'}
 """
 
-# KEYS: bucket.  ARGV: capacity, refill per second.  Server time, so clients' clocks do not matter.
-# Returns {allowed, retry_after_s as string}
-TOKEN_BUCKET = r"""
-local cap, rate = tonumber(ARGV[1]), tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local v = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens, ts = tonumber(v[1]), tonumber(v[2])
-if tokens == nil or ts == nil then tokens, ts = cap, now end
-tokens = math.min(cap, tokens + math.max(0, now - ts) * rate)
-local allowed, retry = 0, 0
-if tokens >= 1 then
-  tokens = tokens - 1
-  allowed = 1
-else
-  retry = (1 - tokens) / rate
-end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
-redis.call('EXPIRE', KEYS[1], math.ceil(cap / rate) + 1)
+# KEYS: bucket.  ARGV: capacity, refill per second.  Returns {allowed, retry_after_s as string}
+TOKEN_BUCKET = LUA_TAKE_TOKEN + r"""
+local allowed, retry = take_token(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))
 return {allowed, tostring(retry)}
+"""
+
+# Admission and enrichment of one turn in one call, what the enrich stage does per turn:
+# 1. a reply marker exists: {'replied'}, nothing written (the repeat gets no second reply);
+# 2. else a rate token, unless this message was admitted before (its 'u:' id is in the session's id
+#    set: a redelivery after a crash, or a batch re-sent after an error, is not charged twice); no
+#    token: {'rate_limited', retry_after_s as string}, the message is NOT appended;
+# 3. else ENRICH: {'admitted', fresh, summary, failures, history_json...}.
+# The same keys, values and TTLs as the three separate calls (EXISTS, TOKEN_BUCKET, ENRICH), so
+# workers of the previous release running alongside read and write the same state.
+# KEYS: replied, bucket, turns, meta, ids.  ARGV: capacity, refill per second, then ENRICH's ARGV.
+ADMIT = LUA_HELPERS + LUA_ENRICH_TURN + LUA_TAKE_TOKEN + r"""
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'replied'} end
+if redis.call('SISMEMBER', KEYS[5], 'u:' .. ARGV[3]) == 0 then
+  local allowed, retry = take_token(KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]))
+  if allowed == 0 then return {'rate_limited', tostring(retry)} end
+end
+local out = enrich_turn(KEYS[3], KEYS[4], KEYS[5], ARGV[3], ARGV[4], ARGV[5],
+                        tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]))
+table.insert(out, 1, 'admitted')
+return out
 """
 
 # A per-message claim with a fencing token, taken right before a reply is produced.

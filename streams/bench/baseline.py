@@ -3,10 +3,11 @@
 Why: "the pipeline costs X ms of CPU per turn" means little without what the work itself costs. The
 baseline builds the processors exactly as the stages do (``SessionStore`` on the worker's Redis
 client, the retriever with its embedder and Weaviate store, the generator, the validator) and runs
-each turn through enrich -> retrieve -> generate -> validate with the same Redis calls (duplicate
-check, rate token, session load, reply marker, reply record), the same in-flight bound per stage
-and the same order per session, but no Kafka, no Avro and no stage runtime. What remains between
-``chatstream bench`` and ``chatstream bench --baseline`` is what Kafka and the runtime cost.
+each turn through enrich -> retrieve -> generate -> validate with the same Redis calls (admission:
+duplicate check, rate token and session load in one call; reply marker, reply record), the same
+in-flight bound per stage and the same order per session, but no Kafka, no Avro and no stage runtime.
+What remains between ``chatstream bench`` and ``chatstream bench --baseline`` is what Kafka and the
+runtime cost.
 
 Tracing is on as in the worker: the processors' own spans (Redis, embedding, Weaviate, LLM) and one
 span per stage under a root span per turn, exported to the same endpoint.
@@ -106,15 +107,16 @@ class BaselinePipeline:
             async with self.lanes["enrich"].slot(sid):
                 with spans.start_as_current_span("baseline enrich"):
                     started = time.perf_counter()
-                    if await self.sessions.is_replied(request.message_id):
+                    admission = await self.sessions.admit(request)
+                    if admission.outcome == "replied":
                         return None
-                    allowed, _ = await self.sessions.take_rate_token(request.user_id)
-                    if not allowed:
+                    if admission.outcome == "rate_limited":
                         response = ChatResponse.for_request(request, "rate limited", Status.RATE_LIMITED)
                         await self.sessions.mark_replied([response.message_id])
                         self.completed.append(response)
                         return response
-                    turn = await self.sessions.enrich(request)
+                    turn = admission.turn
+                    assert turn is not None
                     turn.stage_ms["enrich"] = int((time.perf_counter() - started) * 1000)
             async with self.lanes["retrieve"].slot(sid):
                 with spans.start_as_current_span("baseline retrieve"):

@@ -39,30 +39,44 @@ def admission_problem(request: ChatRequest, msg: InboundMessage, channels: list[
 
 
 class EnrichStage(ReplyingStage):
-    """Writes replies too: rejections and rate limits never reach the later stages."""
+    """Writes replies too: rejections and rate limits never reach the later stages.
+
+    One Redis round trip per turn, shared by the turns in flight (``SessionStore.admit``: duplicate
+    check, rate token, append and load in one script); a reply it writes (REJECTED, RATE_LIMITED)
+    adds the reply claim, which checks the replied marker again atomically.
+    """
 
     name = "enrich"
     input_type = ChatRequest
-    # told about each admitted request before its session is loaded (the worker wires it to its
-    # retrieve stage, which starts embedding the question meanwhile); must not block or raise
+    # told about each admitted request as soon as its one admission round trip says so (the worker
+    # wires it to its retrieve stage, which starts embedding the question during the hop to it);
+    # duplicates and rate-limited turns start nothing; must not block or raise
     on_admitted: Callable[[ChatRequest], None] | None = None
 
     async def process(self, request: ChatRequest, msg: InboundMessage, span: Span) -> list[OutboundRecord]:
         started = time.perf_counter()
         problem = admission_problem(request, msg, self.settings.channels, self.settings.max_text_chars)
-        if await self.already_replied(request.message_id, span):
-            return []
+        await self.markers.ready()  # a marker recovery in progress: its markers first
         if problem is not None:
-            span.add_event("rejected", {"reason": problem})
-            return await self._claimed(request, span, self._reply(request, problem, Status.REJECTED))
-        allowed, retry_after = await self.sessions.take_rate_token(request.user_id)
-        if not allowed:
+            # no admit call: the reply claim finds an existing marker (a repeat is dropped there), and
+            # a rejected message spends no rate token and is not appended
+            outputs = await self._claimed(request, span, self._reply(request, problem, Status.REJECTED))
+            if outputs:
+                span.add_event("rejected", {"reason": problem})
+            return outputs
+        admission = await self.sessions.admit(request)
+        if admission.outcome == "replied":
+            span.add_event("duplicate message_id dropped")
+            return []
+        if admission.outcome == "rate_limited":
+            retry_after = admission.retry_after_s
             span.add_event("rate limited", {"retry_after_s": retry_after})
             text = f"You are sending messages faster than we can answer. Please wait {max(1, round(retry_after))} s and try again."
             return await self._claimed(request, span, self._reply(request, text, Status.RATE_LIMITED))
+        turn = admission.turn
+        assert turn is not None, "an admitted turn comes with its session context"
         if self.on_admitted is not None:
             self.on_admitted(request)
-        turn = await self.sessions.enrich(request)
         turn.stage_ms[self.name] = int((time.perf_counter() - started) * 1000)
         return [OutboundRecord(self.topics.enriched, request.session_id, turn)]
 

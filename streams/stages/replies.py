@@ -24,9 +24,10 @@ round trips per turn, and read_committed consumers downstream that wait for the 
 transaction. The Redis claim costs one round trip per reply (the mark was already one), does not
 depend on which Kafka client the runtime uses, and fences the Redis writes a transaction would not.
 Repeats that arrive later (a channel retry, an upstream stage reprocessing after a crash) are dropped
-by enrich's ``is_replied`` check and by validate's claim (which finds the marker). Claims and marks of
-turns in flight together share one Redis pipeline (``SessionStore`` coalesces them). ``ReplyingStage`` gives the stages that write replies (enrich: rejections and
-rate limits; validate: answers) this protocol once.
+by enrich's admission (``SessionStore.admit`` checks the marker first) and by validate's claim (which
+finds the marker). Claims and marks of turns in flight together share one Redis pipeline
+(``SessionStore`` coalesces them). ``ReplyingStage`` gives the stages that write replies (enrich:
+rejections and rate limits; validate: answers) this protocol once.
 """
 
 from __future__ import annotations
@@ -165,16 +166,10 @@ class ReplyingStage(Stage):
     def on_partitions_assigned(self, newly_assigned: set[tuple[str, int]]) -> None:
         # A worker that died between producing a reply and marking it left an unmarked reply on
         # chat.outbound; its partitions come here only once it is gone, so reading the tail now
-        # sees every reply it produced. Turns wait for that read before their is_replied check.
+        # sees every reply it produced. Turns wait for that read (``ready``) before their
+        # replied check (enrich's admission, either stage's claim).
         if any(topic == self.source for topic, _ in newly_assigned):
             self.markers.recover_in_background()
-
-    async def already_replied(self, message_id: str, span: Span) -> bool:
-        await self.markers.ready()
-        if await self.sessions.is_replied(message_id):
-            span.add_event("duplicate message_id dropped")
-            return True
-        return False
 
     async def claim_reply(self, message_id: str, span: Span) -> bool:
         """Take the reply claim right before the reply is returned for producing; False = drop the turn.

@@ -401,3 +401,151 @@ async def test_scripts_are_reloaded_after_a_redis_restart(store, redis_client):
     t2 = await store.enrich(request("after the restart"))
     assert [h.text for h in t2.history] == ["before the restart"]
     assert (await store.take_rate_token("u-restart"))[0]
+
+
+# --- admit: duplicate check, rate token, append and load in one script ---------------------------
+
+
+async def test_admit_appends_once_and_loads_the_history_like_enrich(store, redis_client):
+    r1 = request("How do I reset my password?")
+    first = await store.admit(r1)
+    assert first.outcome == "admitted" and first.turn is not None
+    assert first.turn.request is r1 and first.turn.history == [] and first.turn.session_failures == 0
+    await store.record_reply(r1, reply(r1, "Use the Forgot password link.", Status.FALLBACK))
+    r2 = request("And for 2FA?")
+    second = await store.admit(r2)
+    again = await store.admit(r2)  # a redelivery after a crash: admitted again, appended once
+    for a in (second, again):
+        assert a.outcome == "admitted"
+        assert [(h.role, h.text) for h in a.turn.history] == [
+            ("user", "How do I reset my password?"), ("assistant", "Use the Forgot password link.")]
+        assert a.turn.session_failures == 1
+    assert await redis_client.llen(store._session_keys("s1")[0]) == 3
+
+
+async def test_admit_drops_a_replied_message_and_writes_nothing(store, redis_client):
+    r = request("already answered", user="u-replied")
+    await store.mark_replied([r.message_id])
+    admission = await store.admit(r)
+    assert admission.outcome == "replied" and admission.turn is None
+    assert not await redis_client.exists(*store._session_keys(r.session_id)), "not appended"
+    assert not await redis_client.exists(store._bucket_key("u-replied")), "no rate token spent"
+
+
+async def test_admit_rate_limited_message_is_not_appended_and_comes_with_retry_after(store, redis_client):
+    fast = make_store(store.redis, store.prefix, rate_per_minute=600.0, burst=2)  # 10 tokens/s
+    reqs = [request(f"q{i}", session="rl") for i in range(3)]
+    outcomes = [await fast.admit(r) for r in reqs]
+    assert [a.outcome for a in outcomes] == ["admitted", "admitted", "rate_limited"]
+    limited = outcomes[2]
+    assert limited.turn is None and 0 < limited.retry_after_s <= 0.1 + 1e-6
+    turns_key, _meta, ids_key = fast._session_keys("rl")
+    assert [session_module._history_turn(x).text for x in await redis_client.lrange(turns_key, 0, -1)] == ["q0", "q1"]
+    assert not await redis_client.sismember(ids_key, f"u:{reqs[2].message_id}")
+    await asyncio.sleep(limited.retry_after_s + 0.02)
+    later = await fast.admit(reqs[2])  # the user sends it again once a token is back
+    assert later.outcome == "admitted" and [h.text for h in later.turn.history] == ["q0", "q1"]
+
+
+async def test_admit_charges_a_message_one_token_however_often_it_is_redelivered(store):
+    one = make_store(store.redis, store.prefix, rate_per_minute=1.0, burst=1)
+    r = request("once", session="tok")
+    assert [(await one.admit(r)).outcome for _ in range(3)] == ["admitted"] * 3
+    denied = await one.admit(request("another", session="tok"))
+    assert denied.outcome == "rate_limited" and 50 < denied.retry_after_s <= 60
+
+
+async def test_admit_writes_the_same_keys_values_and_ttls_as_the_separate_calls(store, redis_client):
+    """A rolling upgrade runs the old path (EXISTS, bucket, enrich) and ``admit`` side by side."""
+    old = make_store(store.redis, store.prefix + "old:", rate_per_minute=600.0, burst=100)
+    new = make_store(store.redis, store.prefix + "new:", rate_per_minute=600.0, burst=100)
+    turns = {"old": [], "new": []}
+    for i in range(7):
+        r = request(f"Question {i}. Details.", session="same", mid=f"m{i}", user="same-user")
+        r.sent_at = 1_700_000_000_000 + i
+        assert not await old.is_replied(r.message_id)
+        assert (await old.take_rate_token(r.user_id))[0]
+        turns["old"].append(await old.enrich(r))
+        turns["new"].append((await new.admit(r)).turn)
+        answer = reply(r, f"Answer {i}. More.")
+        for s in (old, new):
+            await s.record_reply(r, answer)
+    assert turns["old"] == turns["new"]
+
+    async def state(s):
+        keys = sorted([k.decode() async for k in redis_client.scan_iter(match=f"{s.prefix}*")])
+        out = {}
+        for key in keys:
+            kind = (await redis_client.type(key)).decode()
+            value = {"list": lambda: redis_client.lrange(key, 0, -1), "set": lambda: redis_client.smembers(key),
+                     "hash": lambda: redis_client.hgetall(key)}[kind]()
+            value = await value
+            if key.endswith(f"rl:same-user"):
+                value = sorted(value)  # token counts and timestamps differ by the microseconds between calls
+            out[key.removeprefix(s.prefix)] = (kind, value, await redis_client.ttl(key))
+        return out
+
+    old_state, new_state = await state(old), await state(new)
+    assert sorted(old_state) == sorted(new_state) == [
+        "rl:same-user", "s:{same}:ids", "s:{same}:meta", "s:{same}:turns"]
+    for key in old_state:
+        (kind, value, ttl), (kind2, value2, ttl2) = old_state[key], new_state[key]
+        assert kind == kind2 and value == value2 and abs(ttl - ttl2) <= 1, key
+
+    # and either path reads what the other wrote
+    latest = ["Question 6. Details.", "Answer 6. More."]
+    admitted = await old.admit(request("next", session="same", user="same-user"))
+    assert [h.text for h in admitted.turn.history][-2:] == latest
+    enriched = await new.enrich(request("then", session="same"))
+    assert [h.text for h in enriched.history][-2:] == latest
+
+
+async def test_admit_is_one_shared_round_trip_with_one_span_each(store, monkeypatch):
+    provider = TracerProvider()
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(session_module, "tracer", provider.get_tracer("chatstream.session"))
+    fast = make_store(store.redis, store.prefix, rate_per_minute=60.0, burst=1)
+    replied = request("seen", session="c-replied")
+    await fast.mark_replied([replied.message_id])
+    await fast.admit(request("spends the only token", session="c-limited", user="busy"))
+    exporter.clear()
+    secret = "my card is 4111 1111 1111 1111"
+    reqs = [request(f"{secret} {i}", session=f"c{i}", user=f"user{i}") for i in range(16)]
+    limited = request("too fast", session="c-limited", user="busy")
+    batches_before = fast._admit_co.batches
+    admissions = await asyncio.gather(*(fast.admit(r) for r in [*reqs, replied, limited]))
+    assert fast._admit_co.batches == batches_before + 1, "one pipeline for every turn in flight"
+    assert [a.outcome for a in admissions] == ["admitted"] * 16 + ["replied", "rate_limited"]
+    assert [a.turn.request.message_id for a in admissions[:16]] == [r.message_id for r in reqs]
+    spans = exporter.get_finished_spans()
+    assert [s.name for s in spans] == ["redis session.admit"] * 18
+    for s in spans:
+        assert s.attributes["db.system"] == "redis" and s.attributes["chatstream.batch_size"] == 18
+        assert all(secret not in str(v) for v in s.attributes.values())
+    assert sorted(s.attributes["chatstream.admission"] for s in spans) == sorted(a.outcome for a in admissions)
+
+
+async def test_admit_many_keeps_session_order_and_mixes_outcomes(store):
+    store = make_store(store.redis, store.prefix, burst=100)
+    await store.mark_replied(["dup"])
+    reqs = [request(f"m{i}", session=f"s{i % 2}") for i in range(6)]
+    dup = request("repeat", session="s0", mid="dup")
+    admissions = await store.admit_many([*reqs, dup])
+    assert [a.outcome for a in admissions] == ["admitted"] * 6 + ["replied"]
+    assert [h.text for h in admissions[4].turn.history] == ["m0", "m2"]
+    assert [h.text for h in admissions[5].turn.history] == ["m1", "m3"]
+    assert await store.admit_many([]) == []
+
+
+async def test_admit_is_reloaded_and_idempotent_after_a_redis_restart(store, redis_client):
+    r1 = request("before the restart")
+    await store.admit(r1)
+    r2 = request("after the restart")
+    await redis_client.script_flush()  # what a restarted Redis looks like to the client
+    a2 = await store.admit(r2)
+    await redis_client.script_flush()
+    again = await store.admit(r2)
+    assert a2.outcome == again.outcome == "admitted"
+    assert [h.text for h in a2.turn.history] == [h.text for h in again.turn.history] == ["before the restart"]
+    assert await redis_client.llen(store._session_keys("s1")[0]) == 2
