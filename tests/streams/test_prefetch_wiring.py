@@ -8,7 +8,7 @@ from opentelemetry.trace import INVALID_SPAN
 from processors.embeddings import CachedEmbedder
 from processors.records import ChatRequest, ChatTurn, now_ms
 from processors.retrieval import Retriever
-from processors.session import ReplyClaim
+from processors.session import Admission, ReplyClaim
 from streams.config import Settings
 from streams.message import InboundMessage
 from streams.runtime.worker import StageWorker
@@ -17,19 +17,18 @@ from streams.stages.retrieve import RetrieveStage
 
 
 class _Sessions:
-    """The SessionStore calls enrich makes: duplicates, rate tokens, the session, the reply claim."""
+    """The SessionStore calls enrich makes: the admission (duplicates, rate tokens, the session), the reply claim."""
 
     def __init__(self, replied: set[str], limited: set[str]) -> None:
         self.replied, self.limited = replied, limited
 
-    async def is_replied(self, message_id: str) -> bool:
-        return message_id in self.replied
-
-    async def take_rate_token(self, user_id: str) -> tuple[bool, float]:
-        return (user_id not in self.limited, 3.0)
-
-    async def enrich(self, request: ChatRequest) -> ChatTurn:
-        return ChatTurn(request=request)
+    async def admit(self, request: ChatRequest) -> Admission:
+        """The one admission round trip: a repeat, a rate-limited user, or the turn with its session."""
+        if request.message_id in self.replied:
+            return Admission("replied")
+        if request.user_id in self.limited:
+            return Admission("rate_limited", retry_after_s=3.0)
+        return Admission("admitted", ChatTurn(request=request))
 
     async def claim_reply(self, message_id: str, ttl_ms: int) -> ReplyClaim:
         return ReplyClaim(message_id, "test-owner", 1, "ok")
