@@ -46,7 +46,6 @@ import os
 import socket
 import uuid
 from collections.abc import Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +55,7 @@ from redis.exceptions import NoScriptError
 
 from processors.coalesce import Coalescer
 from processors.records import ChatRequest, ChatResponse, ChatTurn, HistoryTurn, Status, now_ms
+from processors.spans import active_span
 from processors.session_scripts import ADMIT, CLAIM_REPLY, ENRICH, MARK_CLAIMED, RECORD, TOKEN_BUCKET
 
 tracer = trace.get_tracer("chatstream.session")
@@ -156,17 +156,16 @@ class SessionStore:
 
     # --- spans and dispatch ---------------------------------------------------------------------
     @staticmethod
-    @contextmanager
-    def _span(name: str, operation: str, items: int, session_id: str | None = None):  # type: ignore[no-untyped-def]
+    def _span(name: str, operation: str, items: int, session_id: str | None = None) -> active_span:
         # attributes given at start (one validation pass, no per-attribute lock); ``items`` only when
-        # a caller passed a batch, the usual single item needs no attribute to say so
+        # a caller passed a batch, the usual single item needs no attribute to say so. ``active_span``,
+        # not ``start_as_current_span`` in a generator: these are a third of a turn's spans
         attributes: dict[str, object] = {"db.system": "redis", "db.operation": operation}
         if items != 1:
             attributes["chatstream.items"] = items
         if session_id is not None:
             attributes["chatstream.session_id"] = session_id
-        with tracer.start_as_current_span(name, attributes=attributes) as span:  # type: ignore[arg-type]
-            yield span
+        return active_span(tracer, name, attributes=attributes)  # type: ignore[arg-type]
 
     async def _one(self, coalescer: Coalescer, batch_fn, item, span=None):  # type: ignore[no-untyped-def]
         """One item through its coalescer; ``span`` (if any) learns how many turns shared the round trip."""
