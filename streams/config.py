@@ -105,6 +105,12 @@ class ClientSettings(BaseModel):
     """How every process reaches Kafka, Redis, Weaviate, the schema registry and the trace collector."""
 
     kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_linger_ms: float = Field(
+        default=0.0,
+        ge=0,
+        description="How long the pipeline's producers wait to fill a request. 0: a lone record goes at once (each "
+        "of a turn's four hops to its first token is on the critical path); more: fewer broker requests at full load.",
+    )
     redis_url: str = "redis://127.0.0.1:6379/0"
     weaviate_host: str = "127.0.0.1"
     schema_registry_url: str | None = None
