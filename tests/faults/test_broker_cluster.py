@@ -130,11 +130,16 @@ def cluster_pipeline(cluster: Cluster, fault_stack: FaultStack, llm) -> Settings
     )
     create_topics(settings)
     deadline = time.monotonic() + 30
-    while problems := check_topics(settings):
-        assert time.monotonic() < deadline, problems
+    while True:
+        # a new topic reaches each broker's metadata a moment apart: the check may have asked one that
+        # knows it and the next client another that does not yet
+        problems = check_topics(settings)
+        inbound = None if problems else admin(settings).list_topics(timeout=10).topics.get(settings.topics.inbound)
+        if inbound is not None and inbound.partitions:
+            break
+        assert time.monotonic() < deadline, problems or f"{settings.topics.inbound} not in a new client's metadata"
         time.sleep(0.2)
-    metadata = admin(settings).list_topics(timeout=10)
-    assert {len(p.replicas) for p in metadata.topics[settings.topics.inbound].partitions.values()} == {3}
+    assert {len(p.replicas) for p in inbound.partitions.values()} == {3}
     return settings
 
 
