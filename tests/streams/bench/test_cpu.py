@@ -13,7 +13,7 @@ from streams.bench.figures import cpu_json, cpu_lines
 
 # waits for a line on stdin, burns the CPU seconds, says so, then idles until stdin closes
 BUSY = (
-    "import sys, time\nsys.stdin.readline()\nend = time.process_time() + {seconds}\n"
+    "import sys, time\nprint('ready', flush=True)\nsys.stdin.readline()\nend = time.process_time() + {seconds}\n"
     "while time.process_time() < end: pass\nprint('done', flush=True)\nsys.stdin.read()\n"
 )
 
@@ -24,8 +24,10 @@ def _child(code: str) -> subprocess.Popen:
 
 def test_a_busy_child_is_measured_near_the_cpu_it_burnt() -> None:
     busy = _child(BUSY.format(seconds=0.6))
-    idle = _child("import sys; sys.stdin.read()")
+    idle = _child("import sys; print('ready', flush=True); sys.stdin.read()")
     try:
+        # both past their interpreter start-up (tens of ms of CPU on a busy machine) before the window opens
+        assert busy.stdout.readline().strip() == "ready" and idle.stdout.readline().strip() == "ready"
         meter = CpuMeter({"busy": [busy.pid], "idle": [idle.pid], "gone": [999_999_999]}).start()
         busy.stdin.write("go\n")
         busy.stdin.flush()
