@@ -15,11 +15,10 @@ from typing import Callable, Protocol, runtime_checkable
 
 from opentelemetry import trace
 
-from processors.spans import active_span
-
 from processors.backoff import RetryDeadlineExceeded, retry_transient
 from processors.embedding_errors import EmbeddingError, EmbeddingUnavailable
 from processors.secrets import plain_secret as secret
+from processors.spans import active_span
 
 tracer = trace.get_tracer("chatstream.embeddings")
 log = logging.getLogger(__name__)
@@ -250,10 +249,7 @@ class CachedEmbedder(EmbedderWrapper):
         try:
             vectors = await self.inner.embed(missing)
         except BaseException:
-            for text, future in futures.items():
-                if self._embedding.get(text) is future:
-                    del self._embedding[text]
-                future.cancel()  # whoever waits for it embeds on its own (and sees its own error)
+            self._abandon(futures)  # whoever waits for it embeds on its own (and sees its own error)
             raise
         out = {}
         for text, vector in zip(missing, vectors):
@@ -279,13 +275,18 @@ class CachedEmbedder(EmbedderWrapper):
         self.prefetched += 1
         return True
 
+    def _abandon(self, futures: dict[str, asyncio.Future[list[float]]]) -> None:
+        """No vector will come for these texts: unmark them, and cancel each future still pending so a
+        call waiting for it embeds the text on its own instead of waiting forever."""
+        for text, future in futures.items():
+            if self._embedding.get(text) is future:
+                del self._embedding[text]
+            if not future.done():
+                future.cancel()
+
     def _prefetch_done(self, futures: dict[str, asyncio.Future[list[float]]], task: asyncio.Task[dict[str, list[float]]]) -> None:
         self._prefetches.discard(task)
-        for text, future in futures.items():  # cancelled before it ever ran: nobody may wait for it forever
-            if not future.done():
-                if self._embedding.get(text) is future:
-                    del self._embedding[text]
-                future.cancel()
+        self._abandon(futures)  # a no-op after ``_fill`` settled them; needed when cancelled before it ran
         if not task.cancelled() and task.exception() is not None:
             # nobody awaits a prefetch: the call that needs the text embeds it again and sees the error
             log.debug("prefetching an embedding failed: %r", task.exception())

@@ -25,9 +25,8 @@ from pathlib import Path
 import numpy as np
 from opentelemetry import trace
 
-from processors.spans import active_span
-
 from processors.embedding_errors import EmbeddingError
+from processors.spans import active_span
 
 tracer = trace.get_tracer("chatstream.embeddings")
 

@@ -151,10 +151,7 @@ class Retriever:
         }) as span:
             breaker = self.breaker(tenant)
             if not breaker.allow():
-                error = f"retrieval skipped while the knowledge base is failing ({self._last_error.get(tenant, '')})"[:500]
-                span.set_attributes({"chatstream.retrieval.ok": False, "chatstream.retrieval.breaker_open": True})
-                span.set_status(SpanStatus(StatusCode.ERROR, "breaker open"))
-                return dataclasses.replace(turn, passages=[], retrieval_ok=False, retrieval_error=error), None
+                return _skipped(turn, span, self._last_error.get(tenant, "")), None
             try:
                 vector, passages = await self._search(query, tenant)
             except asyncio.CancelledError:
@@ -162,10 +159,7 @@ class Retriever:
                 raise
             except StoreJudgedDown as exc:
                 breaker.release()  # no verdict of its own: the failures that opened the breaker are counted
-                error = f"retrieval skipped while the knowledge base is failing ({exc})"[:500]
-                span.set_attributes({"chatstream.retrieval.ok": False, "chatstream.retrieval.breaker_open": True})
-                span.set_status(SpanStatus(StatusCode.ERROR, "breaker open"))
-                return dataclasses.replace(turn, passages=[], retrieval_ok=False, retrieval_error=error), None
+                return _skipped(turn, span, str(exc)), None
             except Exception as exc:  # noqa: BLE001 - any lookup failure degrades the turn, see module doc
                 if isinstance(exc, asyncio.TimeoutError):
                     error = f"retrieval timed out after {self.timeout_s:g}s"
@@ -301,6 +295,15 @@ class Retriever:
         except Exception:  # noqa: BLE001 - see docstring
             log.warning("relevance measurement failed; the turn is treated as covered", exc_info=True)
             return passages
+
+
+def _skipped(turn: ChatTurn, span, last_error: str) -> ChatTurn:  # type: ignore[no-untyped-def]
+    """The turn without passages while the tenant's breaker is open (checked before the lookup, or
+    found open after waiting for a slot), the failure that opened it in the error."""
+    error = f"retrieval skipped while the knowledge base is failing ({last_error})"[:500]
+    span.set_attributes({"chatstream.retrieval.ok": False, "chatstream.retrieval.breaker_open": True})
+    span.set_status(SpanStatus(StatusCode.ERROR, "breaker open"))
+    return dataclasses.replace(turn, passages=[], retrieval_ok=False, retrieval_error=error)
 
 
 def build_retriever(  # type: ignore[no-untyped-def]

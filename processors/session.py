@@ -55,8 +55,8 @@ from redis.exceptions import NoScriptError
 
 from processors.coalesce import Coalescer
 from processors.records import ChatRequest, ChatResponse, ChatTurn, HistoryTurn, Status, now_ms
-from processors.spans import active_span
 from processors.session_scripts import ADMIT, CLAIM_REPLY, ENRICH, MARK_CLAIMED, RECORD, TOKEN_BUCKET
+from processors.spans import active_span
 
 tracer = trace.get_tracer("chatstream.session")
 

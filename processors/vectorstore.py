@@ -28,10 +28,9 @@ from typing import Any, Protocol, runtime_checkable
 
 from opentelemetry import trace
 
-from processors.spans import active_span
-
 from processors.records import Passage
 from processors.search_profile import SearchProfile
+from processors.spans import active_span
 
 tracer = trace.get_tracer("chatstream.retrieval")
 log = logging.getLogger(__name__)
