@@ -6,24 +6,13 @@ import asyncio
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from processors.spans import active_span
 
 
-@pytest.fixture
-def traced():
-    provider = TracerProvider()
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return provider.get_tracer("test"), exporter
-
-
-def test_current_inside_parented_ended_with_attributes(traced) -> None:
-    tracer, exporter = traced
+def test_current_inside_parented_ended_with_attributes(spans) -> None:
+    tracer, exporter = spans
     with active_span(tracer, "outer", kind=SpanKind.CONSUMER, attributes={"a": 1}) as outer:
         assert trace.get_current_span() is outer
         with active_span(tracer, "inner") as inner:
@@ -36,8 +25,8 @@ def test_current_inside_parented_ended_with_attributes(traced) -> None:
     assert outer_done.end_time is not None and inner_done.status.status_code is StatusCode.UNSET
 
 
-def test_explicit_parent_context(traced) -> None:
-    tracer, exporter = traced
+def test_explicit_parent_context(spans) -> None:
+    tracer, exporter = spans
     with active_span(tracer, "upstream") as upstream:
         context = trace.set_span_in_context(upstream)
     with active_span(tracer, "child", context=context):
@@ -46,8 +35,8 @@ def test_explicit_parent_context(traced) -> None:
     assert child_done.parent.span_id == upstream_done.context.span_id
 
 
-def test_an_exception_is_recorded_and_sets_the_status_as_start_as_current_span_does(traced) -> None:
-    tracer, exporter = traced
+def test_an_exception_is_recorded_and_sets_the_status_as_start_as_current_span_does(spans) -> None:
+    tracer, exporter = spans
     for start in (lambda: active_span(tracer, "x"), lambda: tracer.start_as_current_span("x")):
         with pytest.raises(ValueError):
             with start():
@@ -59,8 +48,8 @@ def test_an_exception_is_recorded_and_sets_the_status_as_start_as_current_span_d
         assert span.events[0].attributes["exception.type"] == "ValueError"
 
 
-def test_opting_out_of_recording_and_cancellation_is_not_an_error(traced) -> None:
-    tracer, exporter = traced
+def test_opting_out_of_recording_and_cancellation_is_not_an_error(spans) -> None:
+    tracer, exporter = spans
     with pytest.raises(ValueError):
         with active_span(tracer, "quiet", record_exception=False, set_status_on_exception=False):
             raise ValueError("handled by the caller")

@@ -1,11 +1,9 @@
-"""Fixtures for the generation tests: scripted LLM servers on loopback ports, an in-memory tracer."""
+"""Fixtures for the generation tests: scripted LLM servers on loopback ports (the in-memory tracer
+``spans`` is tests/processors/conftest.py's)."""
 
 from __future__ import annotations
 
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from genhelpers import make_turn
 
@@ -23,16 +21,6 @@ def llm():
 def llm2():
     with ScriptedLLMServer(model="secondary-llm") as server:
         yield server
-
-
-@pytest.fixture
-def spans():
-    """A tracer whose finished spans can be inspected, without touching the global provider."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield provider.get_tracer("chatstream.generation"), exporter
-    provider.shutdown()
 
 
 @pytest.fixture
