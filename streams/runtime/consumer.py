@@ -28,7 +28,7 @@ import logging
 import time
 from typing import Any, Callable
 
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
 from streams.runtime.lane import TP, Lane
 
@@ -84,7 +84,9 @@ class ConsumerRuntime:
         self._committed: dict[TP, int] = {}
         self.assignment: set[TP] = set()
         self._last_assigned: set[TP] = set()
-        self._revoked_in_fetch: set[TP] = set()  # touched only on the consume thread
+        # what the rebalance callbacks served inside the current consume call did (consume thread only)
+        self._revoked_in_call: set[TP] = set()
+        self._assigned_in_call: set[TP] = set()
         self.paused: set[TP] = set()
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -139,18 +141,57 @@ class ConsumerRuntime:
         fetched; if nothing is, block until one record arrives (or ``idle_wait_s``), then take
         what came with it. Under load batches form by themselves while the loop is busy.
         """
-        self._revoked_in_fetch = set()
-        messages = self.consumer.consume(self.batch_size, 0)
+        messages = self._consume(self.batch_size, 0, [])
         if not messages:
-            messages = self.consumer.consume(1, self.idle_wait_s)
+            messages = self._consume(1, self.idle_wait_s, messages)
             if messages and self.batch_size > 1:
-                messages.extend(self.consumer.consume(self.batch_size - 1, 0))
-        if self._revoked_in_fetch:
-            # fetched before a revocation served inside this very call: the partition's next owner
-            # (maybe this consumer again) reads them from the offset just committed
-            gone = self._revoked_in_fetch
-            messages = [m for m in messages if m.error() is not None or (m.topic(), m.partition()) not in gone]
+                messages = self._consume(self.batch_size - 1, 0, messages)
         return messages
+
+    def _consume(self, count: int, timeout_s: float, earlier: list[Any]) -> list[Any]:
+        """One ``consume`` call; returns ``earlier`` (what this fetch took before) plus its records.
+
+        Rebalance callbacks run inside ``consume``. librdkafka drops the records of a revoked
+        partition it has not handed out yet, but records taken before it served a revocation come
+        back: those of earlier calls of this fetch, and those of this call when it may take several
+        (a call that takes one record returns as soon as it has it, so its record came after any
+        callback it served). Those are dropped: whoever owns the partition next reads them from the
+        offset committed at the revocation. Records taken after the revocation are kept, even of a
+        partition revoked earlier in this fetch: they come from its new assignment (this consumer
+        got it back), and dropping them would let the acks of its later records pass them for good.
+        """
+        self._revoked_in_call, self._assigned_in_call = set(), set()
+        taken = self.consumer.consume(count, timeout_s)
+        gone = self._revoked_in_call
+        if not gone:
+            return earlier + taken
+
+        def before_revocation(msg: Any) -> bool:
+            return msg.error() is None and (msg.topic(), msg.partition()) in gone
+
+        kept = [m for m in earlier if not before_revocation(m)]
+        if count == 1:
+            return kept + taken
+        dropped = {(m.topic(), m.partition()) for m in taken if before_revocation(m)}
+        # revoked and assigned back within this one call: the records it took of such a partition
+        # may be from before or after the revocation, so all went; read them again from the commit
+        self._rewind(dropped & self._assigned_in_call)
+        return kept + [m for m in taken if not before_revocation(m)]
+
+    def _rewind(self, partitions: set[TP]) -> None:
+        """Seek partitions (assigned to this consumer) back to their committed offsets."""
+        if not partitions:
+            return
+        try:
+            committed = self.consumer.committed([TopicPartition(t, p) for t, p in sorted(partitions)], timeout=10)
+            for tp in committed:
+                if tp.offset < 0:  # nothing committed yet: where a new group member starts
+                    tp.offset = OFFSET_BEGINNING
+                self.consumer.seek(tp)
+            log.info("re-reading %s from the committed offsets (revoked and assigned back within one fetch)",
+                     _names(partitions))
+        except KafkaException as exc:
+            log.error("could not re-read %s after a rebalance: %s", _names(partitions), exc)
 
     async def _shutdown(self) -> None:
         began = time.monotonic()
@@ -335,6 +376,7 @@ class ConsumerRuntime:
     # --- rebalances (called on the consume thread, inside consume) ------------------------------
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         keys = {(p.topic, p.partition) for p in partitions}
+        self._assigned_in_call |= keys
         log.info("assigned %s", _names(keys))
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._assigned, keys)
@@ -354,7 +396,7 @@ class ConsumerRuntime:
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         keys = {(p.topic, p.partition) for p in partitions}
-        self._revoked_in_fetch |= keys
+        self._revoked_in_call |= keys
         if not keys or self._loop is None:
             return
         began = time.monotonic()

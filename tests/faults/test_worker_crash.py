@@ -75,7 +75,12 @@ async def test_second_worker_joins_then_one_is_killed(fault_stack, llm, workers,
     joined_at = time.monotonic()
     await wait_assigned(second, settings.topics.inbound)
     rebalance_s = time.monotonic() - joined_at
-    await wait_count(client, requests, len(client.reply_order) + 20, timeout_s=60)  # both are working
+    # a worker takes seconds to start and join, and the first may have answered nearly all of the
+    # first wave by then: a second wave of sessions makes sure the kill finds both at work
+    more = conversation(sessions=20, turns_per_session=8, handoff_every=7)
+    await send_all(client, more)
+    await wait_count(client, more, 20, timeout_s=60)
+    requests += more
     crash_at, answered = time.monotonic(), set(client.replies)
     first.kill()
     killed_at = time.monotonic()

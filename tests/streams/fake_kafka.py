@@ -41,8 +41,14 @@ class FakeConsumer:
         self.on_revoke: Callable | None = None
         self.closed = False
         self.rebalance_after_fetch = False
+        # a real (eager) rebalance: the new assignment comes a round trip after the revocation, so a
+        # call that does not wait serves only the revocation; one that waits serves both
+        self.one_rebalance_per_call = False
         self.all: dict[tuple[str, int], list[Msg]] = collections.defaultdict(list)
         self.consume_threads: set[str] = set()
+        self.seeks: list[tuple[tuple[str, int], int]] = []
+        self.open = threading.Event()  # cleared: consume waits (a test lines up records and rebalances)
+        self.open.set()
 
     # --- test controls ---------------------------------------------------------------------------
     def produce(self, topic: str, partition: int, key: bytes | None, n: int = 1) -> list[Msg]:
@@ -84,20 +90,25 @@ class FakeConsumer:
 
     def consume(self, num_messages: int, timeout: float) -> list[Msg]:
         self.consume_threads.add(threading.current_thread().name)
+        self.open.wait()
         if self.rebalance_after_fetch and self.pending_rebalances:
             # librdkafka may hand out records it fetched before a rebalance op it serves in the same call
             out = self._take(num_messages)
             self._serve_rebalances()
             return out
-        self._serve_rebalances()
+        self._serve_rebalances(waits=timeout > 0)
         out = self._take(num_messages)
         if not out:
             time.sleep(min(timeout, 0.01))
         return out
 
-    def _serve_rebalances(self) -> None:
+    def _serve_rebalances(self, waits: bool = True) -> None:
         while self.pending_rebalances:
             revoke, assign = self.pending_rebalances.popleft()
+            split = self.one_rebalance_per_call and not waits and revoke and assign
+            if split:
+                self.pending_rebalances.appendleft((set(), assign))
+                assign = set()
             if revoke:
                 self.on_revoke(self, [TopicPartition(t, p) for t, p in sorted(revoke)])
                 self.assignment -= revoke
@@ -110,6 +121,8 @@ class FakeConsumer:
                     for tp in assign:
                         start = self.committed().get(tp, 0)
                         self.queued[tp] = collections.deque(m for m in self.all[tp] if m.offset() >= start)
+            if split:
+                return
 
     def _take(self, num_messages: int) -> list[Msg]:
         out: list[Msg] = []
@@ -119,6 +132,13 @@ class FakeConsumer:
                 while queue and len(out) < num_messages:
                     out.append(queue.popleft())
         return out
+
+    def seek(self, partition: TopicPartition) -> None:
+        tp = (partition.topic, partition.partition)
+        start = max(partition.offset, 0)
+        self.seeks.append((tp, partition.offset))
+        with self.lock:
+            self.queued[tp] = collections.deque(m for m in self.all[tp] if m.offset() >= start)
 
     def pause(self, partitions: list[TopicPartition]) -> None:
         keys = {(p.topic, p.partition) for p in partitions}

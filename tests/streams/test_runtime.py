@@ -239,6 +239,35 @@ async def test_records_fetched_before_a_revocation_in_the_same_call_are_not_run_
     assert sorted(handler.done) == [(A, 0, o) for o in range(4)], "each record exactly once"
 
 
+async def test_records_of_a_partition_assigned_back_within_one_fetch_are_all_run() -> None:
+    """An eager rebalance revokes everything and assigns back what this consumer keeps; the
+    revocation and the new assignment can be served in two calls of one fetch. The records read
+    after the new assignment are its own: dropping them with the revoked ones lost those turns for
+    good once a later record was acked past them (a fault test's kill -9 with a second worker)."""
+    consumer = FakeConsumer()
+    consumer.one_rebalance_per_call = True
+    handler = Recorder()
+    lane = Lane("a", [A], handler, max_in_flight=8, chain_key=by_session)
+    runtime = runtime_for(consumer, lane)
+    consumer.produce(A, 0, b"s", n=3)
+    consumer.produce(A, 1, b"t", n=3)
+    consumer.rebalance(set(), {(A, 0), (A, 1)})
+    task = asyncio.create_task(runtime.run())
+    await until(lambda: consumer.committed() == {(A, 0): 3, (A, 1): 3})
+
+    consumer.open.clear()  # line up: the revocation, then the assignment back, then its records
+    await asyncio.sleep(0.05)
+    consumer.rebalance({(A, 0), (A, 1)}, {(A, 0)})
+    consumer.produce(A, 0, b"s", n=5)
+    consumer.open.set()
+    await until(lambda: len(handler.done) >= 11)
+    consumer.produce(A, 0, b"s", n=1)  # a later record: its ack must not pass unrun ones
+    await until(lambda: consumer.committed().get((A, 0)) == 9)
+    runtime.request_stop()
+    await asyncio.wait_for(task, 5)
+    assert sorted(o for t, p, o in handler.done if p == 0) == list(range(9)), "each record of A 0 exactly once"
+
+
 async def test_stop_drains_the_stages_in_order_so_turns_in_flight_are_answered() -> None:
     """Lane A (first stage) produces into B's topic: at stop, A admits nothing more and finishes
     what it admitted, and B keeps consuming until it handled every record A produced for those
