@@ -4,8 +4,9 @@ The generate stage hands ``TurnDeltas.on_delta`` to the generator; every raw pie
 hold-back ``StreamRedactor`` and what is safe to show becomes a ``ChatDelta`` (message id, seq,
 text, final flag) keyed by session_id, with the turn's trace context in its headers. The first text
 goes out at once (time to first token); after that, text is gathered for at most ``interval_s``
-(default 100 ms) per record, so a 25-tokens-per-second stream costs ~10 records a second instead
-of 25 in the worker, Kafka, the gateway and the browser, and still reads as flowing text. Sends are
+(``LLM_STREAM_DELTA_INTERVAL_MS``, 250 ms) per record, so a 25-tokens-per-second stream costs 4 records
+a second instead of 25 in the worker, Kafka, the gateway and the browser, and still reads as flowing
+text (deliver's placeholder edits have their own, slower pace). Sends are
 started at once and in order (librdkafka keeps the order of one partition; the producer is
 idempotent) but never awaited one by one on the generation path: ``finish`` publishes the final
 piece and then awaits all of them, before the turn's ChatTurn goes on to validate, so a delta is

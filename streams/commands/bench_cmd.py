@@ -31,6 +31,11 @@ def register(sub) -> None:
     parser.add_argument("--sessions", type=int, default=0, help="distinct sessions (default turns/10)")
     parser.add_argument("--in-flight", type=int, default=None, help="worker's max in-flight turns per stage")
     parser.add_argument("--workers", type=int, default=1, help="worker processes sharing the consumer group")
+    parser.add_argument(
+        "--worker-stages", action="append", default=None, metavar="STAGE,STAGE",
+        help="one worker process running these stages (repeat for more processes, e.g. "
+             "--worker-stages enrich,retrieve,validate --worker-stages generate); instead of --workers",
+    )
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument(
         "--baseline", action="store_true",
@@ -347,6 +352,16 @@ def _stop_profilers(profilers: list) -> Any:
     return merged
 
 
+def _stage_group(group: str) -> list[str]:
+    """``enrich,retrieve`` -> the stage names, checked against the pipeline's table."""
+    from streams.pipeline import STAGE_NAMES
+
+    names = [name.strip() for name in group.split(",") if name.strip()]
+    if not names or any(name not in STAGE_NAMES for name in names):
+        raise SystemExit(f"--worker-stages {group!r}: stages are {', '.join(STAGE_NAMES)}")
+    return names
+
+
 def run(args, settings: Settings) -> int:
     if getattr(args, "kb", None):
         from streams.commands import bench_kb
@@ -389,7 +404,10 @@ def run(args, settings: Settings) -> int:
         bench_settings = settings.derive(**overrides)
         create_topics(bench_settings)
         services = stack_pids(bench_settings)
-        workers = [WorkerProcess(bench_settings) for _ in range(args.workers)]
+        if args.worker_stages:
+            workers = [WorkerProcess(bench_settings, stages=_stage_group(group)) for group in args.worker_stages]
+        else:
+            workers = [WorkerProcess(bench_settings) for _ in range(args.workers)]
         try:
             for worker in workers:
                 worker.start()
@@ -411,7 +429,7 @@ def run(args, settings: Settings) -> int:
             else:
                 result = asyncio.run(drive(bench_settings, args.turns, args.rate, sessions, args.timeout, workers, meter))
             profile = _stop_profilers(profilers) if profilers else None
-            say(report(result, args.llm_latency_ms, bench_settings.max_in_flight * args.workers))
+            say(report(result, args.llm_latency_ms, bench_settings.max_in_flight * len(workers)))
             if result.cpu is not None:
                 say("\n".join(cpu_lines(result.cpu, result.turns)))
             if profile is not None:

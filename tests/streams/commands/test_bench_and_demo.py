@@ -40,6 +40,25 @@ def test_bench_prints_every_figure_and_counts_every_reply(capsys) -> None:
         assert figure in out, out
 
 
+def test_worker_stages_names_are_checked_against_the_pipeline_table() -> None:
+    from streams.commands.bench_cmd import _stage_group
+
+    assert _stage_group("enrich, retrieve,validate") == ["enrich", "retrieve", "validate"]
+    for bad in ("", "enrich,answer"):
+        with pytest.raises(SystemExit, match="stages are enrich, retrieve, generate, validate"):
+            _stage_group(bad)
+
+
+@pytest.mark.stack
+def test_bench_with_the_stages_split_over_two_workers_answers_every_turn(capsys) -> None:
+    assert main(["bench", "--turns", "30", "--sessions", "6", "--llm-latency-ms", "20",
+                 "--worker-stages", "enrich,retrieve,validate", "--worker-stages", "generate"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"turns 30\s+replies 30\s+duplicates 0\s+sessions out of order 0", out), out
+    pids = re.search(r"worker pids (\d+) (\d+)", out)
+    assert pids and pids.group(1) != pids.group(2), out
+
+
 @pytest.mark.stack
 def test_bench_profile_says_where_the_workers_python_time_goes(capsys) -> None:
     assert main(["bench", "--turns", "60", "--sessions", "6", "--llm-latency-ms", "0", "--profile"]) == 0
