@@ -14,8 +14,10 @@ over a partition (or a redone turn) sees pieces again. So a message's draft live
 process: the hash ``draft-state:{message_id}`` holds the text so far, the last piece's ``seq``, the
 placeholder's address, what was last shown, and ``final`` once the final reply is being sent. Every
 change to it, and every channel call on the placeholder, happens under the message's Redis lock
-(redis-py's ``Lock``: a token, released only by its owner, expiring after ``lock_ttl_s`` should a
-process die holding it). Hence:
+(redis-py's ``Lock``: a token, released only by its owner). The lock is a short lease (``lease_s``)
+that its holder renews while it works, so a process killed holding it blocks the message for seconds,
+not for the longest channel call; a waiter waits up to ``lock_ttl_s``, which outlasts a live holder's
+slowest channel call. Hence:
 
 - the final reply wins: it takes the lock (waiting for a provisional edit in flight to finish), marks
   the draft ``final`` and releases it, then edits or posts; a piece handled later, anywhere, finds
@@ -26,8 +28,8 @@ process die holding it). Hence:
 
 What is left: a redone turn whose new pieces differ from the first attempt's (a non-deterministic
 LLM) shows the first attempt's start followed by the redo's continuation until the final reply
-replaces it; a provisional edit still in flight when its process stalls past ``lock_ttl_s`` (the
-lock is sized to outlast the channel call's own timeout).
+replaces it; a provisional edit still in flight when its process's event loop stalls past
+``lease_s`` (the lease is then not renewed and another process may edit too).
 
 Drafts are best effort: a failed post or update is logged and counted, never retried or
 dead-lettered (the final reply is, as before).
@@ -114,12 +116,14 @@ class Drafts:
         min_interval_s: float = 1.0,
         ttl_s: int = 3600,
         lock_ttl_s: float = 30.0,
+        lease_s: float = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.redis = redis
         self.min_interval_s = min_interval_s
         self.ttl_s = ttl_s
         self.lock_ttl_s = lock_ttl_s
+        self.lease_s = min(lease_s, lock_ttl_s)
         self.clock = clock  # wall time: the last edit's time is compared across processes
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}  # message id -> lock, [holders and waiters]
 
@@ -139,22 +143,37 @@ class Drafts:
 
     @contextlib.asynccontextmanager
     async def _shared(self, message_id: str, retry: Retry = _once) -> AsyncIterator[None]:
-        """The message's Redis lock, waited for at most its TTL (after which a dead holder's lock is gone)."""
-        lock = self.redis.lock(draft_lock_key(message_id), timeout=self.lock_ttl_s, sleep=0.02,
+        """The message's Redis lock: a lease renewed while held, waited for at most ``lock_ttl_s``."""
+        lock = self.redis.lock(draft_lock_key(message_id), timeout=self.lease_s, sleep=0.02,
                                blocking_timeout=self.lock_ttl_s + 1.0, thread_local=False)
         if not await retry(lock.acquire):
             log.warning("draft lock of %s not acquired in %.0fs; going on without it", message_id, self.lock_ttl_s)
             yield
             return
+        renewing = asyncio.ensure_future(self._renew(lock, message_id))
         try:
             yield
         finally:
+            renewing.cancel()
+            await asyncio.gather(renewing, return_exceptions=True)
             try:
                 await lock.release()
             except LockError:  # held past its TTL and taken over: the other holder releases it
                 log.warning("draft lock of %s expired while held", message_id)
             except Exception as exc:  # Redis trouble: the lock expires by itself
                 log.warning("draft lock of %s not released: %s: %s", message_id, type(exc).__name__, exc)
+
+    async def _renew(self, lock: Any, message_id: str) -> None:
+        """Reset the lease to ``lease_s`` three times per lease while the holder works."""
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            try:
+                await lock.reacquire()
+            except LockError:  # expired (the loop stalled past the lease): someone else may hold it now
+                log.warning("draft lock of %s lapsed while held", message_id)
+                return
+            except Exception as exc:  # Redis trouble: try again at the next beat
+                log.warning("draft lock of %s not renewed: %s: %s", message_id, type(exc).__name__, exc)
 
     async def _load(self, message_id: str) -> DraftState:
         return DraftState.parse(await self.redis.hgetall(draft_key(message_id)))

@@ -84,7 +84,7 @@ class FakeRedis:
 
 
 class FakeLock:
-    """redis-py's ``Lock`` as the connectors use it (acquire, release), held in a ``FakeRedis`` (no expiry)."""
+    """redis-py's ``Lock`` as the connectors use it (acquire, reacquire, release), held in a ``FakeRedis`` (no expiry)."""
 
     def __init__(self, redis: FakeRedis, name: str, sleep: float, blocking_timeout: float | None) -> None:
         self.redis, self.name, self.sleep, self.blocking_timeout = redis, name, sleep, blocking_timeout
@@ -99,6 +99,14 @@ class FakeLock:
             await asyncio.sleep(self.sleep)
         self.token = object()
         self.redis.data[self.name] = self.token
+        return True
+
+    async def reacquire(self) -> bool:
+        if self.token is None or self.redis.data.get(self.name) is not self.token:
+            from redis.exceptions import LockNotOwnedError
+
+            raise LockNotOwnedError("Cannot reacquire a lock that's no longer owned")
+        self.reacquired = getattr(self, "reacquired", 0) + 1
         return True
 
     async def release(self) -> None:
