@@ -235,10 +235,12 @@ async def test_turns_queued_for_a_store_that_is_judged_down_go_on_at_once(fake_k
     started = asyncio.get_running_loop().time()
     outs = await asyncio.gather(*(retriever.retrieve(turn("reset password")) for _ in range(10)))
     assert asyncio.get_running_loop().time() - started < 1.0  # not 5 rounds of 0.2 s timeouts
-    assert calls == 2 and not any(o.retrieval_ok for o in outs)
+    # the two first calls time out together; on a loaded machine their timers may fire in two loop
+    # iterations, and a queued turn may take the freed slot while the breaker has seen one failure
+    assert calls in (2, 3) and not any(o.retrieval_ok for o in outs)
     skipped = [o for o in outs if o.retrieval_error.startswith("retrieval skipped while the knowledge base is failing")]
-    assert len(skipped) == 8 and "timed out after 0.2s" in skipped[0].retrieval_error  # the reason is shown
-    assert sum(o.retrieval_error == "retrieval timed out after 0.2s" for o in outs) == 2
+    assert len(skipped) == 10 - calls and "timed out after 0.2s" in skipped[0].retrieval_error  # the reason is shown
+    assert sum(o.retrieval_error == "retrieval timed out after 0.2s" for o in outs) == calls
 
 
 async def test_breaker_skips_a_failing_store_then_probes_it(fake_kb):
