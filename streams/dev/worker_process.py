@@ -85,8 +85,8 @@ class WorkerProcess:
         cmd = [sys.executable, "-m", "streams.cli", "worker"]
         for stage in self.stages:
             cmd += ["--stage", stage]
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
+        with open(self.log_path, "ab") as log_file:  # the child writes through its own copy of the descriptor
+            self.proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
         return self
 
     @property
@@ -143,4 +143,3 @@ class WorkerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.terminate(30)
-        self._log.close()
