@@ -99,21 +99,22 @@ def test_a_refused_batch_is_dropped_without_retrying(spans, caplog) -> None:
         collector.stop()
 
 
-def test_a_collector_that_stays_down_costs_one_deadline(spans) -> None:
+def stopped_collector_endpoint() -> str:
+    """The address of a collector that was just stopped: nothing answers there."""
     collector = Collector()
-    port = collector.port
     collector.stop()
-    exporter = LeanOTLPSpanExporter(f"http://127.0.0.1:{port}", timeout_s=0.5, backoff_base_s=0.05, backoff_max_s=0.1)
+    return f"http://127.0.0.1:{collector.port}"
+
+
+def test_a_collector_that_stays_down_costs_one_deadline(spans) -> None:
+    exporter = LeanOTLPSpanExporter(stopped_collector_endpoint(), timeout_s=0.5, backoff_base_s=0.05, backoff_max_s=0.1)
     started = time.monotonic()
     assert exporter.export(spans) is SpanExportResult.FAILURE
     assert time.monotonic() - started < 2.0
 
 
 def test_shutdown_stops_a_retry_in_progress(spans) -> None:
-    collector = Collector()
-    port = collector.port
-    collector.stop()
-    exporter = LeanOTLPSpanExporter(f"http://127.0.0.1:{port}", timeout_s=30, backoff_base_s=5, backoff_max_s=5)
+    exporter = LeanOTLPSpanExporter(stopped_collector_endpoint(), timeout_s=30, backoff_base_s=5, backoff_max_s=5)
     retrying = threading.Event()
     before_retry = exporter._before_retry
 
