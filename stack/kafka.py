@@ -33,8 +33,16 @@ _quiet.propagate = False  # librdkafka's "connection refused" while the broker b
 
 
 def new_cluster_id() -> str:
-    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (what `kafka-storage random-uuid` prints)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (what `kafka-storage random-uuid` prints).
+
+    Never one that starts with "-": `kafka-storage format -t -abc...` reads it as an option and fails
+    ("argument --cluster-id/-t: expected one argument"), one first start in 64. Kafka's own
+    ``Uuid.randomUuid`` redraws such ids for the same reason.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def kafka_nodes(settings) -> list["Kafka"]:  # type: ignore[no-untyped-def]

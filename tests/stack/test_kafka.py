@@ -130,6 +130,19 @@ def test_cluster_id_is_kafka_shaped() -> None:
     assert all(len(cid) == 22 and all(c.isalnum() or c in "-_" for c in cid) for cid in ids)
 
 
+def test_cluster_id_never_starts_with_a_dash(monkeypatch) -> None:
+    """`kafka-storage format -t -x...` takes the id for an option: such a draw is redrawn (CI hit one in 64)."""
+    import uuid
+
+    import stack.kafka as kafka_module
+
+    draws = iter([uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(bytes=b"\x10" + bytes(15))])
+    monkeypatch.setattr(kafka_module.uuid, "uuid4", lambda: next(draws))
+    cluster_id = new_cluster_id()
+    assert not cluster_id.startswith("-") and len(cluster_id) == 22
+    assert cluster_id.startswith("EA"), "the second draw"
+
+
 def test_server_properties_follow_settings(tmp_path) -> None:
     settings = Settings(home=tmp_path, kafka_port=19092, kafka_controller_port=19093, bind_host="127.0.0.1")
     props = dict(
