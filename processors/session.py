@@ -55,7 +55,7 @@ from redis.exceptions import NoScriptError
 
 from processors.coalesce import Coalescer
 from processors.records import ChatRequest, ChatResponse, ChatTurn, HistoryTurn, Status, now_ms
-from processors.session_scripts import ADMIT, CLAIM_REPLY, ENRICH, MARK_CLAIMED, RECORD, TOKEN_BUCKET
+from processors.session_scripts import ADMIT, CLAIM_REPLY, MARK_CLAIMED, RECORD
 from processors.spans import active_span
 
 tracer = trace.get_tracer("chatstream.session")
@@ -89,9 +89,9 @@ def _history_turn(raw: bytes | str) -> HistoryTurn:
 class SessionStore:
     """Session history, rate limits and reply markers for the enrich and validate stages.
 
-    Single-turn methods (``enrich``, ``take_rate_token``, ...) are coalesced: the calls that many
-    in-flight turns make in the same event-loop iteration share one pipeline (see
-    ``processors.coalesce``). The ``*_many`` methods send an explicit batch in one round trip.
+    Per-turn methods (``admit``, ``record_reply``, the reply claims) are coalesced: the calls that
+    many in-flight turns make in the same event-loop iteration share one pipeline (see
+    ``processors.coalesce``), so the stages need no batch API of their own.
     """
 
     def __init__(
@@ -124,19 +124,15 @@ class SessionStore:
         self.coalesce = coalesce
         # one rolled-off message may take at most a quarter of the summary
         self._piece_cap = max(40, summary_max_chars // 4)
-        self._enrich = redis.register_script(ENRICH)
         self._record = redis.register_script(RECORD)
-        self._bucket = redis.register_script(TOKEN_BUCKET)
         self._claim = redis.register_script(CLAIM_REPLY)
         self._mark_claimed = redis.register_script(MARK_CLAIMED)
         self._admit = redis.register_script(ADMIT)
         # who holds a reply claim: unique per store (one per stage of a worker process), readable in Redis
         self.owner = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
         self._scripts_loaded = False
-        self._enrich_co: Coalescer[ChatRequest, ChatTurn] = Coalescer(self._enrich_batch)
         self._admit_co: Coalescer[ChatRequest, Admission] = Coalescer(self._admit_batch)
         self._record_co: Coalescer[tuple[ChatRequest, ChatResponse], None] = Coalescer(self._record_batch)
-        self._bucket_co: Coalescer[str, tuple[bool, float]] = Coalescer(self._bucket_batch)
         self._replied_co: Coalescer[str, bool] = Coalescer(self._replied_batch)
         self._mark_co: Coalescer[str, None] = Coalescer(self._mark_batch)
         self._claim_co: Coalescer[tuple[str, int], ReplyClaim] = Coalescer(self._claim_batch)
@@ -188,7 +184,7 @@ class SessionStore:
         """
         for attempt in (1, 2):
             if not self._scripts_loaded:
-                for script in (self._admit, self._enrich, self._record, self._bucket, self._claim, self._mark_claimed):
+                for script in (self._admit, self._record, self._claim, self._mark_claimed):
                     script.sha = await self.redis.script_load(script.script)
                 self._scripts_loaded = True
             try:
@@ -202,27 +198,20 @@ class SessionStore:
                     raise
         raise AssertionError("unreachable")
 
-    # --- admit: duplicate check, rate token and enrich in one call ------------------------------
+    # --- admit: duplicate check, rate token, append and load in one call --------------------------
     async def admit(self, request: ChatRequest) -> Admission:
         """What the enrich stage asks per turn, in one script and one round trip (shared by the turns in
         flight): ``replied`` (a reply exists: drop the repeat), ``rate_limited`` (no token: the message
-        is not appended) or ``admitted`` with the turn and its session context, as ``enrich`` returns.
+        is not appended) or ``admitted`` with the turn and its session context (history without this
+        message, summary, failure streak).
 
-        The same steps, keys and TTLs as ``is_replied``, ``take_rate_token`` and ``enrich`` one after
-        the other, except that a message admitted before (a redelivery, a re-sent batch) takes no
-        second rate token. Idempotent like ``enrich``: a caller may retry it after any error.
+        The user message is appended once per message_id, and a message admitted before (a
+        redelivery, a re-sent batch) takes no second rate token: a caller may retry it after any error.
         """
         with self._span("redis session.admit", "EVALSHA", 1, request.session_id) as span:
             admission = await self._one(self._admit_co, self._admit_batch, request, span)
             span.set_attribute("chatstream.admission", admission.outcome)
             return admission
-
-    async def admit_many(self, requests: Sequence[ChatRequest]) -> list[Admission]:
-        """``admit`` for a batch in one round trip; turns of one session must come in order."""
-        if not requests:
-            return []
-        with self._span("redis session.admit", "EVALSHA", len(requests)):
-            return await self._admit_batch(list(requests))
 
     async def _admit_batch(self, requests: list[ChatRequest]) -> list[Admission]:
         rate = self.rate_per_minute / 60.0
@@ -247,26 +236,8 @@ class SessionStore:
                 raise RuntimeError(f"the admit script answered {outcome!r}")
         return admissions
 
-    # --- enrich ---------------------------------------------------------------------------------
-    async def enrich(self, request: ChatRequest) -> ChatTurn:
-        """The turn with its session context; the user message is appended once per message_id."""
-        with self._span("redis session.load", "EVALSHA", 1, request.session_id) as span:
-            return await self._one(self._enrich_co, self._enrich_batch, request, span)
-
-    async def enrich_many(self, requests: Sequence[ChatRequest]) -> list[ChatTurn]:
-        """``enrich`` for a batch in one round trip; turns of one session must come in order."""
-        if not requests:
-            return []
-        with self._span("redis session.load", "EVALSHA", len(requests)):
-            return await self._enrich_batch(list(requests))
-
-    async def _enrich_batch(self, requests: list[ChatRequest]) -> list[ChatTurn]:
-        calls = [(self._enrich, self._session_keys(req.session_id), self._enrich_args(req)) for req in requests]
-        results = await self._run_scripts(calls)
-        return [self._turn(req, result) for req, result in zip(requests, results)]
-
     def _enrich_args(self, req: ChatRequest) -> list[Any]:
-        """ARGV of the ENRICH script (the ADMIT script's after its two rate-limit arguments)."""
+        """The ADMIT script's ARGV after its two rate-limit arguments (those of ``enrich_turn``)."""
         return [
             req.message_id,
             _turn_json("user", req.message_id, req.text, req.sent_at or now_ms()),
@@ -279,7 +250,7 @@ class SessionStore:
 
     @staticmethod
     def _turn(req: ChatRequest, result: list[Any]) -> ChatTurn:
-        """The turn from ENRICH's answer: {fresh, summary, failures, history_json...}."""
+        """The turn from an admission's answer: {fresh, summary, failures, history_json...}."""
         _fresh, summary, failures, *history = result
         return ChatTurn(
             request=req,
@@ -298,14 +269,6 @@ class SessionStore:
             return
         with self._span("redis session.append_reply", "EVALSHA", 1, request.session_id) as span:
             await self._one(self._record_co, self._record_batch, (request, response), span)
-
-    async def record_replies(self, pairs: Sequence[tuple[ChatRequest, ChatResponse]]) -> None:
-        """``record_reply`` for a batch in one round trip."""
-        pairs = [(req, resp) for req, resp in pairs if Status(resp.status) is not Status.RATE_LIMITED]
-        if not pairs:
-            return
-        with self._span("redis session.append_reply", "EVALSHA", len(pairs)):
-            await self._record_batch(pairs)
 
     async def _record_batch(self, pairs: list[tuple[ChatRequest, ChatResponse]]) -> list[None]:
         await self._run_scripts([self._record_call(req, resp) for req, resp in pairs])
@@ -329,28 +292,6 @@ class SessionStore:
             ],
         )
 
-    # --- rate limit -----------------------------------------------------------------------------
-    async def take_rate_token(self, user_id: str) -> tuple[bool, float]:
-        """(allowed, seconds until a token is available); one token per turn."""
-        with self._span("redis ratelimit.take", "EVALSHA", 1) as span:
-            allowed, retry_after = await self._one(self._bucket_co, self._bucket_batch, user_id, span)
-            span.set_attribute("chatstream.rate_limit.allowed", allowed)
-            return allowed, retry_after
-
-    async def take_rate_tokens(self, user_ids: Sequence[str]) -> list[tuple[bool, float]]:
-        """``take_rate_token`` for a batch in one round trip (a user may appear several times)."""
-        if not user_ids:
-            return []
-        with self._span("redis ratelimit.take", "EVALSHA", len(user_ids)):
-            return await self._bucket_batch(list(user_ids))
-
-    async def _bucket_batch(self, user_ids: list[str]) -> list[tuple[bool, float]]:
-        rate = self.rate_per_minute / 60.0
-        results = await self._run_scripts(
-            [(self._bucket, [self._bucket_key(user_id)], [self.burst, rate]) for user_id in user_ids]
-        )
-        return [(int(allowed) == 1, float(_text(retry))) for allowed, retry in results]
-
     # --- exactly one reply ----------------------------------------------------------------------
     async def is_replied(self, message_id: str) -> bool:
         """True when a reply for this message_id was already produced.
@@ -360,14 +301,6 @@ class SessionStore:
         and it runs twice per turn, so its span cost more than the check.
         """
         return await self._one(self._replied_co, self._replied_batch, message_id)
-
-    async def replied_among(self, message_ids: Sequence[str]) -> set[str]:
-        """The subset of ``message_ids`` already replied to, in one round trip."""
-        if not message_ids:
-            return set()
-        with self._span("redis idempotency.check", "EXISTS", len(message_ids)):
-            found = await self._replied_batch(list(message_ids))
-        return {mid for mid, hit in zip(message_ids, found) if hit}
 
     async def _replied_batch(self, message_ids: list[str]) -> list[bool]:
         async with self.redis.pipeline(transaction=False) as pipe:

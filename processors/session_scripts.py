@@ -132,13 +132,6 @@ local function take_token(key, cap, rate)
 end
 """
 
-# KEYS: turns, meta, ids.  ARGV: message_id, turn_json, user_prefix, n, ttl, max_chars, piece_cap
-# Returns {fresh, summary, failures, history_json...}
-ENRICH = LUA_HELPERS + LUA_ENRICH_TURN + r"""
-return enrich_turn(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3],
-                   tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]))
-"""
-
 # KEYS: turns, meta, ids.  ARGV: message_id, turn_json, user_prefix, n, ttl, max_chars, piece_cap,
 # failure_delta ('reset' | 'incr' | 'keep').  Returns {fresh, failures}
 RECORD = LUA_HELPERS + r"""
@@ -171,21 +164,16 @@ redis.call('EXPIRE', ids, ttl)
 return {fresh, redis.call('HGET', meta, 'failures') or '0'}
 """
 
-# KEYS: bucket.  ARGV: capacity, refill per second.  Returns {allowed, retry_after_s as string}
-TOKEN_BUCKET = LUA_TAKE_TOKEN + r"""
-local allowed, retry = take_token(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))
-return {allowed, tostring(retry)}
-"""
-
 # Admission and enrichment of one turn in one call, what the enrich stage does per turn:
 # 1. a reply marker exists: {'replied'}, nothing written (the repeat gets no second reply);
 # 2. else a rate token, unless this message was admitted before (its 'u:' id is in the session's id
 #    set: a redelivery after a crash, or a batch re-sent after an error, is not charged twice); no
 #    token: {'rate_limited', retry_after_s as string}, the message is NOT appended;
-# 3. else ENRICH: {'admitted', fresh, summary, failures, history_json...}.
-# The same keys, values and TTLs as the three separate calls (EXISTS, TOKEN_BUCKET, ENRICH), so
-# workers of the previous release running alongside read and write the same state.
-# KEYS: replied, bucket, turns, meta, ids.  ARGV: capacity, refill per second, then ENRICH's ARGV.
+# 3. else enrich_turn: {'admitted', fresh, summary, failures, history_json...}.
+# The keys, values and TTLs are those the earlier separate scripts (EXISTS, token bucket, enrich)
+# wrote, so a rolling upgrade from a release that still ran them reads and writes the same state.
+# KEYS: replied, bucket, turns, meta, ids.
+# ARGV: capacity, refill per second, then message_id, turn_json, user_prefix, n, ttl, max_chars, piece_cap.
 ADMIT = LUA_HELPERS + LUA_ENRICH_TURN + LUA_TAKE_TOKEN + r"""
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'replied'} end
 if redis.call('SISMEMBER', KEYS[5], 'u:' .. ARGV[3]) == 0 then

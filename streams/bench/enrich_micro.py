@@ -89,7 +89,7 @@ async def run(turns: int, sessions: int, in_flight: int) -> dict[str, float]:
             outputs = await stage.process(request, msg, span)
         return len(outputs)
 
-    await stage.sessions.enrich_many(requests[:1])  # scripts loaded, connection open: not measured
+    await stage.sessions.admit(requests[0])  # scripts loaded, connection open: not measured
     requests = requests[1:]
     before = await _commandstats(stats_client)
     writes0 = CountingConnection.writes
