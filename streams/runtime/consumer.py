@@ -172,11 +172,16 @@ class ConsumerRuntime:
         kept = [m for m in earlier if not before_revocation(m)]
         if count == 1:
             return kept + taken
-        dropped = {(m.topic(), m.partition()) for m in taken if before_revocation(m)}
+        fresh, dropped = [], set()
+        for msg in taken:
+            if before_revocation(msg):
+                dropped.add((msg.topic(), msg.partition()))
+            else:
+                fresh.append(msg)
         # revoked and assigned back within this one call: the records it took of such a partition
         # may be from before or after the revocation, so all went; read them again from the commit
         self._rewind(dropped & self._assigned_in_call)
-        return kept + [m for m in taken if not before_revocation(m)]
+        return kept + fresh
 
     def _rewind(self, partitions: set[TP]) -> None:
         """Seek partitions (assigned to this consumer) back to their committed offsets."""
