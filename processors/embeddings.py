@@ -318,6 +318,8 @@ def build_embedder(settings) -> Embedder:  # type: ignore[no-untyped-def]
             threads=settings.embedding_threads,
             max_batch=settings.embedding_batch_size,
             max_wait_ms=settings.embedding_batch_wait_ms,
+            int8_compute=settings.embedding_int8_compute,
+            cache_dir=settings.cache_dir / "models",
         )
     if settings.embedding_cache_size > 0:
         embedder = CachedEmbedder(embedder, settings.embedding_cache_size)

@@ -143,6 +143,8 @@ class LocalMiniLMEmbedder:
         max_wait_ms: float = 0.0,
         max_length: int = 256,
         sub_batch: int = 32,
+        int8_compute: bool = False,
+        cache_dir: Path | None = None,
     ) -> None:
         if max_batch < 1 or sub_batch < 1 or max_wait_ms < 0:
             raise ValueError("max_batch and sub_batch must be >= 1, max_wait_ms >= 0")
@@ -153,6 +155,9 @@ class LocalMiniLMEmbedder:
         self.max_wait_s = max_wait_ms / 1000.0
         self.max_length = max_length
         self.sub_batch = sub_batch
+        # matrix products in int8 (``processors.minilm_int8``): faster, and another vector space
+        self.int8_compute = int8_compute
+        self.cache_dir = cache_dir or Path("~/.cache/chatstream/models").expanduser()
         self.stats = BatchStats()
         self._model: _MiniLMModel | None = None
         self._model_lock = threading.Lock()
@@ -165,9 +170,12 @@ class LocalMiniLMEmbedder:
     def _load(self) -> _MiniLMModel:
         with self._model_lock:
             if self._model is None:
-                self._model = _MiniLMModel(
-                    self.model_path, self.tokenizer_path, threads=self.threads, max_length=self.max_length
-                )
+                model_path = self.model_path
+                if self.int8_compute:
+                    from processors.minilm_int8 import dynamic_int8_model
+
+                    model_path = dynamic_int8_model(self.model_path, self.cache_dir)
+                self._model = _MiniLMModel(model_path, self.tokenizer_path, threads=self.threads, max_length=self.max_length)
             return self._model
 
     def _run_batch(self, texts: list[str]) -> np.ndarray:

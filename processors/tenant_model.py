@@ -39,7 +39,7 @@ def model_id(embedder: Embedder) -> str:
     name = getattr(inner, "name", type(inner).__name__)
     model = getattr(inner, "model", None)
     if name == "local-minilm":
-        return "local:all-MiniLM-L6-v2-int8"
+        return "local:all-MiniLM-L6-v2-int8" + ("-dynamic" if getattr(inner, "int8_compute", False) else "")
     return f"{name}:{model}" if model else str(name)
 
 
