@@ -148,6 +148,8 @@ class LocalMiniLMEmbedder:
     ) -> None:
         if max_batch < 1 or sub_batch < 1 or max_wait_ms < 0:
             raise ValueError("max_batch and sub_batch must be >= 1, max_wait_ms >= 0")
+        if int8_compute and cache_dir is None:
+            raise ValueError("int8_compute needs a cache_dir to keep the converted model in")
         self.model_path, self.tokenizer_path = locate_minilm_files()
         self.dimension = _MiniLMModel.dimension
         self.threads = threads
@@ -157,7 +159,7 @@ class LocalMiniLMEmbedder:
         self.sub_batch = sub_batch
         # matrix products in int8 (``processors.minilm_int8``): faster, and another vector space
         self.int8_compute = int8_compute
-        self.cache_dir = cache_dir or Path("~/.cache/chatstream/models").expanduser()
+        self.cache_dir = cache_dir
         self.stats = BatchStats()
         self._model: _MiniLMModel | None = None
         self._model_lock = threading.Lock()
@@ -171,7 +173,7 @@ class LocalMiniLMEmbedder:
         with self._model_lock:
             if self._model is None:
                 model_path = self.model_path
-                if self.int8_compute:
+                if self.int8_compute and self.cache_dir is not None:  # __init__ refuses one without the other
                     from processors.minilm_int8 import dynamic_int8_model
 
                     model_path = dynamic_int8_model(self.model_path, self.cache_dir)

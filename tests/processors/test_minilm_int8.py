@@ -82,6 +82,11 @@ def test_a_failed_build_leaves_no_file_behind(tmp_path, monkeypatch) -> None:
     assert list(tmp_path.iterdir()) == [], "no half-built model (or its work folder) left for the next start"
 
 
+def test_int8_compute_needs_a_cache_folder() -> None:
+    with pytest.raises(ValueError, match="cache_dir"):
+        LocalMiniLMEmbedder(int8_compute=True)
+
+
 def test_int8_compute_is_another_vector_space_and_follows_the_setting(tmp_path) -> None:
     shipped = build_embedder(Settings(embedding_cache_size=0))
     int8 = build_embedder(Settings(embedding_int8_compute=True, cache_dir=tmp_path, embedding_cache_size=0))
