@@ -106,7 +106,6 @@ class FakeLock:
             from redis.exceptions import LockNotOwnedError
 
             raise LockNotOwnedError("Cannot reacquire a lock that's no longer owned")
-        self.reacquired = getattr(self, "reacquired", 0) + 1
         return True
 
     async def release(self) -> None:

@@ -1,4 +1,4 @@
-"""Fixtures shared by the processors' tests: an in-memory tracer."""
+"""Fixtures shared by the processors' tests: an in-memory tracer (tests patch it in as a module's ``tracer``)."""
 
 from __future__ import annotations
 
@@ -14,5 +14,5 @@ def spans():
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield provider.get_tracer("chatstream.generation"), exporter
+    yield provider.get_tracer("chatstream.test"), exporter
     provider.shutdown()

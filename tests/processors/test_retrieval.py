@@ -544,30 +544,24 @@ async def test_retrieval_degrades_during_a_weaviate_outage_and_recovers(tmp_path
 
 
 @pytest.mark.stack
-async def test_spans_nest_under_the_retrieve_span(sample_tenant, live, monkeypatch):
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
+async def test_spans_nest_under_the_retrieve_span(sample_tenant, live, spans, monkeypatch):
     import processors.minilm as embeddings_module
     import processors.retrieval as retrieval_module
     import processors.vectorstore as vectorstore_module
 
-    provider = TracerProvider()
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer, exporter = spans
     for module in (retrieval_module, vectorstore_module, embeddings_module):
-        monkeypatch.setattr(module, "tracer", provider.get_tracer(module.__name__))
+        monkeypatch.setattr(module, "tracer", tracer)
     store, embedder = live
     question = "my secret question about passwords"
     await Retriever(store, embedder, top_k=2, alpha=0.75).retrieve(turn(question, tenant=sample_tenant))
-    spans = {s.name: s for s in exporter.get_finished_spans()}
-    root = spans["retrieval retrieve"]
+    by_name = {s.name: s for s in exporter.get_finished_spans()}
+    root = by_name["retrieval retrieve"]
     for name in ("embeddings embed", "weaviate hybrid_search"):
-        assert spans[name].parent.span_id == root.context.span_id, name
-    search = spans["weaviate hybrid_search"]
+        assert by_name[name].parent.span_id == root.context.span_id, name
+    search = by_name["weaviate hybrid_search"]
     assert search.attributes["db.system"] == "weaviate" and search.attributes["chatstream.retrieval.hits"] == 2
-    for s in spans.values():
+    for s in by_name.values():
         assert all(question not in str(v) for v in s.attributes.values())
 
 

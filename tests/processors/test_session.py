@@ -9,9 +9,6 @@ import uuid
 
 import pytest
 import redis.asyncio as aioredis
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from processors.backoff import is_transient_redis_error, retry_transient
 from processors.records import ChatRequest, ChatResponse, Status, now_ms
@@ -294,21 +291,18 @@ async def test_reply_markers(store, redis_client):
     assert 3590 <= ttl <= 3600
 
 
-async def test_spans_wrap_round_trips_without_message_text(store, monkeypatch):
-    # a private provider: the global one belongs to whoever configures tracing for the process
-    provider = TracerProvider()
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    monkeypatch.setattr(session_module, "tracer", provider.get_tracer("chatstream.session"))
+async def test_spans_wrap_round_trips_without_message_text(store, spans, monkeypatch):
+    tracer, exporter = spans
+    monkeypatch.setattr(session_module, "tracer", tracer)
     secret_text = "my card is 4111 1111 1111 1111"
     r = request(secret_text)
     await enrich(store, r)
     await store.record_reply(r, reply(r, secret_text))
     await store.mark_replied([r.message_id])
-    spans = exporter.get_finished_spans()
-    names = {s.name for s in spans}
+    finished = exporter.get_finished_spans()
+    names = {s.name for s in finished}
     assert {"redis session.admit", "redis session.append_reply", "redis idempotency.mark"} <= names
-    for s in spans:
+    for s in finished:
         if s.name.startswith("redis "):
             assert s.attributes["db.system"] == "redis"
             assert all(secret_text not in str(v) for v in s.attributes.values())
@@ -450,11 +444,9 @@ async def test_admit_charges_a_message_one_token_however_often_it_is_redelivered
     assert denied.outcome == "rate_limited" and 50 < denied.retry_after_s <= 60
 
 
-async def test_admit_is_one_shared_round_trip_with_one_span_each(store, monkeypatch):
-    provider = TracerProvider()
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    monkeypatch.setattr(session_module, "tracer", provider.get_tracer("chatstream.session"))
+async def test_admit_is_one_shared_round_trip_with_one_span_each(store, spans, monkeypatch):
+    tracer, exporter = spans
+    monkeypatch.setattr(session_module, "tracer", tracer)
     fast = make_store(store.redis, store.prefix, rate_per_minute=60.0, burst=1)
     replied = request("seen", session="c-replied")
     await fast.mark_replied([replied.message_id])
@@ -468,12 +460,12 @@ async def test_admit_is_one_shared_round_trip_with_one_span_each(store, monkeypa
     assert fast._admit_co.batches == batches_before + 1, "one pipeline for every turn in flight"
     assert [a.outcome for a in admissions] == ["admitted"] * 16 + ["replied", "rate_limited"]
     assert [a.turn.request.message_id for a in admissions[:16]] == [r.message_id for r in reqs]
-    spans = exporter.get_finished_spans()
-    assert [s.name for s in spans] == ["redis session.admit"] * 18
-    for s in spans:
+    finished = exporter.get_finished_spans()
+    assert [s.name for s in finished] == ["redis session.admit"] * 18
+    for s in finished:
         assert s.attributes["db.system"] == "redis" and s.attributes["chatstream.batch_size"] == 18
         assert all(secret not in str(v) for v in s.attributes.values())
-    assert sorted(s.attributes["chatstream.admission"] for s in spans) == sorted(a.outcome for a in admissions)
+    assert sorted(s.attributes["chatstream.admission"] for s in finished) == sorted(a.outcome for a in admissions)
 
 
 async def test_admit_is_reloaded_and_idempotent_after_a_redis_restart(store, redis_client):
