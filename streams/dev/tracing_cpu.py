@@ -1,9 +1,9 @@
 """Tracing's CPU per turn: one turn's spans created, ended and exported, in one run.
 
 Why: OpenTelemetry was the largest single CPU cost in the worker (py-spy --gil, issue 9). This
-reproduces what tracing does for one bench turn in the worker (12 spans: the four ``<topic>
+reproduces what tracing does for one bench turn in the worker (11 spans: the four ``<topic>
 process`` CONSUMER spans, each with the upstream context extracted from headers and injected into
-the outputs; under them redis x4, retrieval retrieve, embeddings embed, weaviate hybrid_search and the
+the outputs; under them redis x3 (session.admit, reply.claim, reply.finish), retrieval retrieve, embeddings embed, weaviate hybrid_search and the
 ``chat <model>`` span, with the attributes the code gives them) and exports them through the same
 ``BatchSpanProcessor`` settings to the configured OTLP endpoint (Jaeger). CPU is this process's
 ``time.process_time`` (all threads: the export thread encodes and sends), divided by the turns;
@@ -55,7 +55,7 @@ def _sdk_turn(tracer: trace.Tracer, i: int) -> None:
         ) as span:
             span.set_attribute("messaging.message.id", f"m-{i:08d}")
             if n == 0:
-                for name in ("redis session.load", "redis ratelimit.take"):
+                for name in ("redis session.admit",):
                     with tracer.start_as_current_span(name, attributes={"db.system": "redis", "db.operation": "EVALSHA",
                                                                         "chatstream.session_id": f"bench:{i % 200}"}):
                         pass
@@ -98,7 +98,7 @@ def _lean_turn(tracer: trace.Tracer, i: int) -> None:
         with tracing.consumer_span(topic, headers, attributes) as span:
             span.set_attribute("messaging.message.id", f"m-{i:08d}")
             if n == 0:
-                for name in ("redis session.load", "redis ratelimit.take"):
+                for name in ("redis session.admit",):
                     with active_span(tracer, name, attributes={"db.system": "redis", "db.operation": "EVALSHA",
                                                                "chatstream.session_id": f"bench:{i % 200}"}):
                         pass
@@ -134,7 +134,7 @@ def _llm_attributes() -> dict[str, object]:
             "chatstream.llm.provider": "openai", "chatstream.llm.attempt": 1, "gen_ai.request.stream": True}
 
 
-SPANS_PER_TURN = 12
+SPANS_PER_TURN = 11
 
 
 class _Switch(SpanProcessor):
