@@ -200,6 +200,16 @@ class Kafka(Service):
         return self.java_command("kafka.Kafka", str(self.server_properties))
 
     def probe(self) -> None:
+        self._metadata_brokers()
+
+    def probe_started(self) -> None:
+        """Ready after a start only once this node lists every node of the cluster: each broker learns of
+        the others a moment apart, and `topics create` run at once would otherwise size the replication
+        for the brokers that one node happened to know (2 of 3 was seen)."""
+        if len(known := self._metadata_brokers()) < self.nodes:
+            raise NotReady(f"node {self.node} lists {len(known)} of the cluster's {self.nodes} brokers so far")
+
+    def _metadata_brokers(self) -> dict:  # type: ignore[type-arg]
         if not accepts_connections(self.host, self.port):
             raise NotReady("broker port not accepting connections")
         # the project's one Kafka client factory (confluent_kafka is a heavy import: only once the port is open);
@@ -219,6 +229,7 @@ class Kafka(Service):
             raise NotReady("metadata answer lists no broker yet")
         if self.node not in metadata.brokers:
             raise NotReady(f"node {self.node} is not registered with the cluster yet")
+        return metadata.brokers
 
 
 @functools.lru_cache(maxsize=4)

@@ -112,6 +112,11 @@ class Service(ABC):
     def probe(self) -> None:
         """One real round trip with a short timeout; raise :class:`NotReady` when it fails."""
 
+    def probe_started(self) -> None:
+        """What :meth:`wait_ready` asks after a start: by default :meth:`probe`. A service that is part of a
+        group (a Kafka node) may also wait for the group to settle, which `status` must not require."""
+        self.probe()
+
     def tools(self) -> list[Tool]:
         """Tools needed to *run* it (build tools belong to :meth:`build`)."""
         return []
@@ -217,7 +222,7 @@ class Service(ABC):
         return pid
 
     def wait_ready(self, timeout_s: float | None = None) -> float:
-        """Poll :meth:`probe` until it answers; fail early when the process dies. Returns seconds waited."""
+        """Poll :meth:`probe_started` until it answers; fail early when the process dies. Returns seconds waited."""
         timeout_s = self.start_timeout_s if timeout_s is None else timeout_s
         began = time.monotonic()
         deadline = began + timeout_s
@@ -229,7 +234,7 @@ class Service(ABC):
                     f"{self.title} exited while starting; last lines of {self.log_file}:\n{tail_file(self.log_file)}"
                 )
             try:
-                self.probe()
+                self.probe_started()
                 return time.monotonic() - began
             except NotReady as exc:
                 last = str(exc)
