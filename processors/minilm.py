@@ -18,6 +18,7 @@ import asyncio
 import contextvars
 import importlib.resources
 import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,7 +60,8 @@ def locate_minilm_files() -> tuple[Path, Path]:
 
 
 class _MiniLMModel:
-    """Tokenizer + ONNX session; used only from the embedder's single worker thread."""
+    """Tokenizer + ONNX session. ``run`` and ``encode_batch`` are thread-safe, so one loaded model
+    serves every embedder of the process (``shared``)."""
 
     dimension = 384
 
@@ -80,6 +82,22 @@ class _MiniLMModel:
         # tokenizer.json pads and truncates to a fixed 128; we pad to the longest text of each batch
         self.tokenizer.enable_truncation(max_length=max_length)
         self.tokenizer.no_padding()
+
+    @classmethod
+    def shared(cls, model_path: Path, tokenizer_path: Path, *, threads: int, max_length: int) -> _MiniLMModel:
+        """The process's one model for these files and options, loaded on first use.
+
+        Why: a worker builds two embedders (the retriever's, and the relevance meter's with its own
+        batcher so sentence batches never queue ahead of a turn's question); each loading its own
+        session kept the weights twice, about 165 MiB more. Held weakly: it goes with its last embedder.
+        """
+        key = (str(model_path), str(tokenizer_path), max(1, threads), max_length)
+        with _SHARED_LOCK:
+            model = _SHARED_MODELS.get(key)
+            if model is None:
+                model = cls(model_path, tokenizer_path, threads=threads, max_length=max_length)
+                _SHARED_MODELS[key] = model
+            return model
 
     def embed(self, texts: list[str], sub_batch: int) -> np.ndarray:
         encodings = self.tokenizer.encode_batch(texts)
@@ -104,6 +122,10 @@ class _MiniLMModel:
             norms = np.linalg.norm(pooled, axis=1, keepdims=True)
             out[idx] = pooled / np.clip(norms, 1e-12, None)
         return out
+
+
+_SHARED_MODELS: weakref.WeakValueDictionary[tuple[str, str, int, int], _MiniLMModel] = weakref.WeakValueDictionary()
+_SHARED_LOCK = threading.Lock()
 
 
 # --- micro-batching ------------------------------------------------------------------------------
@@ -177,7 +199,9 @@ class LocalMiniLMEmbedder:
                     from processors.minilm_int8 import dynamic_int8_model
 
                     model_path = dynamic_int8_model(self.model_path, self.cache_dir)
-                self._model = _MiniLMModel(model_path, self.tokenizer_path, threads=self.threads, max_length=self.max_length)
+                self._model = _MiniLMModel.shared(
+                    model_path, self.tokenizer_path, threads=self.threads, max_length=self.max_length
+                )
             return self._model
 
     def _run_batch(self, texts: list[str]) -> np.ndarray:

@@ -402,3 +402,27 @@ async def test_openai_embedder_gives_up_after_its_deadline(scripted):
     finally:
         await embedder.close()
     assert 2 <= scripted.stats()["by_endpoint"]["embeddings"] < 200
+
+
+async def test_embedders_of_one_process_share_one_loaded_model():
+    """The worker's retriever and relevance meter each build an embedder: the weights load once."""
+    import gc
+    import weakref
+
+    # max_length 64: options no other embedder of this test module uses, so only these three hold it
+    first, second = LocalMiniLMEmbedder(threads=1, max_length=64), LocalMiniLMEmbedder(threads=1, max_length=64)
+    other_threads = LocalMiniLMEmbedder(threads=2, max_length=64)
+    try:
+        await asyncio.gather(first.warm_up(), second.warm_up(), other_threads.warm_up())
+        assert first._model is second._model  # one session, two batchers
+        assert other_threads._model is not first._model  # other session options, another session
+        a, b = await asyncio.gather(first.embed(["reset my password"] * 3), second.embed(["cancel my plan"] * 5))
+        assert len(a) == 3 and len(b) == 5 and first.stats.batches == second.stats.batches == 1
+        assert cos(a[0], (await other_threads.embed(["reset my password"]))[0]) > 0.999
+        model = weakref.ref(first._model)
+    finally:
+        for embedder in (first, second, other_threads):
+            await embedder.close()
+    del first, second, other_threads
+    gc.collect()
+    assert model() is None  # released with the last embedder that used it
