@@ -190,3 +190,22 @@ def test_probe_is_not_ready_while_the_port_answers_but_no_broker_does(tmp_path) 
         settings = Settings(home=tmp_path, bind_host="127.0.0.1", kafka_port=listener.getsockname()[1])
         with pytest.raises(NotReady, match="metadata request failed"):
             Kafka(settings).probe()
+
+
+def test_a_started_cluster_node_waits_until_it_lists_every_node(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`topics create` right after `stack up --brokers 3` sized replication by the brokers one node knew."""
+    import types
+
+    import stack.kafka
+    import streams.runtime.clients
+
+    known = {1: object(), 2: object()}
+    answer = types.SimpleNamespace(list_topics=lambda timeout: types.SimpleNamespace(brokers=known))
+    monkeypatch.setattr(stack.kafka, "accepts_connections", lambda host, port: True)
+    monkeypatch.setattr(streams.runtime.clients, "make_admin", lambda settings, **overrides: answer)
+    node = Kafka(Settings(home=tmp_path, kafka_brokers=3), node=1)
+    node.probe()  # `status`: this node answers and is registered
+    with pytest.raises(NotReady, match="lists 2 of the cluster's 3 brokers"):
+        node.probe_started()
+    known[3] = object()
+    node.probe_started()
