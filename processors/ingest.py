@@ -11,6 +11,10 @@ Chunks are built from whole paragraphs up to ``chunk_chars``; each chunk after t
 with the last ``chunk_overlap`` characters of the previous one (cut at a word boundary), so a fact
 split across the boundary is still found. The title is embedded with each chunk's text, because
 help-center titles ("Reset your password") are the best summary of what a chunk answers.
+
+Each chunk's relevance units (title and sentences, ``processors.passage_units``) are embedded here
+too and stored with it, so the worker's relevance meter does not embed them in the middle of a turn.
+A stored chunk whose units are missing or were made by another model counts as updated.
 """
 
 from __future__ import annotations
@@ -20,13 +24,14 @@ import json
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
 
 from processors.embed_batch import BulkEmbedder
 from processors.embeddings import Embedder
+from processors.passage_units import encode_matrix, passage_units, units_key
 from processors.tenant_model import check_embedding_model, model_id
 from processors.vectorstore import Chunk, VectorStore
 
@@ -292,6 +297,23 @@ def embedding_text(chunk: Chunk) -> str:
     return f"{chunk.title}\n{chunk.text}" if chunk.title else chunk.text
 
 
+def chunk_units(chunk: Chunk) -> list[str]:
+    return passage_units(chunk.title, chunk.text)
+
+
+async def with_units(bulk: BulkEmbedder, chunks: Sequence[Chunk], model: str) -> list[Chunk]:
+    """The chunks with their units' vectors; a text shared by several (a document's title) is embedded once."""
+    groups = [chunk_units(c) for c in chunks]
+    texts = list(dict.fromkeys(u for group in groups for u in group))
+    vectors: dict[str, list[float]] = {}
+    async for indices, batch in bulk.embed(texts):
+        vectors.update((texts[i], v) for i, v in zip(indices, batch))
+    return [
+        replace(c, units_key=units_key(model, group), units=encode_matrix([vectors[u] for u in group]))
+        for c, group in zip(chunks, groups)
+    ]
+
+
 # --- sync ----------------------------------------------------------------------------------------
 
 
@@ -357,20 +379,21 @@ async def ingest(
 
     await store.ensure_collection(tenant)
     stored = await store.stored_chunks(tenant)
+    model = model_id(embedder)
     to_write: list[Chunk] = []
     for chunk in chunks:
         known = stored.get(chunk.chunk_id)
         if known is None:
             report.added_ids.append(chunk.chunk_id)
             to_write.append(chunk)
-        elif known.content_hash != chunk.content_hash:
+        elif known.content_hash != chunk.content_hash or known.units_key != units_key(model, chunk_units(chunk)):
             report.updated_ids.append(chunk.chunk_id)
             to_write.append(chunk)
         else:
             report.unchanged += 1
 
     if to_write:
-        await check_embedding_model(store, tenant, model_id(embedder), record=True)
+        await check_embedding_model(store, tenant, model, record=True)
     wanted = {c.chunk_id for c in chunks}
     loaded_docs = {d.doc_id for d in docs}
     stale = sorted(
@@ -388,7 +411,7 @@ async def ingest(
     ready_vectors: list[list[float]] = []
 
     async def flush() -> None:
-        await store.upsert(ready_chunks, ready_vectors, tenant=tenant)
+        await store.upsert(await with_units(bulk, ready_chunks, model), ready_vectors, tenant=tenant)
         state.embedded += len(ready_chunks)
         state.chars_embedded += sum(len(embedding_text(c)) for c in ready_chunks)
         state.elapsed_s = time.perf_counter() - started

@@ -8,8 +8,8 @@ mean the same thing for every query:
 - ``Passage.relevance``: the raw cosine similarity of the query embedding and the passage's closest
   unit (its title or one of its sentences). Whole chunks dilute a short question's match ("is there
   an iPhone app" against an 800-character chunk about the mobile app in general); a question usually
-  matches one sentence. The units are embedded with the retriever's embedder, whose exact-text cache
-  makes a help center's sentences cost nothing after their first use.
+  matches one sentence. Ingest stores the units' vectors with the chunk (``processors.passage_units``);
+  units stored without them are embedded with the retriever's embedder, once per process.
 - coverage: the share of the query's content words that occur in the retrieved passages, a raw
   lexical signal (BM25-like, no per-query normalisation). Unanswerable questions near the help
   center's topics ("is there time tracking on tasks") match semantically but name a thing it never
@@ -26,20 +26,26 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import math
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import lru_cache
 
 import numpy as np
 
-from processors.generation.text import STOPWORDS, content_words, split_sentences, words
+from processors.generation.text import STOPWORDS, content_words, words
+from processors.passage_units import UnitVectors, passage_units
 from processors.records import Passage
 from processors.spelling import corrected, text_words
+from processors.tenant_model import model_id
 
 LEXICAL_WEIGHT = 0.6
-MAX_UNITS_PER_PASSAGE = 16
 MEASURED_PASSAGES = 2  # the hybrid ranking's best two: measuring more changed no decision on the labelled set
+# chunk ids and tenant -> the stored unit vectors of those it has (``VectorStore.unit_vectors``)
+StoredUnits = Callable[..., Awaitable[dict[str, UnitVectors]]]
+
+log = logging.getLogger(__name__)
 
 
 def cosine_similarity(a: Sequence[float], b: Sequence[float]) -> float:
@@ -54,24 +60,21 @@ def cosine_similarity(a: Sequence[float], b: Sequence[float]) -> float:
     return dot / (na * nb)
 
 
-def passage_units(passage: Passage) -> list[str]:
-    """The pieces a question is matched against: the title and each sentence."""
-    units = [passage.title.strip()] if passage.title.strip() else []
-    units += [s for s in split_sentences(passage.text) if s.strip()]
-    return units[:MAX_UNITS_PER_PASSAGE] or [passage.text[:400]]
-
-
 class RelevanceMeter:
     """Measures ``Passage.relevance`` with the retriever's embedder; unit vectors are kept by text.
 
-    A help center has a few hundred sentences, and every turn retrieves some of them again, so each
-    is embedded once: kept in a bounded map, and concurrent turns that need the same sentence while
-    it is being embedded wait for that one computation instead of embedding it again (on a cold
-    start a burst of turns would otherwise embed the same sentences many times over).
+    Units are first read from what ingest stored with the chunk (``stored``, one store call for the
+    chunks a turn brings that this process has not seen), then kept here. Units stored without
+    vectors, or under another model, are embedded once: kept in a bounded map, and concurrent turns
+    that need the same sentence while it is being embedded wait for that one computation instead of
+    embedding it again (on a cold start a burst of turns would otherwise embed the same sentences
+    many times over).
     """
 
-    def __init__(self, embedder, max_units: int = 50_000) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, embedder, max_units: int = 50_000, stored: StoredUnits | None = None) -> None:  # type: ignore[no-untyped-def]
         self.embedder = embedder
+        self.stored = stored
+        self.model = model_id(embedder)
         self.max_units = max_units
         self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
         self._pending: dict[str, asyncio.Future] = {}
@@ -84,11 +87,9 @@ class RelevanceMeter:
             self._pending.update(futures)
             try:
                 vectors = await self.embedder.embed(missing)
-                for text, vector in zip(missing, vectors):
-                    self._vectors[text] = np.asarray(vector, dtype=np.float32)
+                self._keep(missing, [np.asarray(v, dtype=np.float32) for v in vectors])
+                for text in missing:
                     futures[text].set_result(None)
-                while len(self._vectors) > self.max_units:
-                    self._vectors.popitem(last=False)
             except BaseException as exc:
                 for future in futures.values():
                     if not future.done():
@@ -105,15 +106,19 @@ class RelevanceMeter:
         return [self._vectors[t] for t in texts]
 
     async def measure(
-        self, query_vector: Sequence[float], passages: Sequence[Passage], limit: int = MEASURED_PASSAGES
+        self, query_vector: Sequence[float], passages: Sequence[Passage], limit: int = MEASURED_PASSAGES,
+        *, tenant: str | None = None,
     ) -> list[Passage]:
         """The first ``limit`` passages with ``relevance`` = cosine of the query and their closest unit;
-        the rest are returned as they are (unmeasured)."""
+        the rest are returned as they are (unmeasured). With ``tenant``, units this process has not
+        seen are first read from what ingest stored."""
         if not passages:
             return []
         rest = list(passages[limit:])
         passages = passages[:limit]
-        units = [passage_units(p) for p in passages]
+        units = [passage_units(p.title, p.text) for p in passages]
+        if tenant is not None and self.stored is not None:
+            await self._read_stored(tenant, [(p.chunk_id, group) for p, group in zip(passages, units)])
         matrix = np.stack(await self._unit_vectors([u for group in units for u in group]))
         query = np.asarray(query_vector, dtype=np.float32)
         norms = np.linalg.norm(matrix, axis=1) * (np.linalg.norm(query) or 1.0)
@@ -124,6 +129,32 @@ class RelevanceMeter:
             start += len(group)
             out.append(dataclasses.replace(passage, relevance=round(best, 6)))
         return out + rest
+
+    async def _read_stored(self, tenant: str, groups: list[tuple[str, list[str]]]) -> None:
+        """Keep the stored vectors of the chunks with a unit not yet known here (one store call); a
+        chunk stored without them, or under another model, is left to the embedder, as is everything
+        when the store cannot answer (relevance is then only slower, not wrong)."""
+        wanted = [(cid, group) for cid, group in groups
+                  if any(u not in self._vectors and u not in self._pending for u in group)]
+        if not wanted:
+            return
+        try:
+            found = await self.stored([cid for cid, _ in wanted], tenant=tenant)  # type: ignore[misc]
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - see docstring
+            log.warning("stored unit vectors not read (%s); embedding them", exc)
+            return
+        for cid, group in wanted:
+            units = found.get(cid)
+            if units is not None and units.usable_for(self.model, group):
+                self._keep(group, units.matrix)
+
+    def _keep(self, texts: Sequence[str], vectors: Sequence[np.ndarray]) -> None:
+        for text, vector in zip(texts, vectors):
+            self._vectors[text] = vector
+        while len(self._vectors) > self.max_units:
+            self._vectors.popitem(last=False)
 
 
 async def measure(embedder, query_vector: Sequence[float], passages: Sequence[Passage]) -> list[Passage]:  # type: ignore[no-untyped-def]

@@ -109,7 +109,7 @@ class Retriever:
         self.min_relevance = min_relevance
         # its own embedder (queue) when given: a cold start embeds a help center's sentences once, and
         # the turns' query embeddings must not wait behind that inside the lookup timeout
-        self.meter = RelevanceMeter(relevance_embedder or embedder)
+        self.meter = RelevanceMeter(relevance_embedder or embedder, stored=getattr(store, "unit_vectors", None))
         self._breakers: dict[str, CircuitBreaker] = {}
         self._last_error: dict[str, str] = {}
         self.cache = cache
@@ -179,7 +179,7 @@ class Retriever:
                 return dataclasses.replace(turn, passages=[], retrieval_ok=False, retrieval_error=error), None
             breaker.record_success()
             latest = latest_text(turn)
-            passages = await self._measured(vector, passages, query, latest)
+            passages = await self._measured(vector, passages, query, latest, tenant)
             found: dict[str, object] = {"chatstream.retrieval.ok": True, "chatstream.retrieval.hits": len(passages)}
             if passages:
                 found["chatstream.retrieval.top_doc"] = passages[0].doc_id
@@ -220,7 +220,7 @@ class Retriever:
         never raised: a knowledge base that is down at start is the turns' and the breaker's business."""
         try:
             vector, passages = await asyncio.wait_for(self._search(question, tenant), self.timeout_s)
-            await self._measured(vector, passages, question, question)
+            await self._measured(vector, passages, question, question, tenant)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - see docstring
@@ -264,7 +264,7 @@ class Retriever:
                 (vector,) = await self.embedder.embed([query])
         return vector
 
-    async def _measured(self, vector, passages, query: str, latest: str):  # type: ignore[no-untyped-def]
+    async def _measured(self, vector, passages, query: str, latest: str, tenant: str):  # type: ignore[no-untyped-def]
         """Passages with their absolute relevance; outside the lookup's timeout (local CPU, not the store).
 
         A passage's relevance is the best of its match with every reading of the question: the
@@ -278,7 +278,7 @@ class Retriever:
         if self.min_relevance <= 0:
             return passages  # answerability off: no need to measure
         try:
-            measured = await self.meter.measure(vector, passages)
+            measured = await self.meter.measure(vector, passages, tenant=tenant)
             vocabulary = passage_vocabulary(f"{p.title} {p.text}" for p in measured if p.relevance is not None)
             texts = [query] if latest == query else [query, latest]
             readings = [t for t in dict.fromkeys(texts + [corrected(t, vocabulary) for t in texts]) if t != query]

@@ -7,6 +7,7 @@ import math
 import re
 from collections.abc import Sequence
 
+from processors.passage_units import UnitVectors, stored_units
 from processors.records import Passage
 from processors.vectorstore import Chunk, StoredChunk, check_tenant
 
@@ -46,6 +47,7 @@ class MemoryStore:
         self.fail: Exception | None = None
         self.searches: list[tuple[str, str, int, float]] = []
         self.models: dict[str, str] = {}
+        self.unit_reads: list[list[str]] = []
 
     async def ensure_collection(self, tenant: str) -> None:
         self.tenants.setdefault(check_tenant(tenant), {})
@@ -72,7 +74,13 @@ class MemoryStore:
         return [Passage(c.doc_id, c.chunk_id, c.title, c.url or c.source, c.text, s) for s, c in scored[:k]]
 
     async def stored_chunks(self, tenant: str) -> dict[str, StoredChunk]:
-        return {cid: StoredChunk(cid, c.doc_id, c.content_hash) for cid, (c, _) in self.tenants.get(tenant, {}).items()}
+        return {cid: StoredChunk(cid, c.doc_id, c.content_hash, c.units_key) for cid, (c, _) in self.tenants.get(tenant, {}).items()}
+
+    async def unit_vectors(self, chunk_ids: Sequence[str], *, tenant: str) -> dict[str, UnitVectors]:
+        self.unit_reads.append(list(chunk_ids))
+        chunks = self.tenants.get(tenant, {})
+        found = {cid: stored_units(chunks[cid][0].units_key, chunks[cid][0].units) for cid in chunk_ids if cid in chunks}
+        return {cid: units for cid, units in found.items() if units is not None}
 
     async def delete_chunks(self, chunk_ids: Sequence[str], *, tenant: str) -> int:
         n = 0

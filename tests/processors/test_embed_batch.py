@@ -9,7 +9,8 @@ from fakes_retrieval import HashEmbedder
 from processors.embed_batch import BulkEmbedder, length_grouped
 from processors.tenant_model import model_id
 from processors.embeddings import CachedEmbedder
-from processors.ingest import chunk_documents, embedding_text, load_documents
+from processors.ingest import chunk_documents, chunk_units, embedding_text, load_documents
+from processors.passage_units import stored_units
 from streams.commands.ingest_cmd import SAMPLE_KNOWLEDGE_BASE
 
 
@@ -91,10 +92,15 @@ async def test_ingest_through_an_openai_compatible_embeddings_endpoint(tmp_path)
             await embedder.close()
         requests = httpx.get(llm.base_url.removesuffix("/v1") + "/_stats").json()
     assert report.added == report.chunks == 40
-    assert requests["by_endpoint"]["embeddings"] == 5, requests  # 40 chunks in batches of 8
+    # 40 chunks in batches of 8, then each stored batch's units (a title and one sentence a chunk:
+    # 32, 32 and 16 texts) in batches of 8
+    assert requests["by_endpoint"]["embeddings"] == 5 + 10, requests
     assert store.models == {"api": "openai:scripted-embedding"}
     for chunk, vector in store.tenants["api"].values():
         assert vector == pytest.approx(hash_embedding(embedding_text(chunk), 384), abs=1e-6)
+        units = stored_units(chunk.units_key, chunk.units)
+        assert units is not None and units.usable_for("openai:scripted-embedding", chunk_units(chunk))
+        np.testing.assert_allclose(units.matrix, [hash_embedding(u, 384) for u in chunk_units(chunk)], atol=1e-3)
 
 
 async def test_ingest_through_the_endpoint_rides_out_injected_rate_limits_and_5xx(tmp_path):
@@ -117,7 +123,8 @@ async def test_ingest_through_the_endpoint_rides_out_injected_rate_limits_and_5x
             await embedder.close()
         stats = llm.stats()
     assert report.added == report.chunks == 40 and store.upserts == 40
-    assert embedder.retries == 5 and stats["by_endpoint"]["embeddings"] == 5 + 5  # 5 batches + 5 retried failures
+    # 5 batches of chunks, 10 of their units (as above), 5 retried failures
+    assert embedder.retries == 5 and stats["by_endpoint"]["embeddings"] == 5 + 10 + 5
     for chunk, vector in store.tenants["api"].values():
         assert vector == pytest.approx(hash_embedding(embedding_text(chunk), 384), abs=1e-6)
 

@@ -142,10 +142,11 @@ async def test_reingest_is_idempotent_and_tracks_changes(tmp_path):
     assert first.added == first.chunks > 2 and first.updated == first.unchanged == first.deleted == 0
     embedded = [t for call in embedder.calls for t in call]
     assert any(t.startswith("A\nalpha paragraph 0") for t in embedded)  # the title is embedded with the text
+    assert {"A", "B", "beta only paragraph."} <= set(embedded)  # and each unit (title, sentence) alone
 
     again = await ingest(kb, store, embedder, "t1", chunk_chars=400, chunk_overlap=50)
     assert (again.added, again.updated, again.unchanged, again.deleted) == (0, 0, first.chunks, 0)
-    assert sum(len(c) for c in embedder.calls) == first.chunks  # nothing re-embedded
+    assert [t for call in embedder.calls for t in call] == embedded  # nothing re-embedded
 
     # a shorter, edited a.md: its first chunk changes, its tail chunks go away; b.md untouched
     write(kb / "a.md", "# A\n\nalpha paragraph 0 changed " + "text " * 60)
@@ -217,7 +218,9 @@ async def test_an_interrupted_ingest_resumes_without_re_embedding_what_is_stored
     assert report.chunks == 60 and report.unchanged == len(stored_before) and report.added == 60 - len(stored_before)
     re_embedded = {t.split("\n")[0] for call in resumed_embedder.calls for t in call}
     assert not re_embedded & {store.tenants["t1"][cid][0].title for cid in stored_before}
-    assert sum(len(c) for c in resumed_embedder.calls) == 60 - len(stored_before)
+    resumed = [t for call in resumed_embedder.calls for t in call]
+    assert sum("\n" in t for t in resumed) == 60 - len(stored_before)  # chunk texts ("title\ntext")
+    assert sum("\n" not in t for t in resumed) == 2 * (60 - len(stored_before))  # their units: title, sentence
     assert first_embedded >= len(stored_before)
     assert len(store.tenants["t1"]) == 60
 

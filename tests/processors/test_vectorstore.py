@@ -1,4 +1,5 @@
-"""The Weaviate store's HNSW ef: set at creation, applied to an existing collection, left alone when unset."""
+"""The Weaviate store's HNSW ef (set at creation, applied to an existing collection, left alone when unset)
+and the chunks' stored unit vectors."""
 
 from __future__ import annotations
 
@@ -49,3 +50,44 @@ async def test_ef_is_set_at_creation_and_applied_to_an_existing_collection():
         await client.collections.delete(settings.collection)
         for store in (first, later, untouched):
             await store.close()
+
+
+@pytest.mark.stack
+async def test_units_are_stored_with_chunks_and_read_back_and_an_older_collection_gets_their_properties(tmp_path):
+    """A collection made before chunks carried unit vectors gains the properties; ingest fills them."""
+    from fakes_retrieval import HashEmbedder
+    from weaviate.classes.config import Configure, DataType, Property
+
+    from processors.ingest import chunk_documents, chunk_units, ingest, load_documents
+    from processors.tenant_model import model_id
+
+    settings = Settings().derive(collection=f"ChatstreamUnits{uuid.uuid4().hex[:8]}")
+    store = build_store(settings)
+    client = await store._connected()
+    try:
+        await client.collections.create(  # the properties of a collection made by an older chatstream
+            settings.collection,
+            vector_config=Configure.Vectors.self_provided(),
+            multi_tenancy_config=Configure.multi_tenancy(enabled=True),
+            properties=[Property(name=n, data_type=DataType.TEXT) for n in
+                        ("doc_id", "chunk_id", "title", "source", "url", "text", "content_hash")]
+                       + [Property(name="chunk_index", data_type=DataType.INT)],
+        )
+        (tmp_path / "a.md").write_text("# Export your data\n\nOpen settings. Choose export. A file is mailed to you.")
+        embedder = HashEmbedder()
+        report = await ingest(tmp_path, store, embedder, "t1")
+        assert report.added == 1
+        types = {p.name: p.data_type for p in (await client.collections.use(settings.collection).config.get()).properties}
+        assert types["units"] == DataType.BLOB and types["units_key"] == DataType.TEXT  # not auto-schema's text
+
+        found = await store.unit_vectors(["a#0", "missing#0"], tenant="t1")
+        assert list(found) == ["a#0"]
+        [chunk] = chunk_documents(load_documents(tmp_path), chunk_chars=800, chunk_overlap=120)
+        units = chunk_units(chunk)
+        assert found["a#0"].usable_for(model_id(embedder), units)
+        assert found["a#0"].matrix.shape == (len(units), HashEmbedder.dimension)
+        assert (await store.stored_chunks("t1"))["a#0"].units_key == found["a#0"].key
+        assert await store.unit_vectors([], tenant="t1") == {}
+    finally:
+        await client.collections.delete(settings.collection)
+        await store.close()
