@@ -81,6 +81,24 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, str]
     return result
 
 
+def delete_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
+    """Delete this namespace's topics (those that exist) and its consumer group; returns the deleted
+    topics. For throw-away namespaces (a bench run's ``bench-<id>.`` prefix): a broker keeps every
+    partition's log and index in memory, and 1,654 leftover bench topics (9,821 partitions) filled a
+    512 MiB broker heap until it ran a full GC every 6.5 s, 0.3-0.8 s each, stalling every turn."""
+    client = admin(settings)
+    existing = set(client.list_topics(timeout=timeout_s).topics)
+    names = [s.topic for s in topic_specs(settings, 1) if s.topic in existing]
+    for future in (client.delete_topics(names, operation_timeout=timeout_s).values() if names else ()):
+        future.result()
+    for future in client.delete_consumer_groups([settings.consumer_group], request_timeout=timeout_s).values():
+        try:
+            future.result()
+        except KafkaException:  # never joined, or already gone: nothing to delete
+            pass
+    return names
+
+
 def _wait_visible(client: AdminClient, topics: list[str], partitions: int, timeout_s: float) -> None:
     """A just-started broker can confirm a creation before its metadata lists the topic; a worker
     started right after would then refuse to run. Wait (bounded) until every topic is listed."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -42,6 +43,8 @@ def register(sub) -> None:
         help="then push the same turns through the same processors in this process, without Kafka, and print the ratios",
     )
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object instead of text")
+    parser.add_argument("--keep-topics", action="store_true",
+                        help="leave the run's bench-<id>.* topics and consumer group on the broker (deleted by default)")
     parser.add_argument("--profile", action="store_true",
                         help="sample the worker(s) with py-spy (--gil) and print their Python time by library")
     from streams.commands import bench_kb  # retrieval cost at knowledge-base size (issue 13)
@@ -352,6 +355,17 @@ def _stop_profilers(profilers: list) -> Any:
     return merged
 
 
+def _delete_run_topics(settings: Settings, say: Any) -> None:
+    """The run's namespace goes with it: leftover bench topics pile up in the broker's heap."""
+    from streams.topics import delete_topics
+
+    try:
+        deleted = delete_topics(settings)
+        say(f"deleted the run's {len(deleted)} topics ({settings.topic_prefix}*) and its consumer group")
+    except Exception as exc:  # noqa: BLE001 - the figures are already printed; say what is left behind
+        print(f"warning: the run's topics ({settings.topic_prefix}*) were not deleted: {exc}", file=sys.stderr)
+
+
 def _stage_group(group: str) -> list[str]:
     """``enrich,retrieve`` -> the stage names, checked against the pipeline's table."""
     from streams.pipeline import STAGE_NAMES
@@ -439,6 +453,8 @@ def run(args, settings: Settings) -> int:
         finally:
             for worker in workers:
                 worker.terminate(60)
+            if not args.keep_topics:
+                _delete_run_topics(bench_settings, say)
         if args.baseline:
             from streams import tracing
 

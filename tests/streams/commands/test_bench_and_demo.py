@@ -38,6 +38,13 @@ def test_bench_prints_every_figure_and_counts_every_reply(capsys) -> None:
     assert streamed and int(streamed.group(1)) >= 30, out
     for figure in ("throughput", "end-to-end latency ms  p50", "pipeline overhead ms", "enrich", "validate", "worker peak RSS"):
         assert figure in out, out
+    # the run's namespace is deleted with it (leftover bench topics filled the broker's heap)
+    run_id = re.search(r"^bench (\w+):", out, re.M).group(1)  # type: ignore[union-attr]
+    assert re.search(rf"deleted the run's [1-9]\d* topics \(bench-{run_id}\.\*\)", out), out
+    from streams.config import Settings
+    from streams.topics import admin
+
+    assert not [t for t in admin(Settings()).list_topics(timeout=10).topics if t.startswith(f"bench-{run_id}.")]
 
 
 def test_worker_stages_names_are_checked_against_the_pipeline_table() -> None:
