@@ -250,7 +250,8 @@ async def sized_tenants(store, tenant: str, sizes: list[int], keep_docs: set[str
             continue
         chosen = keep + rest[: max(0, size - len(keep))]
         chunks = [
-            Chunk(**{f: (int(o.properties[f]) if f == "chunk_index" else str(o.properties[f])) for f in Chunk.__dataclass_fields__})
+            Chunk(**{f: (int(o.properties[f]) if f == "chunk_index" else str(o.properties.get(f) or ""))
+                     for f in Chunk.__dataclass_fields__})
             for o in chosen
         ]
         vectors = [o.vector["default"] for o in chosen]
