@@ -111,6 +111,14 @@ class ClientSettings(BaseModel):
         description="How long the pipeline's producers wait to fill a request. 0: a lone record goes at once (each "
         "of a turn's four hops to its first token is on the critical path); more: fewer broker requests at full load.",
     )
+    kafka_fetch_wait_ms: int = Field(
+        default=100,
+        ge=0,
+        description="How long a group consumer's fetch waits at the broker for data (librdkafka's fetch.wait.max.ms, "
+        "500 by default). A partition assigned or resumed while a fetch is waiting joins only the next one: with 500, "
+        "a worker's first turns waited 0.5 s more after start (4 of 5 runs) and the half-load overhead p99 was "
+        "407 / 452 ms against 140 / 101 ms with 100. Less: more empty fetches of an idle consumer.",
+    )
     redis_url: str = "redis://127.0.0.1:6379/0"
     weaviate_host: str = "127.0.0.1"
     schema_registry_url: str | None = None

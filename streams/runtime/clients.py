@@ -75,6 +75,8 @@ def consumer_config(settings: Any, group: str, **overrides: Any) -> dict[str, An
         # the runtime keeps consuming (paused partitions) while a window is full, so this only
         # bounds a revocation's drain, which shutdown_grace_s bounds far below it
         "max.poll.interval.ms": 300000,
+        # a partition assigned or resumed while a fetch waits at the broker joins the next fetch only
+        "fetch.wait.max.ms": int(getattr(settings, "kafka_fetch_wait_ms", 100)),
         "reconnect.backoff.max.ms": 2000,
         "on_commit": _log_commit,
     }

@@ -71,3 +71,13 @@ def test_config_prints_every_setting_under_its_section(capsys) -> None:
     assert out.count("\n# ") + out.startswith("# ") == len(SECTIONS)
     for name in Settings.model_fields:
         assert f"CHATSTREAM_{name.upper()} " in out
+
+
+def test_group_consumers_wait_at_the_broker_as_configured(monkeypatch) -> None:
+    """A partition assigned or resumed during a fetch's wait joins the next fetch: the wait is short by default."""
+    from streams.runtime.clients import consumer_config
+
+    assert consumer_config(Settings(), "g")["fetch.wait.max.ms"] == 100
+    monkeypatch.setenv("CHATSTREAM_KAFKA_FETCH_WAIT_MS", "500")
+    assert consumer_config(Settings(), "g")["fetch.wait.max.ms"] == 500
+    assert consumer_config(Settings(), "g", **{"fetch.wait.max.ms": 10})["fetch.wait.max.ms"] == 10
