@@ -78,6 +78,7 @@ class RelevanceMeter:
         self.max_units = max_units
         self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
         self._pending: dict[str, asyncio.Future] = {}
+        self._read_failed = False
 
     async def _unit_vectors(self, texts: list[str]) -> list[np.ndarray]:
         missing = [t for t in dict.fromkeys(texts) if t not in self._vectors and t not in self._pending]
@@ -143,7 +144,10 @@ class RelevanceMeter:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - see docstring
-            log.warning("stored unit vectors not read (%s); embedding them", exc)
+            # once loudly (e.g. a knowledge base ingested before units were stored: ingest it again)
+            log.log(logging.DEBUG if self._read_failed else logging.WARNING,
+                    "stored unit vectors not read (%s); embedding them", exc)
+            self._read_failed = True
             return
         for cid, group in wanted:
             units = found.get(cid)

@@ -153,7 +153,7 @@ class WeaviateStore:
         self._tenants: set[str] = set()
         # tenant -> collection handle of the connected client: building one (``collections.use`` +
         # ``with_tenant``, each with its batch wrappers) cost about as much CPU as the query itself
-        self._handles: dict[str, Any] = {}
+        self._handles: dict[tuple[str, str], Any] = {}
         self._handles_client: Any = None
 
     async def warm_up(self) -> None:
@@ -199,15 +199,16 @@ class WeaviateStore:
             self._client = client
             return client
 
-    async def _collection(self, tenant: str):  # type: ignore[no-untyped-def]
-        """The tenant's collection handle, built once per connected client (handles are stateless
-        wrappers over the client's connection, meant to be reused)."""
+    async def _collection(self, tenant: str, name: str | None = None):  # type: ignore[no-untyped-def]
+        """The tenant's handle on the chunks' collection (or on ``name``), built once per connected
+        client (handles are stateless wrappers over the client's connection, meant to be reused)."""
         client = await self._connected()
         if client is not self._handles_client or len(self._handles) >= _MAX_HANDLES:
             self._handles, self._handles_client = {}, client
-        handle = self._handles.get(tenant)
+        name = name or self.collection_name
+        handle = self._handles.get((name, tenant))
         if handle is None:
-            handle = self._handles[tenant] = client.collections.use(self.collection_name).with_tenant(check_tenant(tenant))
+            handle = self._handles[(name, tenant)] = client.collections.use(name).with_tenant(check_tenant(tenant))
         return handle
 
     async def ensure_collection(self, tenant: str) -> None:
@@ -242,14 +243,14 @@ class WeaviateStore:
                             Property(name="text", data_type=DataType.TEXT, tokenization=Tokenization.WORD),
                             Property(name="chunk_index", data_type=DataType.INT),
                             Property(name="content_hash", data_type=DataType.TEXT, **keyword),
-                            *_unit_properties(),
+                            _units_key_property(),
                         ],
                     )
                 except UnexpectedStatusCodeError as exc:
                     if "already exists" not in str(exc):  # another process created it first
                         raise
             elif not self._collection_ready:
-                await self._add_unit_properties(client)
+                await self._add_units_key(client)
             self._collection_ready = True
             if not self._index_checked:
                 await self.apply_index_config()
@@ -260,22 +261,56 @@ class WeaviateStore:
                 except UnexpectedStatusCodeError as exc:
                     if "already exists" not in str(exc):
                         raise
+            await self._ensure_units(client, tenant)
             self._tenants.add(tenant)
 
-    async def _add_unit_properties(self, client) -> None:  # type: ignore[no-untyped-def]
-        """A collection made before chunks carried their unit vectors gets the two properties (once;
-        Weaviate's auto-schema would have typed the blob as searchable text)."""
+    async def _add_units_key(self, client) -> None:  # type: ignore[no-untyped-def]
+        """A collection made before chunks had stored units gets the key's property (once; Weaviate's
+        auto-schema would make it searchable text)."""
         from weaviate.exceptions import UnexpectedStatusCodeError
 
         collection = client.collections.use(self.collection_name)
-        have = {p.name for p in (await collection.config.get()).properties}
-        for prop in _unit_properties():
-            if prop.name not in have:
-                try:
-                    await collection.config.add_property(prop)
-                except UnexpectedStatusCodeError as exc:
-                    if "already exists" not in str(exc):  # another process added it first
-                        raise
+        if "units_key" not in {p.name for p in (await collection.config.get()).properties}:
+            try:
+                await collection.config.add_property(_units_key_property())
+            except UnexpectedStatusCodeError as exc:
+                if "already exists" not in str(exc):  # another process added it first
+                    raise
+
+    # --- the chunks' unit vectors ----------------------------------------------------------------
+    # In a collection of their own (same tenants, same object ids as the chunks, no vector index):
+    # stored in the chunk objects, the blobs cost Weaviate about 1 ms more CPU per hybrid query
+    # (4.4 -> 5.5 ms, measured), which reads whole objects of its candidates; a worker needs a
+    # chunk's units once.
+
+    @property
+    def _units_name(self) -> str:
+        return f"{self.collection_name}Units"
+
+    async def _ensure_units(self, client, tenant: str) -> None:  # type: ignore[no-untyped-def]
+        from weaviate.classes.config import Configure, DataType, Property
+        from weaviate.classes.tenants import Tenant
+        from weaviate.exceptions import UnexpectedStatusCodeError
+
+        if not await client.collections.exists(self._units_name):
+            try:
+                await client.collections.create(
+                    self._units_name,
+                    description="Each chunk's relevance units' vectors (processors.passage_units), by chunk id.",
+                    vector_config=Configure.Vectors.self_provided(),  # never given one: nothing is indexed
+                    multi_tenancy_config=Configure.multi_tenancy(enabled=True),
+                    properties=[_units_key_property(), Property(name="units", data_type=DataType.BLOB)],
+                )
+            except UnexpectedStatusCodeError as exc:
+                if "already exists" not in str(exc):
+                    raise
+        units = client.collections.use(self._units_name)
+        if not await units.tenants.exists(tenant):
+            try:
+                await units.tenants.create([Tenant(name=tenant)])
+            except UnexpectedStatusCodeError as exc:
+                if "already exists" not in str(exc):
+                    raise
 
     async def apply_index_config(self) -> bool:
         """Give the existing collection this store's HNSW ef (public config update); True if it changed.
@@ -327,15 +362,22 @@ class WeaviateStore:
                     "text": c.text,
                     "chunk_index": c.chunk_index,
                     "content_hash": c.content_hash,
-                    **({"units_key": c.units_key, "units": c.units} if c.units else {}),
+                    "units_key": c.units_key if c.units else "",  # written after the units themselves
                 },
             )
             for c, v in zip(chunks, vectors)
         ]
+        units = [DataObject(uuid=chunk_uuid(c.chunk_id), properties={"units_key": c.units_key, "units": c.units})
+                 for c in chunks if c.units]
         with tracer.start_as_current_span("weaviate upsert") as span:
             span.set_attribute("db.system", "weaviate")
             span.set_attribute("chatstream.tenant", tenant)
             span.set_attribute("chatstream.chunks", len(objects))
+            if units:  # first: a chunk's key then never names units that are not there
+                stored = await (await self._collection(tenant, self._units_name)).data.insert_many(units)
+                if stored.has_errors:
+                    first = next(iter(stored.errors.values()))
+                    raise VectorStoreError(f"{len(stored.errors)} of {len(units)} chunks' units failed to store: {first.message}")
             result = await collection.data.insert_many(objects)
         if result.has_errors:
             first = next(iter(result.errors.values()))
@@ -398,27 +440,26 @@ class WeaviateStore:
         return [_passage(objects[i].properties, float(fused[i])) for i in ranked]
 
     async def unit_vectors(self, chunk_ids: Sequence[str], *, tenant: str) -> dict[str, UnitVectors]:
-        """The stored unit vectors of those of ``chunk_ids`` that have them, in one request. Not part of
-        the hybrid query: the blobs would ride along with every hit, while a worker needs a chunk's
-        units once (measured: +0.75 ms of Weaviate and +0.5 ms of client CPU per query)."""
+        """The stored unit vectors of those of ``chunk_ids`` that have them, in one request (not part
+        of the hybrid query: returned with every hit they cost 0.75 ms more Weaviate and 0.5 ms more
+        client CPU per query, measured, while a worker needs a chunk's units once)."""
         from weaviate.classes.query import Filter
 
         if not chunk_ids:
             return {}
-        collection = await self._collection(tenant)
+        collection = await self._collection(tenant, self._units_name)
+        ids = {chunk_uuid(c): c for c in chunk_ids}
         with active_span(tracer, "weaviate unit_vectors", attributes={
             "db.system": "weaviate", "chatstream.tenant": tenant, "chatstream.chunks": len(chunk_ids),
         }):
             result = await collection.query.fetch_objects(
-                filters=Filter.by_id().contains_any([chunk_uuid(c) for c in chunk_ids]),
-                limit=len(chunk_ids),
-                return_properties=["chunk_id", "units_key", "units"],
+                filters=Filter.by_id().contains_any(list(ids)), limit=len(ids), return_properties=["units_key", "units"],
             )
         found = {}
         for obj in result.objects:
             units = stored_units(obj.properties.get("units_key"), obj.properties.get("units"))
-            if units is not None:
-                found[str(obj.properties["chunk_id"])] = units
+            if units is not None and str(obj.uuid) in ids:
+                found[ids[str(obj.uuid)]] = units
         return found
 
     async def stored_chunks(self, tenant: str) -> dict[str, StoredChunk]:
@@ -452,16 +493,19 @@ class WeaviateStore:
                 part = [chunk_uuid(c) for c in ids[start : start + 500]]
                 result = await collection.data.delete_many(where=Filter.by_id().contains_any(part))
                 deleted += int(result.successful)
+                units = await self._collection(tenant, self._units_name)
+                await units.data.delete_many(where=Filter.by_id().contains_any(part))
             span.set_attribute("chatstream.chunks", deleted)
         return deleted
 
     async def drop_tenant(self, tenant: str) -> None:
         """Remove a knowledge base entirely (tests, and re-ingesting from scratch)."""
         client = await self._connected()
-        if await client.collections.exists(self.collection_name):
-            collection = client.collections.use(self.collection_name)
-            if await collection.tenants.exists(check_tenant(tenant)):
-                await collection.tenants.remove([tenant])
+        for name in (self.collection_name, self._units_name):
+            if await client.collections.exists(name):
+                collection = client.collections.use(name)
+                if await collection.tenants.exists(check_tenant(tenant)):
+                    await collection.tenants.remove([tenant])
         if await client.collections.exists(self._models_name):
             await client.collections.use(self._models_name).data.delete_many(where=_filter_tenant(tenant))
         self._tenants.discard(tenant)
@@ -560,12 +604,9 @@ def _passage(properties: dict, score: float) -> Passage:
     )
 
 
-def _unit_properties() -> list:  # type: ignore[type-arg]
-    """The chunk's unit vectors: read back with each hit, never searched or filtered."""
+def _units_key_property():  # type: ignore[no-untyped-def]
+    """The key of a chunk's stored units (``processors.passage_units.units_key``): read, never searched."""
     from weaviate.classes.config import DataType, Property, Tokenization
 
-    return [
-        Property(name="units_key", data_type=DataType.TEXT, tokenization=Tokenization.FIELD,
-                 index_searchable=False, index_filterable=False),
-        Property(name="units", data_type=DataType.BLOB),
-    ]
+    return Property(name="units_key", data_type=DataType.TEXT, tokenization=Tokenization.FIELD,
+                    index_searchable=False, index_filterable=False)

@@ -352,12 +352,13 @@ async def test_the_tenant_handle_is_built_once_per_client_and_rebuilt_after_a_re
     store, embedder = live
     (vector,) = await embedder.embed(["reset my password"])
     first = await store.hybrid_search("reset my password", vector, tenant=sample_tenant, k=3, alpha=0.75)
-    handle = store._handles[sample_tenant]
+    key = (store.collection_name, sample_tenant)
+    handle = store._handles[key]
     again = await store.hybrid_search("reset my password", vector, tenant=sample_tenant, k=3, alpha=0.75)
-    assert store._handles[sample_tenant] is handle and first == again and first[0].doc_id == "reset-password"
+    assert store._handles[key] is handle and first == again and first[0].doc_id == "reset-password"
     await store.close()  # a new client: handles of the old one must not be used
     after = await store.hybrid_search("reset my password", vector, tenant=sample_tenant, k=3, alpha=0.75)
-    assert store._handles[sample_tenant] is not handle and after == first
+    assert store._handles[key] is not handle and after == first
 
 
 @pytest.mark.stack

@@ -53,8 +53,8 @@ async def test_ef_is_set_at_creation_and_applied_to_an_existing_collection():
 
 
 @pytest.mark.stack
-async def test_units_are_stored_with_chunks_and_read_back_and_an_older_collection_gets_their_properties(tmp_path):
-    """A collection made before chunks carried unit vectors gains the properties; ingest fills them."""
+async def test_units_are_stored_beside_chunks_read_back_and_deleted_with_them_and_an_older_collection_gets_them(tmp_path):
+    """A collection made before chunks had stored units gains the key and a units collection; ingest fills them."""
     from fakes_retrieval import HashEmbedder
     from weaviate.classes.config import Configure, DataType, Property
 
@@ -77,8 +77,10 @@ async def test_units_are_stored_with_chunks_and_read_back_and_an_older_collectio
         embedder = HashEmbedder()
         report = await ingest(tmp_path, store, embedder, "t1")
         assert report.added == 1
-        types = {p.name: p.data_type for p in (await client.collections.use(settings.collection).config.get()).properties}
-        assert types["units"] == DataType.BLOB and types["units_key"] == DataType.TEXT  # not auto-schema's text
+        chunk_types = {p.name: p.data_type for p in (await client.collections.use(settings.collection).config.get()).properties}
+        assert chunk_types["units_key"] == DataType.TEXT and "units" not in chunk_types  # the blobs live apart
+        unit_config = await client.collections.use(f"{settings.collection}Units").config.get()
+        assert {p.name: p.data_type for p in unit_config.properties}["units"] == DataType.BLOB
 
         found = await store.unit_vectors(["a#0", "missing#0"], tenant="t1")
         assert list(found) == ["a#0"]
@@ -88,6 +90,10 @@ async def test_units_are_stored_with_chunks_and_read_back_and_an_older_collectio
         assert found["a#0"].matrix.shape == (len(units), HashEmbedder.dimension)
         assert (await store.stored_chunks("t1"))["a#0"].units_key == found["a#0"].key
         assert await store.unit_vectors([], tenant="t1") == {}
+
+        assert await store.delete_chunks(["a#0"], tenant="t1") == 1
+        assert await store.unit_vectors(["a#0"], tenant="t1") == {}  # the units go with their chunk
     finally:
-        await client.collections.delete(settings.collection)
+        for name in (settings.collection, f"{settings.collection}Units", f"{settings.collection}Models"):
+            await client.collections.delete(name)
         await store.close()
