@@ -5,10 +5,10 @@ units when a turn first retrieves a passage put up to 32 texts on the worker's o
 the middle of the turn: measured on the demo help center, a 12-sentence batch took 358 ms and every
 turn behind it waited (the half-load bench's p99), and a fresh worker paid it for every passage it
 had not yet seen, a cost that grows with the knowledge base. Ingest already embeds every chunk, so
-it embeds the chunk's units too and stores them beside it; the meter reads a chunk's stored units
-the first time a turn brings it (one small fetch, not part of the search) and embeds at query time
-only what was stored without them (a knowledge base ingested before this existed, or by another
-model).
+it embeds the chunk's units too and stores them beside it (``WeaviateStore``: a collection of their
+own, so the hybrid search never reads them); the meter reads a chunk's stored units the first time
+a turn brings it (one small fetch) and embeds at query time only what was stored without them (a
+knowledge base ingested before this existed, or by another model).
 
 Stored as float16, half the bytes of float32: measured with the MiniLM model on 263 units of the
 demo help center and five questions, the cosine moves by at most 4.0e-5 (relevance is kept to six

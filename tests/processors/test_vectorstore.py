@@ -47,7 +47,7 @@ async def test_ef_is_set_at_creation_and_applied_to_an_existing_collection():
         assert hnsw_ef(await collection.config.get()) == 64
     finally:
         client = await first._connected()
-        await client.collections.delete(settings.collection)
+        await client.collections.delete([settings.collection, f"{settings.collection}Units"])
         for store in (first, later, untouched):
             await store.close()
 
