@@ -217,7 +217,6 @@ class WeaviateStore:
         if self._collection_ready and tenant in self._tenants:
             return
         from weaviate.classes.config import Configure, DataType, Property, Tokenization
-        from weaviate.classes.tenants import Tenant
         from weaviate.exceptions import UnexpectedStatusCodeError
 
         client = await self._connected()
@@ -254,13 +253,7 @@ class WeaviateStore:
             self._collection_ready = True
             if not self._index_checked:
                 await self.apply_index_config()
-            collection = client.collections.use(self.collection_name)
-            if not await collection.tenants.exists(tenant):
-                try:
-                    await collection.tenants.create([Tenant(name=tenant)])
-                except UnexpectedStatusCodeError as exc:
-                    if "already exists" not in str(exc):
-                        raise
+            await _ensure_tenant(client.collections.use(self.collection_name), tenant)
             await self._ensure_units(client, tenant)
             self._tenants.add(tenant)
 
@@ -289,7 +282,6 @@ class WeaviateStore:
 
     async def _ensure_units(self, client, tenant: str) -> None:  # type: ignore[no-untyped-def]
         from weaviate.classes.config import Configure, DataType, Property
-        from weaviate.classes.tenants import Tenant
         from weaviate.exceptions import UnexpectedStatusCodeError
 
         if not await client.collections.exists(self._units_name):
@@ -304,13 +296,7 @@ class WeaviateStore:
             except UnexpectedStatusCodeError as exc:
                 if "already exists" not in str(exc):
                     raise
-        units = client.collections.use(self._units_name)
-        if not await units.tenants.exists(tenant):
-            try:
-                await units.tenants.create([Tenant(name=tenant)])
-            except UnexpectedStatusCodeError as exc:
-                if "already exists" not in str(exc):
-                    raise
+        await _ensure_tenant(client.collections.use(self._units_name), tenant)
 
     async def apply_index_config(self) -> bool:
         """Give the existing collection this store's HNSW ef (public config update); True if it changed.
@@ -602,6 +588,19 @@ def _passage(properties: dict, score: float) -> Passage:
         text=str(properties.get("text") or ""),
         score=score,
     )
+
+
+async def _ensure_tenant(collection, tenant: str) -> None:  # type: ignore[no-untyped-def]
+    """Create the tenant in ``collection`` unless it exists (another process may create it first)."""
+    from weaviate.classes.tenants import Tenant
+    from weaviate.exceptions import UnexpectedStatusCodeError
+
+    if not await collection.tenants.exists(tenant):
+        try:
+            await collection.tenants.create([Tenant(name=tenant)])
+        except UnexpectedStatusCodeError as exc:
+            if "already exists" not in str(exc):
+                raise
 
 
 def _units_key_property():  # type: ignore[no-untyped-def]

@@ -77,8 +77,10 @@ async def test_units_are_stored_beside_chunks_read_back_and_deleted_with_them_an
         embedder = HashEmbedder()
         report = await ingest(tmp_path, store, embedder, "t1")
         assert report.added == 1
-        chunk_types = {p.name: p.data_type for p in (await client.collections.use(settings.collection).config.get()).properties}
-        assert chunk_types["units_key"] == DataType.TEXT and "units" not in chunk_types  # the blobs live apart
+        chunk_props = {p.name: p for p in (await client.collections.use(settings.collection).config.get()).properties}
+        assert "units" not in chunk_props  # the blobs live apart
+        key = chunk_props["units_key"]  # declared, not auto-schema's searchable text
+        assert key.data_type == DataType.TEXT and not key.index_searchable and not key.index_filterable
         unit_config = await client.collections.use(f"{settings.collection}Units").config.get()
         assert {p.name: p.data_type for p in unit_config.properties}["units"] == DataType.BLOB
 
