@@ -86,6 +86,8 @@ def delete_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     topics. For throw-away namespaces (a bench run's ``bench-<id>.`` prefix): a broker keeps every
     partition's log and index in memory, and 1,654 leftover bench topics (9,821 partitions) filled a
     512 MiB broker heap until it ran a full GC every 6.5 s, 0.3-0.8 s each, stalling every turn."""
+    if not settings.topic_prefix:
+        raise ValueError("refusing to delete the topics of the live namespace (no topic prefix)")
     client = admin(settings)
     existing = set(client.list_topics(timeout=timeout_s).topics)
     names = [s.topic for s in topic_specs(settings, 1) if s.topic in existing]

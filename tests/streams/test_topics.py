@@ -39,3 +39,10 @@ def test_missing_and_mismatched_topics_are_explained_and_the_worker_refuses(monk
     assert "has 3 partitions" in capsys.readouterr().out
     assert main(["worker"]) == 2, "the worker refuses to start on wrong topics"
     assert "topics are not right" in capsys.readouterr().err
+
+
+def test_deleting_a_namespace_never_touches_the_live_topics() -> None:
+    from streams.topics import delete_topics
+
+    with pytest.raises(ValueError, match="live namespace"):
+        delete_topics(Settings(topic_prefix=""))
