@@ -82,10 +82,13 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, str]
 
 
 def delete_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
-    """Delete this namespace's topics (those that exist) and its consumer group; returns the deleted
-    topics. For throw-away namespaces (a bench run's ``bench-<id>.`` prefix): a broker keeps every
-    partition's log and index in memory, and 1,654 leftover bench topics (9,821 partitions) filled a
-    512 MiB broker heap until it ran a full GC every 6.5 s, 0.3-0.8 s each, stalling every turn."""
+    """Delete this namespace's topics (those that exist); returns them. The namespace's consumer group
+    goes too: the broker drops a group's offsets with their topics, then the emptied group.
+
+    For throw-away namespaces (a bench run's ``bench-<id>.``, a replay's ``replay-<name>.`` once
+    evaluated): a broker keeps every partition's log and index in memory, and 1,654 leftover bench
+    topics (9,821 partitions) filled a 512 MiB broker heap until it ran a full GC every 6.5 s, 0.3-0.8 s
+    each, stalling every turn."""
     if not settings.topic_prefix:
         raise ValueError("refusing to delete the topics of the live namespace (no topic prefix)")
     client = admin(settings)
@@ -93,11 +96,6 @@ def delete_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     names = [s.topic for s in topic_specs(settings, 1) if s.topic in existing]
     for future in (client.delete_topics(names, operation_timeout=timeout_s).values() if names else ()):
         future.result()
-    for future in client.delete_consumer_groups([settings.consumer_group], request_timeout=timeout_s).values():
-        try:
-            future.result()
-        except KafkaException:  # never joined, or already gone: nothing to delete
-            pass
     return names
 
 

@@ -44,7 +44,7 @@ def register(sub) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object instead of text")
     parser.add_argument("--keep-topics", action="store_true",
-                        help="leave the run's bench-<id>.* topics and consumer group on the broker (deleted by default)")
+                        help="leave the run's bench-<id>.* topics on the broker (deleted by default)")
     parser.add_argument("--profile", action="store_true",
                         help="sample the worker(s) with py-spy (--gil) and print their Python time by library")
     from streams.commands import bench_kb  # retrieval cost at knowledge-base size (issue 13)
@@ -361,7 +361,7 @@ def _delete_run_topics(settings: Settings, say: Any) -> None:
 
     try:
         deleted = delete_topics(settings)
-        say(f"deleted the run's {len(deleted)} topics ({settings.topic_prefix}*) and its consumer group")
+        say(f"deleted the run's {len(deleted)} topics ({settings.topic_prefix}*); its consumer group goes with their offsets")
     except Exception as exc:  # noqa: BLE001 - the figures are already printed; say what is left behind
         print(f"warning: the run's topics ({settings.topic_prefix}*) were not deleted: {exc}", file=sys.stderr)
 

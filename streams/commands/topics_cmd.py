@@ -12,6 +12,9 @@ def register(sub) -> None:
     actions.required = True
     actions.add_parser("create", help="create every topic (idempotent)").set_defaults(handler=create)
     actions.add_parser("check", help="check partitions of every topic").set_defaults(handler=check)
+    delete = actions.add_parser("delete", help="delete a namespace's topics (a replay once evaluated); its consumer group goes with them")
+    delete.add_argument("--prefix", required=True, help="the namespace's topic prefix, e.g. replay-NAME.")
+    delete.set_defaults(handler=delete_namespace)
 
 
 def create(args, settings: Settings) -> int:
@@ -22,6 +25,21 @@ def create(args, settings: Settings) -> int:
             print(f"{topic:40s} {state} ({settings.partitions} partitions)")
     except Exception as exc:
         raise CommandError(f"cannot create topics on {settings.kafka_bootstrap}: {exc}. Is Kafka up (`chatstream stack status`)?")
+    return 0
+
+
+def delete_namespace(args, settings: Settings) -> int:
+    from streams.topics import delete_topics
+
+    prefix = args.prefix
+    if not prefix.endswith(".") or prefix == settings.topic_prefix:
+        raise CommandError(f"refusing to delete {prefix!r}: give a namespace's prefix ending in '.', "
+                           "not the live one (replays are replay-NAME., bench runs bench-ID.)")
+    try:
+        deleted = delete_topics(settings.derive(topic_prefix=prefix))
+    except Exception as exc:
+        raise CommandError(f"cannot delete topics on {settings.kafka_bootstrap}: {exc}")
+    print(f"deleted {len(deleted)} topics ({prefix}*); the namespace's consumer group goes with their offsets")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -46,3 +47,31 @@ def test_deleting_a_namespace_never_touches_the_live_topics() -> None:
 
     with pytest.raises(ValueError, match="live namespace"):
         delete_topics(Settings(topic_prefix=""))
+
+
+def test_a_namespace_is_deleted_with_its_consumer_groups_and_the_live_one_is_refused(capsys) -> None:
+    """`topics delete --prefix`: a replay's topics go (they fill a broker's heap), and with them its group."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    live, replay = namespace(), namespace()
+    create_topics(live)
+    create_topics(replay)
+    group = f"{replay.topic_prefix}chatstream"  # a replay's worker group
+    consumer = Consumer({"bootstrap.servers": replay.kafka_bootstrap, "group.id": group})
+    consumer.commit(offsets=[TopicPartition(replay.topics.inbound, 0, 0)], asynchronous=False)
+    consumer.close()
+
+    assert main(["topics", "delete", "--prefix", replay.topic_prefix]) == 0
+    assert f"deleted {len(TOPIC_NAMES)} topics ({replay.topic_prefix}*)" in capsys.readouterr().out
+    client = admin(live)
+    listed = client.list_topics(timeout=10).topics
+    assert not [t for t in listed if t.startswith(replay.topic_prefix)]
+    assert set(live.topics.all()) <= set(listed)  # another namespace stays
+    deadline = time.monotonic() + 10  # the broker drops the group's offsets with the topics, then the group
+    while group in {g.group_id for g in client.list_consumer_groups(request_timeout=10).result().valid}:
+        assert time.monotonic() < deadline, f"{group} outlived its namespace's topics"
+        time.sleep(0.2)
+
+    for refused in ("", "no-dot"):
+        assert main(["topics", "delete", "--prefix", refused]) == 2
+        assert "refusing to delete" in capsys.readouterr().err
