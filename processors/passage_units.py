@@ -69,7 +69,7 @@ def decode_matrix(blob: str | bytes, rows: int) -> np.ndarray:
 
 
 def stored_units(key: object, blob: object) -> UnitVectors | None:
-    """A search hit's stored units, or None when it has none (or they cannot be read)."""
+    """A chunk's stored units from their key and blob, or None when it has none (or they cannot be read)."""
     if not key or not blob or not isinstance(key, str) or not isinstance(blob, (str, bytes)):
         return None
     try:

@@ -22,7 +22,7 @@ import asyncio
 import logging
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -217,7 +217,6 @@ class WeaviateStore:
         if self._collection_ready and tenant in self._tenants:
             return
         from weaviate.classes.config import Configure, DataType, Property, Tokenization
-        from weaviate.exceptions import UnexpectedStatusCodeError
 
         client = await self._connected()
         with tracer.start_as_current_span("weaviate ensure_collection") as span:
@@ -225,29 +224,25 @@ class WeaviateStore:
             span.set_attribute("chatstream.tenant", tenant)
             if not await client.collections.exists(self.collection_name):
                 keyword = dict(tokenization=Tokenization.FIELD, index_searchable=False)
-                try:
-                    await client.collections.create(
-                        self.collection_name,
-                        description="Knowledge-base chunks; a tenant per knowledge base.",
-                        vector_config=Configure.Vectors.self_provided(
-                            vector_index_config=None if self.hnsw_ef is None else Configure.VectorIndex.hnsw(ef=self.hnsw_ef)
-                        ),
-                        multi_tenancy_config=Configure.multi_tenancy(enabled=True),
-                        properties=[
-                            Property(name="doc_id", data_type=DataType.TEXT, **keyword),
-                            Property(name="chunk_id", data_type=DataType.TEXT, **keyword),
-                            Property(name="title", data_type=DataType.TEXT, tokenization=Tokenization.WORD),
-                            Property(name="source", data_type=DataType.TEXT, **keyword),
-                            Property(name="url", data_type=DataType.TEXT, **keyword),
-                            Property(name="text", data_type=DataType.TEXT, tokenization=Tokenization.WORD),
-                            Property(name="chunk_index", data_type=DataType.INT),
-                            Property(name="content_hash", data_type=DataType.TEXT, **keyword),
-                            _units_key_property(),
-                        ],
-                    )
-                except UnexpectedStatusCodeError as exc:
-                    if "already exists" not in str(exc):  # another process created it first
-                        raise
+                await _unless_exists(client.collections.create(
+                    self.collection_name,
+                    description="Knowledge-base chunks; a tenant per knowledge base.",
+                    vector_config=Configure.Vectors.self_provided(
+                        vector_index_config=None if self.hnsw_ef is None else Configure.VectorIndex.hnsw(ef=self.hnsw_ef)
+                    ),
+                    multi_tenancy_config=Configure.multi_tenancy(enabled=True),
+                    properties=[
+                        Property(name="doc_id", data_type=DataType.TEXT, **keyword),
+                        Property(name="chunk_id", data_type=DataType.TEXT, **keyword),
+                        Property(name="title", data_type=DataType.TEXT, tokenization=Tokenization.WORD),
+                        Property(name="source", data_type=DataType.TEXT, **keyword),
+                        Property(name="url", data_type=DataType.TEXT, **keyword),
+                        Property(name="text", data_type=DataType.TEXT, tokenization=Tokenization.WORD),
+                        Property(name="chunk_index", data_type=DataType.INT),
+                        Property(name="content_hash", data_type=DataType.TEXT, **keyword),
+                        _units_key_property(),
+                    ],
+                ))
             elif not self._collection_ready:
                 await self._add_units_key(client)
             self._collection_ready = True
@@ -260,15 +255,9 @@ class WeaviateStore:
     async def _add_units_key(self, client) -> None:  # type: ignore[no-untyped-def]
         """A collection made before chunks had stored units gets the key's property (once; Weaviate's
         auto-schema would make it searchable text)."""
-        from weaviate.exceptions import UnexpectedStatusCodeError
-
         collection = client.collections.use(self.collection_name)
         if "units_key" not in {p.name for p in (await collection.config.get()).properties}:
-            try:
-                await collection.config.add_property(_units_key_property())
-            except UnexpectedStatusCodeError as exc:
-                if "already exists" not in str(exc):  # another process added it first
-                    raise
+            await _unless_exists(collection.config.add_property(_units_key_property()))
 
     # --- the chunks' unit vectors ----------------------------------------------------------------
     # In a collection of their own (same tenants, same object ids as the chunks, no vector index):
@@ -282,20 +271,15 @@ class WeaviateStore:
 
     async def _ensure_units(self, client, tenant: str) -> None:  # type: ignore[no-untyped-def]
         from weaviate.classes.config import Configure, DataType, Property
-        from weaviate.exceptions import UnexpectedStatusCodeError
 
         if not await client.collections.exists(self._units_name):
-            try:
-                await client.collections.create(
-                    self._units_name,
-                    description="Each chunk's relevance units' vectors (processors.passage_units), by chunk id.",
-                    vector_config=Configure.Vectors.self_provided(),  # never given one: nothing is indexed
-                    multi_tenancy_config=Configure.multi_tenancy(enabled=True),
-                    properties=[_units_key_property(), Property(name="units", data_type=DataType.BLOB)],
-                )
-            except UnexpectedStatusCodeError as exc:
-                if "already exists" not in str(exc):
-                    raise
+            await _unless_exists(client.collections.create(
+                self._units_name,
+                description="Each chunk's relevance units' vectors (processors.passage_units), by chunk id.",
+                vector_config=Configure.Vectors.self_provided(),  # never given one: nothing is indexed
+                multi_tenancy_config=Configure.multi_tenancy(enabled=True),
+                properties=[_units_key_property(), Property(name="units", data_type=DataType.BLOB)],
+            ))
         await _ensure_tenant(client.collections.use(self._units_name), tenant)
 
     async def apply_index_config(self) -> bool:
@@ -515,24 +499,19 @@ class WeaviateStore:
 
     async def record_embedding_model(self, tenant: str, model: str) -> None:
         from weaviate.classes.config import Configure, DataType, Property, Tokenization
-        from weaviate.exceptions import UnexpectedStatusCodeError
 
         check_tenant(tenant)
         client = await self._connected()
         if not await client.collections.exists(self._models_name):
-            try:
-                await client.collections.create(
-                    self._models_name,
-                    description="The embedding model of each knowledge-base tenant.",
-                    vector_config=Configure.Vectors.self_provided(),
-                    properties=[
-                        Property(name="tenant", data_type=DataType.TEXT, tokenization=Tokenization.FIELD),
-                        Property(name="model", data_type=DataType.TEXT, tokenization=Tokenization.FIELD),
-                    ],
-                )
-            except UnexpectedStatusCodeError as exc:
-                if "already exists" not in str(exc):
-                    raise
+            await _unless_exists(client.collections.create(
+                self._models_name,
+                description="The embedding model of each knowledge-base tenant.",
+                vector_config=Configure.Vectors.self_provided(),
+                properties=[
+                    Property(name="tenant", data_type=DataType.TEXT, tokenization=Tokenization.FIELD),
+                    Property(name="model", data_type=DataType.TEXT, tokenization=Tokenization.FIELD),
+                ],
+            ))
         models = client.collections.use(self._models_name)
         if await models.query.fetch_object_by_id(_model_uuid(tenant)) is None:
             await models.data.insert({"tenant": tenant, "model": model}, uuid=_model_uuid(tenant))
@@ -590,17 +569,24 @@ def _passage(properties: dict, score: float) -> Passage:
     )
 
 
-async def _ensure_tenant(collection, tenant: str) -> None:  # type: ignore[no-untyped-def]
-    """Create the tenant in ``collection`` unless it exists (another process may create it first)."""
-    from weaviate.classes.tenants import Tenant
+async def _unless_exists(create: Awaitable[Any]) -> None:
+    """Await a create (collection, property, tenant) that another process may have made first:
+    Weaviate's "already exists" is then success, any other refusal is raised."""
     from weaviate.exceptions import UnexpectedStatusCodeError
 
+    try:
+        await create
+    except UnexpectedStatusCodeError as exc:
+        if "already exists" not in str(exc):
+            raise
+
+
+async def _ensure_tenant(collection, tenant: str) -> None:  # type: ignore[no-untyped-def]
+    """Create the tenant in ``collection`` unless it exists."""
+    from weaviate.classes.tenants import Tenant
+
     if not await collection.tenants.exists(tenant):
-        try:
-            await collection.tenants.create([Tenant(name=tenant)])
-        except UnexpectedStatusCodeError as exc:
-            if "already exists" not in str(exc):
-                raise
+        await _unless_exists(collection.tenants.create([Tenant(name=tenant)]))
 
 
 def _units_key_property():  # type: ignore[no-untyped-def]

@@ -15,7 +15,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.config import Settings
-from streams.pipeline import TOPICS
+from streams.pipeline import TOPICS, topic_names
 from streams.runtime.clients import make_admin
 
 # Dead letters keep the original bytes (up to the inbound limit) plus context.
@@ -93,7 +93,7 @@ def delete_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
         raise ValueError("refusing to delete the topics of the live namespace (no topic prefix)")
     client = admin(settings)
     existing = set(client.list_topics(timeout=timeout_s).topics)
-    names = [s.topic for s in topic_specs(settings, 1) if s.topic in existing]
+    names = [name for name in topic_names(settings) if name in existing]
     for future in (client.delete_topics(names, operation_timeout=timeout_s).values() if names else ()):
         future.result()
     return names
