@@ -13,7 +13,7 @@ import time
 import uuid
 from typing import Any, Callable
 
-from confluent_kafka import OFFSET_END, TopicPartition
+from confluent_kafka import TopicPartition
 from opentelemetry.trace import SpanKind
 
 from processors.records import ChatEscalation, ChatRequest, ChatResponse, now_ms
@@ -21,7 +21,7 @@ from streams import tracing
 from streams.codec import Codec, DecodeError, make_codec
 from streams.config import Settings
 from streams.producer import PIPELINE_MAX_REQUEST, AsyncProducer
-from streams.runtime.clients import make_tail_consumer
+from streams.runtime.clients import make_tail_consumer, watermarks
 
 
 def new_request(text: str, session_id: str, *, user_id: str = "cli-user", channel: str = "cli", **kw: Any) -> ChatRequest:
@@ -55,7 +55,7 @@ class TopicTail:
             raise RuntimeError(f"topic {self._topic} does not exist: run `chatstream topics create`")
         parts = []
         for p in meta.topics[self._topic].partitions:
-            _, high = self._consumer.get_watermark_offsets(TopicPartition(self._topic, p), timeout=timeout_s)
+            _, high = watermarks(self._consumer, TopicPartition(self._topic, p), timeout_s)
             parts.append(TopicPartition(self._topic, p, high))
         self._consumer.assign(parts)
         self._thread.start()

@@ -13,7 +13,7 @@ from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 
 from streams.config import Settings
 from streams.pipeline import stage_sources
-from streams.runtime.clients import make_admin, make_tail_consumer
+from streams.runtime.clients import make_admin, make_tail_consumer, watermarks
 
 
 
@@ -41,7 +41,7 @@ class LagProbe:
             committed = self._admin.list_consumer_group_offsets(request)[group].result(timeout_s)
             lag: dict[str, int] = {t: 0 for t in topics if t in meta.topics}
             for tp in committed.topic_partitions:
-                low, high = self._probe.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=timeout_s)
+                low, high = watermarks(self._probe, TopicPartition(tp.topic, tp.partition), timeout_s)
                 position = tp.offset if tp.offset >= 0 else low
                 lag[tp.topic] += max(0, high - position)
             return lag

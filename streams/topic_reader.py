@@ -9,34 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
-from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
+from confluent_kafka import KafkaError, Message, TopicPartition
 
 from streams.config import Settings
-from streams.runtime.clients import make_tail_consumer
+from streams.runtime.clients import make_tail_consumer, watermarks
 
 
 class TopicMissing(LookupError):
     """The topic does not exist (yet)."""
-
-
-_NO_LEADER_YET = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE})
-
-
-def _no_leader_yet(exc: BaseException) -> bool:
-    """A partition without a serving leader for now: a topic just created, or a broker just restarted."""
-    if not isinstance(exc, KafkaException) or not isinstance(exc.args[0], KafkaError):
-        return False
-    return exc.args[0].code() in _NO_LEADER_YET or exc.args[0].retriable()
-
-
-def watermarks(consumer, partition: TopicPartition, timeout_s: float) -> tuple[int, int]:  # type: ignore[no-untyped-def]
-    """A partition's low and high watermarks, asked again while it has no leader (within ``timeout_s``)."""
-    for attempt in Retrying(retry=retry_if_exception(_no_leader_yet), stop=stop_after_delay(timeout_s),
-                            wait=wait_random_exponential(multiplier=0.05, max=1.0), reraise=True):
-        with attempt:
-            return consumer.get_watermark_offsets(partition, timeout=timeout_s)
-    raise AssertionError("unreachable: tenacity either returns or re-raises")
 
 
 def read_topic(settings: Settings, topic: str, *, tail: int | None = None, timeout_s: float = 10.0) -> Iterator[Message]:

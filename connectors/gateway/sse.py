@@ -202,6 +202,8 @@ class OutboundTail:
         """
         from confluent_kafka import TopicPartition
 
+        from streams.runtime.clients import watermarks
+
         since_ms = int((time.time() - self.settings.gateway_sse_lookback_s) * 1000)
         wanted = []
         for topic in (self.settings.topics.outbound, self.settings.topics.deltas):
@@ -213,7 +215,7 @@ class OutboundTail:
         start = consumer.offsets_for_times(wanted, timeout=10)
         for tp in start:
             if tp.offset < 0:  # nothing that recent: start at the end
-                tp.offset = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)[1]
+                tp.offset = watermarks(consumer, TopicPartition(tp.topic, tp.partition), 10)[1]
         return start
 
     async def publish(self, msg: Any) -> None:

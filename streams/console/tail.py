@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -21,6 +20,7 @@ from processors.records import ChatEscalation, ChatFeedback, ChatRequest, ChatRe
 from streams.codec import DecodeError, make_codec
 from streams.config import Settings
 from streams.console.store import TurnStore, reply_row, request_row
+from streams.runtime.clients import make_tail_consumer, watermarks
 
 log = logging.getLogger("chatstream.console.tail")
 
@@ -65,15 +65,7 @@ class TopicTail:
         self._thread.join(10)
 
     def _consumer(self) -> Consumer:
-        return Consumer(
-            {
-                "bootstrap.servers": self.settings.kafka_bootstrap,
-                "group.id": f"chatstream-console-{uuid.uuid4()}",  # never joined: partitions are assigned
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-                "reconnect.backoff.max.ms": 2000,
-            }
-        )
+        return make_tail_consumer(self.settings, "console", **{"isolation.level": "read_committed"})
 
     def _assign(self, consumer: Consumer) -> None:
         assignment: list[TopicPartition] = []
@@ -94,7 +86,7 @@ class TopicTail:
             if topic not in meta.topics or meta.topics[topic].error is not None:
                 continue
             for p in meta.topics[topic].partitions:
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                low, high = watermarks(consumer, TopicPartition(topic, p), 10)
                 assignment.append(TopicPartition(topic, p, max(low, high - self.backfill)))
         if not assignment:
             log.warning("none of %s exist yet; run `chatstream topics create`", ", ".join(self.kinds))

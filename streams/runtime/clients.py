@@ -3,7 +3,8 @@
 Producers: acks=all and idempotence, so what Kafka acknowledged is neither lost nor duplicated by a
 broker restart. Group consumers: no auto-commit and no auto offset store (the runtime commits explicit
 offsets of finished work only), read_committed. Tails: group-less readers that assign partitions
-themselves and never commit. Admin: topic creation/checks and lag.
+themselves and never commit. Admin: topic creation/checks and lag. Watermarks: asked again while a
+partition has no leader yet (a topic just created, a broker just restarted), so no reader fails on that moment.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Any, Callable
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
 if TYPE_CHECKING:
     from streams.producer import AsyncProducer
@@ -122,3 +124,22 @@ def end_offsets_reader(settings: Any) -> Callable[[list[tuple[str, int]]], dict[
         return {(tp.topic, tp.partition): future.result().offset for tp, future in futures.items()}
 
     return read
+
+
+_NO_LEADER_YET = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE})
+
+
+def _no_leader_yet(exc: BaseException) -> bool:
+    """A partition without a serving leader for now: a topic just created, or a broker just restarted."""
+    if not isinstance(exc, KafkaException) or not isinstance(exc.args[0], KafkaError):
+        return False
+    return exc.args[0].code() in _NO_LEADER_YET or exc.args[0].retriable()
+
+
+def watermarks(consumer, partition: TopicPartition, timeout_s: float) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    """A partition's low and high watermarks, asked again while it has no leader (within ``timeout_s``)."""
+    for attempt in Retrying(retry=retry_if_exception(_no_leader_yet), stop=stop_after_delay(timeout_s),
+                            wait=wait_random_exponential(multiplier=0.05, max=1.0), reraise=True):
+        with attempt:
+            return consumer.get_watermark_offsets(partition, timeout=timeout_s)
+    raise AssertionError("unreachable: tenacity either returns or re-raises")

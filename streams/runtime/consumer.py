@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
+from streams.runtime.clients import watermarks
 from streams.runtime.lane import TP, Lane
 
 log = logging.getLogger(__name__)
@@ -286,7 +287,7 @@ class ConsumerRuntime:
         else:
             ends = {}
             for t, p in partitions:
-                _, high = self.consumer.get_watermark_offsets(TopicPartition(t, p), timeout=5.0, cached=False)
+                _, high = watermarks(self.consumer, TopicPartition(t, p), 5.0)
                 ends[(t, p)] = high
         ends = {tp: end for tp, end in ends.items() if end > 0}  # a partition that never had a record
         fresh = [TopicPartition(t, p) for (t, p) in ends if (t, p) not in lane.acked]

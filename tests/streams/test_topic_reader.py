@@ -5,11 +5,11 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.config import Settings
-from streams.topic_reader import TopicMissing, read_topic, watermarks
+from streams.topic_reader import TopicMissing, read_topic
 
 pytestmark = pytest.mark.stack
 
@@ -41,28 +41,3 @@ def test_empty_and_missing_topics(topic) -> None:
     assert list(read_topic(settings, name)) == []
     with pytest.raises(TopicMissing, match="does not exist"):
         list(read_topic(settings, f"missing-{uuid.uuid4().hex}"))
-
-
-class _LeaderlessFor:
-    """A consumer whose partition has no leader for its first ``n`` watermark queries (a new topic)."""
-
-    def __init__(self, n: int, code: int = KafkaError.NOT_LEADER_FOR_PARTITION) -> None:
-        self.n, self.code, self.calls = n, code, 0
-
-    def get_watermark_offsets(self, partition, timeout):
-        self.calls += 1
-        if self.calls <= self.n:
-            raise KafkaException(KafkaError(self.code))
-        return 0, 7
-
-
-def test_watermarks_are_asked_again_while_a_partition_has_no_leader_yet() -> None:
-    """CI saw NOT_LEADER_FOR_PARTITION for a topic created a moment before: it passes, it is not an answer."""
-    consumer = _LeaderlessFor(3)
-    assert watermarks(consumer, TopicPartition("t", 0), timeout_s=5) == (0, 7) and consumer.calls == 4
-    with pytest.raises(KafkaException):  # a leader that never comes: the error, once the time is up
-        watermarks(_LeaderlessFor(10**6), TopicPartition("t", 0), timeout_s=0.3)
-    authorization = _LeaderlessFor(1, KafkaError.TOPIC_AUTHORIZATION_FAILED)
-    with pytest.raises(KafkaException):  # anything else is not waited out
-        watermarks(authorization, TopicPartition("t", 0), timeout_s=5)
-    assert authorization.calls == 1
