@@ -1,6 +1,7 @@
 """A circuit breaker shared by every integration that can fail for a while (LLM providers, the
 knowledge base): after N consecutive failures stop calling, after ``reset_s`` let one probe through,
-close again on its success. Failing fast is what keeps a slow dependency from filling the in-flight
+close again on its success (a call let through before the circuit opened does not close it: the
+failures that opened it are newer). Failing fast is what keeps a slow dependency from filling the in-flight
 window with doomed calls.
 """
 
@@ -72,6 +73,12 @@ class CircuitBreaker:
 
     def record_success(self) -> None:
         with self._lock:
+            self._maybe_half_open()
+            if self._state is CircuitState.OPEN:
+                # a call let through before the circuit opened: the failures that opened it are the
+                # newer verdict (a lucky straggler of a hung provider must not send the next turns
+                # back to wait on it); only a probe after ``reset_s`` closes it
+                return
             if self._state is not CircuitState.CLOSED:
                 log.info("circuit closed again after a successful call")
             self._state = CircuitState.CLOSED

@@ -54,31 +54,6 @@ def test_bad_policy_values_are_refused():
         CircuitBreaker(failure_threshold=0)
 
 
-def test_breaker_state_machine_with_a_fake_clock():
-    now = [0.0]
-    breaker = CircuitBreaker(failure_threshold=3, reset_s=10, clock=lambda: now[0])
-    for _ in range(2):
-        assert breaker.allow()
-        breaker.record_failure()
-    assert breaker.state is CircuitState.CLOSED
-    breaker.record_success()  # a success resets the consecutive count
-    for _ in range(3):
-        assert breaker.allow()
-        breaker.record_failure()
-    assert breaker.state is CircuitState.OPEN and not breaker.allow()
-    assert breaker.retry_in() == 10
-    now[0] = 10.0
-    assert breaker.state is CircuitState.HALF_OPEN
-    assert breaker.allow()  # the one probe
-    assert not breaker.allow()  # nobody else while it runs
-    breaker.record_failure()  # probe failed: open again for another reset period
-    assert breaker.state is CircuitState.OPEN and not breaker.allow()
-    now[0] = 20.0
-    assert breaker.allow()
-    breaker.record_success()
-    assert breaker.state is CircuitState.CLOSED and breaker.allow() and breaker.times_opened == 2
-
-
 # --- against the scripted server ---------------------------------------------------------------
 
 
