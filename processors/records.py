@@ -12,7 +12,7 @@ import datetime as _dt
 import enum
 import time
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 
 def now_ms() -> int:
@@ -194,6 +194,23 @@ class ChatDelta:
     created_at: int = field(default_factory=now_ms)
     metadata: dict[str, str] = field(default_factory=dict)
     tenant: str = "default"
+    attempt: str = ""  # the generation: a turn generated again after a crash streams under another one
+
+    def step(self, attempt: str | None, seq: int) -> Literal["append", "restart", "drop"]:
+        """What a reader that has shown ``attempt`` up to ``seq`` (None, -1: nothing yet) does with this piece.
+
+        One rule for every reader (the gateway's SSE hub, deliver's drafts; the web page has it in
+        JavaScript): a turn generated again after its worker died streams another attempt from seq 0,
+        which replaces the text shown so far; a repeat, or a late piece of a superseded attempt, is
+        dropped. Without it the reader showed the first attempt's start with the second one's end.
+        """
+        if attempt is None or seq < 0:
+            return "append"
+        if self.seq == 0 and self.attempt != attempt:
+            return "restart"
+        if self.attempt == attempt or not attempt:  # "": shown by a reader that kept no attempt (before v2)
+            return "append" if self.seq > seq else "drop"
+        return "drop"
 
 
 # --- Avro bridge ---------------------------------------------------------------------------------

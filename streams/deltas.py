@@ -1,8 +1,8 @@
 """Provisional answer pieces of one turn, redacted and published to chat.deltas while it generates.
 
 The generate stage hands ``TurnDeltas.on_delta`` to the generator; every raw piece goes through the
-hold-back ``StreamRedactor`` and what is safe to show becomes a ``ChatDelta`` (message id, seq,
-text, final flag) keyed by session_id, with the turn's trace context in its headers. The first text
+hold-back ``StreamRedactor`` and what is safe to show becomes a ``ChatDelta`` (message id, attempt,
+seq, text, final flag) keyed by session_id, with the turn's trace context in its headers. The first text
 goes out at once (time to first token); after that, text is gathered for at most ``interval_s``
 (``LLM_STREAM_DELTA_INTERVAL_MS``, 250 ms) per record, so a 25-tokens-per-second stream costs 4 records
 a second instead of 25 in the worker, Kafka, the gateway and the browser, and still reads as flowing
@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from typing import Any
 
 from opentelemetry.trace import Span
@@ -54,6 +55,9 @@ class TurnDeltas:
         self.started = clock()
         self.first_shown_ms: float | None = None
         self.seq = 0
+        # this generation's own id: should the turn be generated again (its worker died mid-answer),
+        # the new pieces start at seq 0 under another id and readers replace, not extend, what was shown
+        self.attempt = uuid.uuid4().hex[:12]
         self.interval_s = interval_s
         self._pending = ""
         self._timer: asyncio.TimerHandle | None = None
@@ -90,6 +94,7 @@ class TurnDeltas:
             final=final,
             metadata=dict(req.metadata),
             tenant=req.tenant,
+            attempt=self.attempt,
         )
         self.seq += 1
         data = self.codec.encode(delta, topic=self.topic)

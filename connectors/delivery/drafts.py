@@ -82,6 +82,7 @@ class DraftState:
     """One message's draft as stored in Redis."""
 
     seq: int = -1  # the last piece applied
+    attempt: str = ""  # the generation whose pieces ``text`` holds (ChatDelta.attempt)
     text: str = ""
     handle: dict[str, str] | None = None  # the placeholder's address on the channel
     shown_seq: int = -1  # the piece whose text the placeholder shows
@@ -93,6 +94,7 @@ class DraftState:
         fields = {_text(k): _text(v) for k, v in (raw or {}).items()}
         return cls(
             seq=int(fields.get("seq", -1)),
+            attempt=fields.get("attempt", ""),
             text=fields.get("text", ""),
             handle=json.loads(fields["handle"]) if fields.get("handle") else None,
             shown_seq=int(fields.get("shown_seq", -1)),
@@ -192,13 +194,17 @@ class Drafts:
             state = await self._load(mid)
             if state.final:
                 return "draft_after_final"
-            if delta.seq <= state.seq:
+            step = delta.step(state.attempt, state.seq)
+            if step == "drop":
                 return "draft_repeat"
             new = state.seq == -1
+            if step == "restart":  # generated again after a crash: this attempt replaces the text
+                state.text, state.shown_seq = "", -1
             state.text += delta.text
-            state.seq = delta.seq
+            state.seq, state.attempt = delta.seq, delta.attempt
             # the text first: should the channel call fail, the next piece still continues it
-            await self._save(mid, expire=new, seq=state.seq, text=state.text)
+            await self._save(mid, expire=new, seq=state.seq, attempt=state.attempt, text=state.text,
+                             **({"shown_seq": -1} if step == "restart" else {}))
             if not state.text.strip():
                 return "draft_empty"
             if state.handle is None:

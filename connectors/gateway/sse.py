@@ -6,11 +6,13 @@ consumer group to share, starting a few seconds back), so whichever instance hol
 connection sees that browser's replies; no offsets are committed because nothing here needs to
 survive a restart (a short per-session buffer covers a page that reconnects, with ``Last-Event-ID``).
 
-Event ids: ``{message_id}:{seq}`` for a delta, ``{message_id}`` for a reply. A ``delta`` carries the
-new text only (concatenate in seq order); the ``reply`` replaces whatever the deltas showed (its
-text may be redacted, BLOCKED or ESCALATED wording, and it has the citations). Once a reply is in,
-that message's deltas are dropped from the buffer and later copies are ignored, so a reconnect
-resumes after the last event the page saw, without text twice.
+Event ids: ``{message_id}:{attempt}.{seq}`` for a delta, ``{message_id}`` for a reply. A ``delta``
+carries the new text only (concatenate in seq order); a delta of another ``attempt`` with seq 0 (the
+turn generated again after its worker died) replaces the text shown so far (``ChatDelta.step``). The
+``reply`` replaces whatever the deltas showed (its text may be redacted, BLOCKED or ESCALATED wording,
+and it has the citations). Once a reply is in, or another attempt starts, the superseded deltas are
+dropped from the buffer and later copies are ignored, so a reconnect resumes after the last event the
+page saw, without text twice and without two attempts' text mixed.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ def delta_event(delta: ChatDelta) -> dict[str, Any]:
     return {
         "message_id": delta.message_id,
         "session_id": delta.session_id,
+        "attempt": delta.attempt,
         "seq": delta.seq,
         "text": delta.text,
         "final": delta.final,
@@ -55,7 +58,10 @@ def delta_event(delta: ChatDelta) -> dict[str, Any]:
 
 
 def event_id(event: dict[str, Any]) -> str:
-    return f"{event['message_id']}:{event['seq']}" if "seq" in event else event["message_id"]
+    if "seq" not in event:
+        return event["message_id"]
+    attempt = event.get("attempt")
+    return f"{event['message_id']}:{attempt}.{event['seq']}" if attempt else f"{event['message_id']}:{event['seq']}"
 
 
 def format_sse(event: dict[str, Any]) -> bytes:
@@ -74,32 +80,42 @@ class Hub:
     def __init__(self, buffer: int = 20, buffer_ttl_s: float = 300.0, queue_size: int = 1000) -> None:
         self._subs: dict[str, set[asyncio.Queue]] = defaultdict(set)
         self._recent: dict[str, deque[tuple[float, dict[str, Any]]]] = {}
-        self._seq: dict[str, int] = {}  # message_id -> highest delta seq seen, -1 once replied
+        # message_id -> (attempt, highest delta seq) shown, None once replied
+        self._shown: dict[str, tuple[str, int] | None] = {}
         self.buffer = buffer
         self.buffer_ttl_s = buffer_ttl_s
         self.queue_size = queue_size
         self.delivered = 0
 
     def publish(self, resp: ChatResponse) -> None:
-        if self._seq.get(resp.message_id) == -1 and any(
+        if resp.message_id in self._shown and self._shown[resp.message_id] is None and any(
             e["message_id"] == resp.message_id and "seq" not in e for _, e in self._recent.get(resp.session_id, ())
         ):
             return  # the tail re-read a reply it already fanned out
-        self._seq[resp.message_id] = -1
-        recent = self._recent.get(resp.session_id)
-        if recent is not None:  # the reply supersedes the message's provisional pieces
-            kept = [(t, e) for t, e in recent if not ("seq" in e and e["message_id"] == resp.message_id)]
-            if len(kept) != len(recent):
-                recent.clear()
-                recent.extend(kept)
+        self._shown[resp.message_id] = None
+        self._drop_deltas(resp.session_id, resp.message_id)  # the reply supersedes the provisional pieces
         self._fan_out(resp.session_id, reply_event(resp))
 
     def publish_delta(self, delta: ChatDelta) -> None:
-        last = self._seq.get(delta.message_id)
-        if last is not None and (last == -1 or delta.seq <= last):
-            return  # after the reply, or a repeat (the tail starts a few seconds back)
-        self._seq[delta.message_id] = delta.seq
+        if delta.message_id in self._shown and self._shown[delta.message_id] is None:
+            return  # after the reply
+        attempt, seq = self._shown.get(delta.message_id) or (None, -1)
+        step = delta.step(attempt, seq)
+        if step == "drop":
+            return  # a repeat (the tail starts a few seconds back), or a piece of a superseded attempt
+        if step == "restart":
+            self._drop_deltas(delta.session_id, delta.message_id)
+        self._shown[delta.message_id] = (delta.attempt, delta.seq)
         self._fan_out(delta.session_id, delta_event(delta))
+
+    def _drop_deltas(self, session_id: str, message_id: str) -> None:
+        """Forget a message's buffered pieces: a reconnecting page must not get superseded text."""
+        recent = self._recent.get(session_id)
+        if recent is not None:
+            kept = [(t, e) for t, e in recent if not ("seq" in e and e["message_id"] == message_id)]
+            if len(kept) != len(recent):
+                recent.clear()
+                recent.extend(kept)
 
     def _fan_out(self, session_id: str, event: dict[str, Any]) -> None:
         now = time.monotonic()
@@ -117,11 +133,11 @@ class Hub:
         cutoff = now - self.buffer_ttl_s
         for sid in [s for s, d in self._recent.items() if not d or d[-1][0] < cutoff]:
             for _, e in self._recent[sid]:
-                self._seq.pop(e["message_id"], None)
+                self._shown.pop(e["message_id"], None)
             del self._recent[sid]
-        if len(self._seq) > self.MAX_TRACKED:  # forget ids no buffer mentions any more (rare, O(buffer))
+        if len(self._shown) > self.MAX_TRACKED:  # forget ids no buffer mentions any more (rare, O(buffer))
             live = {e["message_id"] for d in self._recent.values() for _, e in d}
-            self._seq = {m: v for m, v in self._seq.items() if m in live}
+            self._shown = {m: v for m, v in self._shown.items() if m in live}
 
     def backlog(self, session_id: str, last_event_id: str | None) -> list[dict[str, Any]]:
         """Buffered events after ``last_event_id`` (all buffered ones when unknown or absent).
@@ -144,9 +160,12 @@ class Hub:
     ) -> AsyncIterator[bytes]:
         queue: asyncio.Queue = asyncio.Queue(self.queue_size)
         self._subs[session_id].add(queue)
+        # the backlog as of the subscription, taken with it (no await between): an event published
+        # while the first bytes are sent is then in the queue only, not sent twice
+        backlog = self.backlog(session_id, last_event_id)
         try:
             yield b"retry: 2000\n\n"
-            for event in self.backlog(session_id, last_event_id):
+            for event in backlog:
                 yield format_sse(event)
             while True:
                 try:

@@ -93,13 +93,16 @@ def fake_pipeline(
     piece_gap_s: float = 0.0,
     status: str = "ANSWERED",
     final_text: str | None = None,
+    redo: list[str] | None = None,
 ) -> None:
     """Play the pipeline's part: answer every ChatRequest on chat.inbound on chat.outbound.
 
     The reply is built with ``ChatResponse.for_request`` exactly as the real validate stage does, so
     the channel addressing in ``metadata`` travels back the way it will in production. With
     ``pieces`` the answer is first streamed as ``ChatDelta`` records on chat.deltas, ``piece_gap_s``
-    apart, as the generate stage does; ``status``/``final_text`` set the authoritative reply.
+    apart, as the generate stage does; ``status``/``final_text`` set the authoritative reply. With
+    ``redo`` the turn is then generated again, as after a worker died mid-answer: ``pieces`` go out
+    under attempt "a" without a final one, ``redo`` under attempt "b" from seq 0, then a late piece of "a".
     """
     from processors.records import ChatDelta, ChatRequest, ChatResponse, Citation, Status
     from streams.codec import make_codec
@@ -115,9 +118,13 @@ def fake_pipeline(
             if msg is None or msg.error():
                 continue
             req = codec.decode(msg.value(), ChatRequest)
-            for seq, piece in enumerate(pieces or ()):
-                delta = ChatDelta(req.message_id, req.session_id, req.channel, seq, piece, seq == len(pieces) - 1,
-                                  metadata=dict(req.metadata), tenant=req.tenant)
+            streamed = [("a", seq, piece, not redo and seq == len(pieces or ()) - 1) for seq, piece in enumerate(pieces or ())]
+            if redo:
+                streamed += [("b", seq, piece, seq == len(redo) - 1) for seq, piece in enumerate(redo)]
+                streamed.insert(len(pieces or ()) + 1, ("a", len(pieces or ()), " (late piece of a)", False))
+            for attempt, seq, piece, last in streamed:
+                delta = ChatDelta(req.message_id, req.session_id, req.channel, seq, piece, last,
+                                  metadata=dict(req.metadata), tenant=req.tenant, attempt=attempt)
                 producer.produce(settings.topics.deltas, codec.encode(delta), key=req.session_id)
                 producer.flush(10)
                 time.sleep(piece_gap_s)

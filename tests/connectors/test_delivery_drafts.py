@@ -18,8 +18,8 @@ codec = SingleObjectCodec()
 SLACK_MD = {"slack_channel": "C1", "slack_thread_ts": "1.0"}
 
 
-def delta(seq: int, text: str, channel="slack", md=SLACK_MD, final=False, message_id="m-1") -> FakeMessage:
-    d = ChatDelta(message_id, f"{channel}:s", channel, seq, text, final, metadata=dict(md))
+def delta(seq: int, text: str, channel="slack", md=SLACK_MD, final=False, message_id="m-1", attempt="") -> FakeMessage:
+    d = ChatDelta(message_id, f"{channel}:s", channel, seq, text, final, metadata=dict(md), attempt=attempt)
     return FakeMessage("chat.deltas", codec.encode(d), b"s", 1, seq)
 
 
@@ -92,6 +92,20 @@ async def test_pieces_after_the_final_reply_and_repeats_are_ignored(recorder_fac
     slack.requests.clear()
     outcomes = await deliver(s, [(0, delta(0, "Hel")), (2, delta(0, "Hel"))], Clock())
     assert outcomes == ["draft_posted", "draft_repeat"]
+
+
+async def test_a_turn_generated_again_replaces_the_placeholder_text(recorder_factory):
+    """Its worker died mid-answer: the new attempt's text replaces the first one's (never both mixed),
+    and a late piece of the first attempt is dropped."""
+    slack = recorder_factory([(200, {}, slack_answer)])
+    s = settings(slack_api_url=slack.url, slack_bot_token="xoxb")
+    steps = [(0, delta(0, "To reset", attempt="a")), (2, delta(1, " your password,", attempt="a")),
+             (2, delta(0, "Open", attempt="b")), (0.1, delta(2, " open Settings", attempt="a")),
+             (2, delta(1, " Settings, then Security.", attempt="b"))]
+    outcomes = await deliver(s, steps, Clock())
+    assert outcomes == ["draft_posted", "draft_updated", "draft_updated", "draft_repeat", "draft_updated"]
+    shown = [r["body"]["text"] for r in slack.requests]
+    assert shown == ["To reset", "To reset your password,", "Open", "Open Settings, then Security."]
 
 
 async def test_whatsapp_gets_only_the_final_reply(recorder_factory):

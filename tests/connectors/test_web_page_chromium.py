@@ -114,6 +114,49 @@ async def test_the_answer_grows_as_it_is_written_then_the_reply_replaces_it(serv
         assert final_shown.startswith("To reset your password, open Settings > Security.")
 
 
+REDONE = ["Open", " Settings,", " then", " Security,", " then", " Reset."]
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None and os.environ.get("CI") != "true",
+    reason="Debian's chromium is not installed (apt-get install -y chromium)",
+)
+async def test_a_turn_generated_again_replaces_the_provisional_text(serve):
+    """The worker died mid-answer and the turn was generated again with other words: the page shows
+    the first attempt's text, then the second one's from its start, never the two mixed."""
+    assert CHROMIUM is not None, "CI must have Debian's chromium: .ci/install-tools installs it"
+    s = stack_settings(gateway_api_keys={"page-key": "acme"})
+    app = create_app(s)
+    served = serve(app)
+    assert await app.state.tail.wait_ready(30), "the SSE tail never got its partitions"
+    stop = threading.Event()
+    answered: list = []
+    pipeline = threading.Thread(
+        target=fake_pipeline, args=(s, stop, answered),
+        kwargs={"pieces": STREAMED[:4], "redo": REDONE, "piece_gap_s": 0.25, "final_text": "".join(REDONE)}, daemon=True,
+    )
+    pipeline.start()
+    async with chromium_page(served, stop, pipeline) as cdp:
+        await ask(cdp, "How do I reset my password?")
+        seen: list[tuple[str, str]] = []
+        deadline = time.monotonic() + 30
+        while not seen or "provisional" in seen[-1][0]:
+            assert time.monotonic() < deadline, f"no final reply; seen {seen}"
+            state = await cdp.js(
+                "(() => { const r = document.querySelector('.reply'); return r && [r.className, r.innerText]; })()"
+            )
+            if state and (not seen or tuple(state) != seen[-1]):
+                seen.append(tuple(state))
+            await asyncio.sleep(0.05)
+
+    provisional = [text for cls, text in seen if "provisional" in cls]
+    first, second = "".join(STREAMED[:4]), "".join(REDONE)
+    assert all(first.startswith(t) or second.startswith(t) for t in provisional), provisional
+    assert any(first.startswith(t) and not second.startswith(t) for t in provisional)  # the first attempt was shown
+    assert second.startswith(provisional[-1]) and "late piece" not in " ".join(provisional)
+    assert seen[-1][1].startswith(second)
+
+
 async def ask(cdp: "DevTools", text: str) -> None:
     deadline = time.monotonic() + 20
     while await cdp.js("document.readyState") != "complete" or not await cdp.js("!!document.getElementById('text')"):

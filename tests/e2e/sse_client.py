@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from processors.records import ChatDelta
+
 
 @dataclass
 class Event:
@@ -57,9 +59,25 @@ class SSEReader:
         return self.of(message_id, "reply")[0]
 
 
+def shown_over_time(events: list[Event]) -> list[str]:
+    """What a page shows for one message after each of its events, by the rule index.html applies
+    (``ChatDelta.step``): pieces append, another attempt from seq 0 starts over, the reply replaces all."""
+    shown, text, attempt, seq = [], "", None, -1
+    for e in events:
+        d = e.data
+        if e.kind == "reply":
+            shown.append(d["text"])
+            break
+        step = ChatDelta(d["message_id"], d["session_id"], "web", d["seq"], d["text"], attempt=d.get("attempt", "")).step(attempt, seq)
+        if step == "drop":
+            continue
+        text = d["text"] if step == "restart" else text + d["text"]
+        attempt, seq = d.get("attempt", ""), d["seq"]
+        shown.append(text)
+    return shown
+
+
 def shown_text(events: list[Event]) -> str:
-    """What a page shows for one message: its deltas in seq order until the reply replaces them."""
-    replies = [e for e in events if e.kind == "reply"]
-    if replies:
-        return replies[0].data["text"]
-    return "".join(e.data["text"] for e in sorted(events, key=lambda e: e.data["seq"]))
+    """What a page shows for one message in the end: its provisional text, or the reply that replaced it."""
+    shown = shown_over_time(events)
+    return shown[-1] if shown else ""

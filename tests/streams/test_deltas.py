@@ -59,3 +59,17 @@ async def test_nothing_is_published_when_nothing_streamed() -> None:
     producer = Producer()
     assert await turn_deltas(producer).finish() == 0
     assert producer.sent == []
+
+
+async def test_each_generation_streams_under_an_attempt_of_its_own() -> None:
+    """A turn generated again after its worker died starts at seq 0 again: its pieces carry another
+    attempt, so readers replace the first attempt's text instead of mixing the two."""
+    first, again = Producer(), Producer()
+    for producer in (first, again):
+        deltas = turn_deltas(producer, interval_s=0)
+        deltas.on_delta("Hello there ")
+        deltas.on_delta("friend")
+        await deltas.finish()
+    attempts = [{codec.decode(value, ChatDelta).attempt for _, value, _, _ in p.sent} for p in (first, again)]
+    assert all(len(a) == 1 and "" not in a for a in attempts)
+    assert attempts[0] != attempts[1]
