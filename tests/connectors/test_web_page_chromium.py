@@ -28,10 +28,13 @@ pytestmark = pytest.mark.stack
 
 # On a developer machine without a browser the test is skipped with the reason; in CI (.ci/install-tools
 # installs chromium) a missing browser is a failure, never a silent skip.
-@pytest.mark.skipif(
+needs_chromium = pytest.mark.skipif(
     CHROMIUM is None and os.environ.get("CI") != "true",
     reason="Debian's chromium is not installed (apt-get install -y chromium)",
 )
+
+
+@needs_chromium
 async def test_type_a_question_and_see_the_answer(serve):
     assert CHROMIUM is not None, "CI must have Debian's chromium: .ci/install-tools installs it"
     s = stack_settings(gateway_api_keys={"page-key": "acme"})
@@ -68,39 +71,13 @@ STREAMED = ["To", " reset", " your", " password,", " open", " Settings", " >", "
             " Reset."]
 
 
-@pytest.mark.skipif(
-    CHROMIUM is None and os.environ.get("CI") != "true",
-    reason="Debian's chromium is not installed (apt-get install -y chromium)",
-)
+@needs_chromium
 @pytest.mark.parametrize("status", ["ANSWERED", "BLOCKED"])
 async def test_the_answer_grows_as_it_is_written_then_the_reply_replaces_it(serve, status):
     """Provisional text appears piece by piece; the final reply replaces it (and retracts it when BLOCKED)."""
     assert CHROMIUM is not None, "CI must have Debian's chromium: .ci/install-tools installs it"
-    s = stack_settings(gateway_api_keys={"page-key": "acme"})
-    app = create_app(s)
-    served = serve(app)
-    assert await app.state.tail.wait_ready(30), "the SSE tail never got its partitions"
     final_text = "Sorry, I can't help with that." if status == "BLOCKED" else None
-    stop = threading.Event()
-    answered: list = []
-    pipeline = threading.Thread(
-        target=fake_pipeline, args=(s, stop, answered),
-        kwargs={"pieces": STREAMED, "piece_gap_s": 0.25, "status": status, "final_text": final_text}, daemon=True,
-    )
-    pipeline.start()
-    async with chromium_page(served, stop, pipeline) as cdp:
-        await ask(cdp, "How do I reset my password?")
-        seen: list[tuple[str, str]] = []  # (class, text) of the answer bubble over time
-        deadline = time.monotonic() + 30
-        while not seen or "provisional" in seen[-1][0]:
-            assert time.monotonic() < deadline, f"no final reply; seen {seen}"
-            state = await cdp.js(
-                "(() => { const r = document.querySelector('.reply'); return r && [r.className, r.innerText]; })()"
-            )
-            if state and (not seen or tuple(state) != seen[-1]):
-                seen.append(tuple(state))
-            await asyncio.sleep(0.05)
-        bubbles = await cdp.js("document.querySelectorAll('.reply').length")
+    seen, bubbles = await answer_over_time(serve, pieces=STREAMED, status=status, final_text=final_text)
 
     provisional = [text for cls, text in seen if "provisional" in cls]
     lengths = [len(t) for t in provisional]
@@ -117,26 +94,33 @@ async def test_the_answer_grows_as_it_is_written_then_the_reply_replaces_it(serv
 REDONE = ["Open", " Settings,", " then", " Security,", " then", " Reset."]
 
 
-@pytest.mark.skipif(
-    CHROMIUM is None and os.environ.get("CI") != "true",
-    reason="Debian's chromium is not installed (apt-get install -y chromium)",
-)
+@needs_chromium
 async def test_a_turn_generated_again_replaces_the_provisional_text(serve):
     """The worker died mid-answer and the turn was generated again with other words: the page shows
     the first attempt's text, then the second one's from its start, never the two mixed."""
     assert CHROMIUM is not None, "CI must have Debian's chromium: .ci/install-tools installs it"
+    seen, bubbles = await answer_over_time(serve, pieces=STREAMED[:4], redo=REDONE, final_text="".join(REDONE))
+
+    provisional = [text for cls, text in seen if "provisional" in cls]
+    first, second = "".join(STREAMED[:4]), "".join(REDONE)
+    assert all(first.startswith(t) or second.startswith(t) for t in provisional), provisional
+    assert any(first.startswith(t) and not second.startswith(t) for t in provisional)  # the first attempt was shown
+    assert second.startswith(provisional[-1]) and "late piece" not in " ".join(provisional)
+    assert seen[-1][1].startswith(second) and bubbles == 1
+
+
+async def answer_over_time(serve, **pipeline: object) -> tuple[list[tuple[str, str]], int]:
+    """Ask on the page while a fake pipeline streams as told (``fake_pipeline``'s keywords, pieces
+    0.25 s apart): the (class, text) of the answer bubble each time it changed, until the final reply,
+    and how many answer bubbles the page has then."""
     s = stack_settings(gateway_api_keys={"page-key": "acme"})
     app = create_app(s)
     served = serve(app)
     assert await app.state.tail.wait_ready(30), "the SSE tail never got its partitions"
     stop = threading.Event()
-    answered: list = []
-    pipeline = threading.Thread(
-        target=fake_pipeline, args=(s, stop, answered),
-        kwargs={"pieces": STREAMED[:4], "redo": REDONE, "piece_gap_s": 0.25, "final_text": "".join(REDONE)}, daemon=True,
-    )
-    pipeline.start()
-    async with chromium_page(served, stop, pipeline) as cdp:
+    thread = threading.Thread(target=fake_pipeline, args=(s, stop, []), kwargs={"piece_gap_s": 0.25, **pipeline}, daemon=True)
+    thread.start()
+    async with chromium_page(served, stop, thread) as cdp:
         await ask(cdp, "How do I reset my password?")
         seen: list[tuple[str, str]] = []
         deadline = time.monotonic() + 30
@@ -148,13 +132,8 @@ async def test_a_turn_generated_again_replaces_the_provisional_text(serve):
             if state and (not seen or tuple(state) != seen[-1]):
                 seen.append(tuple(state))
             await asyncio.sleep(0.05)
-
-    provisional = [text for cls, text in seen if "provisional" in cls]
-    first, second = "".join(STREAMED[:4]), "".join(REDONE)
-    assert all(first.startswith(t) or second.startswith(t) for t in provisional), provisional
-    assert any(first.startswith(t) and not second.startswith(t) for t in provisional)  # the first attempt was shown
-    assert second.startswith(provisional[-1]) and "late piece" not in " ".join(provisional)
-    assert seen[-1][1].startswith(second)
+        bubbles = await cdp.js("document.querySelectorAll('.reply').length")
+    return seen, bubbles
 
 
 async def ask(cdp: "DevTools", text: str) -> None:
