@@ -454,6 +454,7 @@ class WeaviateStore:
         from weaviate.classes.query import Filter
 
         collection = await self._collection(tenant)
+        units = await self._collection(tenant, self._units_name)  # a chunk's stored units go with it
         deleted = 0
         with tracer.start_as_current_span("weaviate delete") as span:
             span.set_attribute("db.system", "weaviate")
@@ -463,7 +464,6 @@ class WeaviateStore:
                 part = [chunk_uuid(c) for c in ids[start : start + 500]]
                 result = await collection.data.delete_many(where=Filter.by_id().contains_any(part))
                 deleted += int(result.successful)
-                units = await self._collection(tenant, self._units_name)
                 await units.data.delete_many(where=Filter.by_id().contains_any(part))
             span.set_attribute("chatstream.chunks", deleted)
         return deleted

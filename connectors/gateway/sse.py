@@ -88,7 +88,7 @@ class Hub:
         self.delivered = 0
 
     def publish(self, resp: ChatResponse) -> None:
-        if resp.message_id in self._shown and self._shown[resp.message_id] is None and any(
+        if self._replied(resp.message_id) and any(
             e["message_id"] == resp.message_id and "seq" not in e for _, e in self._recent.get(resp.session_id, ())
         ):
             return  # the tail re-read a reply it already fanned out
@@ -97,8 +97,8 @@ class Hub:
         self._fan_out(resp.session_id, reply_event(resp))
 
     def publish_delta(self, delta: ChatDelta) -> None:
-        if delta.message_id in self._shown and self._shown[delta.message_id] is None:
-            return  # after the reply
+        if self._replied(delta.message_id):
+            return
         attempt, seq = self._shown.get(delta.message_id) or (None, -1)
         step = delta.step(attempt, seq)
         if step == "drop":
@@ -107,6 +107,9 @@ class Hub:
             self._drop_deltas(delta.session_id, delta.message_id)
         self._shown[delta.message_id] = (delta.attempt, delta.seq)
         self._fan_out(delta.session_id, delta_event(delta))
+
+    def _replied(self, message_id: str) -> bool:
+        return message_id in self._shown and self._shown[message_id] is None
 
     def _drop_deltas(self, session_id: str, message_id: str) -> None:
         """Forget a message's buffered pieces: a reconnecting page must not get superseded text."""

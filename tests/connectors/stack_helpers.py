@@ -118,10 +118,11 @@ def fake_pipeline(
             if msg is None or msg.error():
                 continue
             req = codec.decode(msg.value(), ChatRequest)
-            streamed = [("a", seq, piece, not redo and seq == len(pieces or ()) - 1) for seq, piece in enumerate(pieces or ())]
+            first = pieces or []
+            streamed = [("a", seq, piece, not redo and seq == len(first) - 1) for seq, piece in enumerate(first)]
             if redo:
                 streamed += [("b", seq, piece, seq == len(redo) - 1) for seq, piece in enumerate(redo)]
-                streamed.insert(len(pieces or ()) + 1, ("a", len(pieces or ()), " (late piece of a)", False))
+                streamed.insert(len(first) + 1, ("a", len(first), " (late piece of a)", False))
             for attempt, seq, piece, last in streamed:
                 delta = ChatDelta(req.message_id, req.session_id, req.channel, seq, piece, last,
                                   metadata=dict(req.metadata), tenant=req.tenant, attempt=attempt)
