@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +21,15 @@ class CircuitState(str, enum.Enum):
     CLOSED = "closed"
     OPEN = "open"
     HALF_OPEN = "half_open"
+
+
+@dataclass(frozen=True)
+class Permit:
+    """One call let through (always true); ``probe`` numbers the half-open circuit's one trial call
+    (0: an ordinary call). Handed back to ``release``, it says whether that call was the probe, so a
+    cancelled ordinary call cannot let a second probe out beside the one still waiting."""
+
+    probe: int = 0
 
 
 class CircuitBreaker:
@@ -40,6 +50,7 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at = 0.0
         self._probe_in_flight = False
+        self._probes = 0  # probes let through so far: a permit names its own
         self.times_opened = 0
         self._on_open: list[Callable[[], None]] = []
 
@@ -60,16 +71,18 @@ class CircuitBreaker:
                 return 0.0
             return max(0.0, self._opened_at + self.reset_s - self._clock())
 
-    def allow(self) -> bool:
-        """May a call go out now? In half-open state only one probe at a time is allowed."""
+    def allow(self) -> Permit | None:
+        """May a call go out now? A permit if so (keep it for ``release``), None if not. In half-open
+        state only one probe at a time is allowed."""
         with self._lock:
             self._maybe_half_open()
             if self._state is CircuitState.CLOSED:
-                return True
+                return Permit()
             if self._state is CircuitState.HALF_OPEN and not self._probe_in_flight:
                 self._probe_in_flight = True
-                return True
-            return False
+                self._probes += 1
+                return Permit(probe=self._probes)
+            return None
 
     def record_success(self) -> None:
         with self._lock:
@@ -123,10 +136,12 @@ class CircuitBreaker:
             except Exception:  # a listener's bug must not break failure accounting
                 log.exception("circuit open listener failed")
 
-    def release(self) -> None:
-        """A call that was allowed ended without a verdict (cancelled); let another probe try."""
+    def release(self, permit: Permit) -> None:
+        """A call that was allowed ended without a verdict (cancelled, or an error that says nothing
+        about the dependency): if it was the probe still out, let another probe try."""
         with self._lock:
-            self._probe_in_flight = False
+            if permit.probe and permit.probe == self._probes:
+                self._probe_in_flight = False
 
     def _maybe_half_open(self) -> None:
         if self._state is CircuitState.OPEN and self._clock() - self._opened_at >= self.reset_s:

@@ -74,14 +74,15 @@ class _CacheGuard:
 
     async def run(self, op: Awaitable[Any], stats: CacheStats, what: str) -> tuple[bool, Any]:
         """(True, result), or (False, None) when skipped, failed or too slow."""
-        if not self.breaker.allow():
+        permit = self.breaker.allow()
+        if not permit:
             if asyncio.iscoroutine(op):
                 op.close()
             return False, None
         try:
             result = await asyncio.wait_for(op, self.timeout_s)
         except asyncio.CancelledError:
-            self.breaker.release()
+            self.breaker.release(permit)
             raise
         except Exception as exc:  # noqa: BLE001 - any cache failure is a miss or a skipped write
             self.breaker.record_failure()

@@ -150,15 +150,16 @@ class Retriever:
             "chatstream.tenant": tenant, "chatstream.retrieval.follow_up": query != latest_text(turn),
         }) as span:
             breaker = self.breaker(tenant)
-            if not breaker.allow():
+            permit = breaker.allow()
+            if not permit:
                 return _skipped(turn, span, self._last_error.get(tenant, "")), None
             try:
                 vector, passages = await self._search(query, tenant)
             except asyncio.CancelledError:
-                breaker.release()
+                breaker.release(permit)
                 raise
             except StoreJudgedDown as exc:
-                breaker.release()  # no verdict of its own: the failures that opened the breaker are counted
+                breaker.release(permit)  # no verdict of its own: the failures that opened the breaker are counted
                 return _skipped(turn, span, str(exc)), None
             except Exception as exc:  # noqa: BLE001 - any lookup failure degrades the turn, see module doc
                 if isinstance(exc, asyncio.TimeoutError):

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from processors.circuit import CircuitBreaker, CircuitState  # noqa: F401 (re-exported)
+from processors.circuit import CircuitBreaker, CircuitState, Permit  # noqa: F401 (re-exported)
 from processors.generation.deadline import TurnDeadline
 from processors.generation.provider import (
     CircuitOpenError,
@@ -111,12 +111,12 @@ class ResilientProvider:
         self._sleep = sleep
         self._clock = clock
 
-    def _attempt_failed(self, exc: ProviderError, span) -> None:  # type: ignore[no-untyped-def]
+    def _attempt_failed(self, exc: ProviderError, span, permit: Permit) -> None:  # type: ignore[no-untyped-def]
         """One attempt's verdict on the circuit and its span (streamed or not, the same rules)."""
         if _counts_against_circuit(exc):
             self.breaker.record_failure()
         else:
-            self.breaker.release()
+            self.breaker.release(permit)
         span.record_exception(exc)
         span.set_status(Status(StatusCode.ERROR, str(exc)))
         span.set_attribute("error.type", _error_type(exc))
@@ -128,12 +128,13 @@ class ResilientProvider:
         deadline = None if self.policy.deadline_s is None else started + self.policy.deadline_s
         attempt = 0
         while True:
-            if not self.breaker.allow():
+            permit = self.breaker.allow()
+            if not permit:
                 raise CircuitOpenError(
                     f"circuit open, next probe in {self.breaker.retry_in():.1f}s", provider=self.name
                 )
             try:
-                return await self._attempt(messages, max_tokens, passages, attempt, deadline)
+                return await self._attempt(messages, max_tokens, passages, attempt, deadline, permit)
             except RetryableError as exc:
                 attempt += 1
                 if attempt >= self.policy.max_attempts or self.breaker.state is CircuitState.OPEN:
@@ -165,13 +166,14 @@ class ResilientProvider:
         first_token_due = deadline.first_token_due(self._clock())
         attempt = 0
         while True:
-            if not self.breaker.allow():
+            permit = self.breaker.allow()
+            if not permit:
                 raise CircuitOpenError(
                     f"circuit open, next probe in {self.breaker.retry_in():.1f}s", provider=self.name
                 )
             try:
                 return await self._stream_attempt(messages, max_tokens, passages, on_delta, attempt, deadline,
-                                                  first_token_due)
+                                                  first_token_due, permit)
             except RetryableError as exc:
                 attempt += 1
                 if deadline.streaming:
@@ -201,6 +203,7 @@ class ResilientProvider:
         attempt: int,
         deadline: TurnDeadline,
         first_token_due: float,
+        permit: Permit,
     ) -> Completion:
         loop = asyncio.get_running_loop()
         first = asyncio.Event()
@@ -257,15 +260,15 @@ class ResilientProvider:
                             task.cancel()
                     unsubscribe()
             except CircuitOpenError as exc:
-                self.breaker.release()  # no verdict on the provider from this turn
+                self.breaker.release(permit)  # no verdict on the provider from this turn
                 span.set_status(Status(StatusCode.ERROR, str(exc)))
                 span.set_attribute("error.type", "CircuitOpenError")
                 raise
             except ProviderError as exc:
-                self._attempt_failed(exc, span)
+                self._attempt_failed(exc, span, permit)
                 raise
             except asyncio.CancelledError:
-                self.breaker.release()
+                self.breaker.release(permit)
                 raise
             except Exception as exc:
                 raise self._unexpected(exc, span) from exc
@@ -295,7 +298,8 @@ class ResilientProvider:
         }
 
     async def _attempt(
-        self, messages: list[dict], max_tokens: int, passages: list[Passage], attempt: int, deadline: float | None
+        self, messages: list[dict], max_tokens: int, passages: list[Passage], attempt: int, deadline: float | None,
+        permit: Permit,
     ) -> Completion:
         with active_span(
             self._tracer,
@@ -318,13 +322,13 @@ class ResilientProvider:
                             f"call deadline of {self.policy.deadline_s:g}s exceeded", provider=self.name
                         ) from None
             except ProviderError as exc:
-                self._attempt_failed(exc, span)
+                self._attempt_failed(exc, span, permit)
                 raise
             except Exception as exc:
                 raise self._unexpected(exc, span) from exc
             except BaseException:
                 # Cancelled (the stage gave up on the turn): says nothing about the provider's health.
-                self.breaker.release()
+                self.breaker.release(permit)
                 raise
             self.breaker.record_success()
             span.set_attributes(_usage(completion))

@@ -69,3 +69,27 @@ def test_breaker_state_machine_with_a_fake_clock():
     assert breaker.allow()
     breaker.record_success()
     assert breaker.state is CircuitState.CLOSED and breaker.allow() and breaker.times_opened == 2
+
+
+def test_a_cancelled_ordinary_call_does_not_let_a_second_probe_out() -> None:
+    """``release`` gives back the probe's slot only for the probe itself: a call let through while the
+    circuit was closed and cancelled while a probe is out says nothing, and frees nothing."""
+    clock = _Clock()
+    breaker = CircuitBreaker(failure_threshold=1, reset_s=5, clock=clock)
+    ordinary = breaker.allow()
+    assert ordinary and not ordinary.probe
+    breaker.record_failure()
+    clock.now = 5
+    probe = breaker.allow()
+    assert probe and probe.probe
+    breaker.release(ordinary)  # the old call is cancelled while the probe still waits
+    assert not breaker.allow()  # still one probe at a time
+    breaker.release(probe)  # the probe is cancelled: no verdict, another may try
+    second = breaker.allow()
+    assert second and second.probe != probe.probe
+    breaker.record_failure()  # the second probe fails: open again
+    clock.now = 10
+    third = breaker.allow()
+    assert third
+    breaker.release(second)  # a stale permit of an earlier half-open period frees nothing either
+    assert not breaker.allow()
