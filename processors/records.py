@@ -11,6 +11,7 @@ import dataclasses
 import datetime as _dt
 import enum
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -206,11 +207,33 @@ class ChatDelta:
         """
         if attempt is None or seq < 0:
             return "append"
+        if self.attempt != attempt and _started_before(self.attempt, attempt):
+            return "drop"  # even its first piece: a zombie writer that shows up after its successor began
         if self.seq == 0 and self.attempt != attempt:
             return "restart"
         if self.attempt == attempt or not attempt:  # "": shown by a reader that kept no attempt (before v2)
             return "append" if self.seq > seq else "drop"
         return "drop"
+
+
+def new_attempt_id(started_ms: int | None = None) -> str:
+    """A generation's id, ordered by when it started: ``<13-digit ms>-<8 hex>``.
+
+    Why ordered: a turn is generated again only after its first worker was judged dead, so the later
+    start is the attempt that counts; a reader can then drop the older one's pieces even when the
+    first of them reaches it late (a writer that was alive after all, its first token slow).
+    """
+    return f"{now_ms() if started_ms is None else started_ms:013d}-{uuid.uuid4().hex[:8]}"
+
+
+def _started_before(attempt: str, other: str) -> bool:
+    """True when both ids are ordered ones (``new_attempt_id``) and ``attempt`` began first; ids of
+    writers before ordered ids carry no time and say nothing (the seq-0 rule alone applies to them)."""
+    return _is_ordered(attempt) and _is_ordered(other) and attempt < other
+
+
+def _is_ordered(attempt: str) -> bool:
+    return len(attempt) > 14 and attempt[13] == "-" and attempt[:13].isdigit()
 
 
 # --- Avro bridge ---------------------------------------------------------------------------------

@@ -18,12 +18,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from typing import Any
 
 from opentelemetry.trace import Span
 
-from processors.records import ChatDelta, ChatRequest
+from processors.records import ChatDelta, ChatRequest, new_attempt_id
 from processors.validation.stream_redactor import StreamRedactor
 from streams import metrics, tracing
 
@@ -57,7 +56,7 @@ class TurnDeltas:
         self.seq = 0
         # this generation's own id: should the turn be generated again (its worker died mid-answer),
         # the new pieces start at seq 0 under another id and readers replace, not extend, what was shown
-        self.attempt = uuid.uuid4().hex[:12]
+        self.attempt = new_attempt_id()
         self.interval_s = interval_s
         self._pending = ""
         self._timer: asyncio.TimerHandle | None = None

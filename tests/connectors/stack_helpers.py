@@ -102,9 +102,10 @@ def fake_pipeline(
     ``pieces`` the answer is first streamed as ``ChatDelta`` records on chat.deltas, ``piece_gap_s``
     apart, as the generate stage does; ``status``/``final_text`` set the authoritative reply. With
     ``redo`` the turn is then generated again, as after a worker died mid-answer: ``pieces`` go out
-    under attempt "a" without a final one, ``redo`` under attempt "b" from seq 0, then a late piece of "a".
+    under attempt "a" without a final one, ``redo`` under a later attempt "b" from seq 0, then a late
+    piece of "a" and a zombie's seq 0 under "a" (both superseded: a reader must drop them).
     """
-    from processors.records import ChatDelta, ChatRequest, ChatResponse, Citation, Status
+    from processors.records import ChatDelta, ChatRequest, ChatResponse, Citation, Status, new_attempt_id
     from streams.codec import make_codec
 
     codec = make_codec(settings)
@@ -119,10 +120,12 @@ def fake_pipeline(
                 continue
             req = codec.decode(msg.value(), ChatRequest)
             first = pieces or []
-            streamed = [("a", seq, piece, not redo and seq == len(first) - 1) for seq, piece in enumerate(first)]
+            a, b = new_attempt_id(), new_attempt_id(int(time.time() * 1000) + 20_000)  # b: after a was judged dead
+            streamed = [(a, seq, piece, not redo and seq == len(first) - 1) for seq, piece in enumerate(first)]
             if redo:
-                streamed += [("b", seq, piece, seq == len(redo) - 1) for seq, piece in enumerate(redo)]
-                streamed.insert(len(first) + 1, ("a", len(first), " (late piece of a)", False))
+                streamed += [(b, seq, piece, seq == len(redo) - 1) for seq, piece in enumerate(redo)]
+                streamed.insert(len(first) + 1, (a, len(first), " (late piece of a)", False))
+                streamed.insert(len(first) + 3, (a, 0, "(late first piece of a zombie a)", False))
             for attempt, seq, piece, last in streamed:
                 delta = ChatDelta(req.message_id, req.session_id, req.channel, seq, piece, last,
                                   metadata=dict(req.metadata), tenant=req.tenant, attempt=attempt)

@@ -97,7 +97,8 @@ REDONE = ["Open", " Settings,", " then", " Security,", " then", " Reset."]
 @needs_chromium
 async def test_a_turn_generated_again_replaces_the_provisional_text(serve):
     """The worker died mid-answer and the turn was generated again with other words: the page shows
-    the first attempt's text, then the second one's from its start, never the two mixed."""
+    the first attempt's text, then the second one's from its start, never the two mixed, and neither
+    a late piece of the first attempt nor its seq 0 sent again by a zombie writer takes the text back."""
     assert CHROMIUM is not None, "CI must have Debian's chromium: .ci/install-tools installs it"
     seen, bubbles = await answer_over_time(serve, pieces=STREAMED[:4], redo=REDONE, final_text="".join(REDONE))
 
@@ -105,8 +106,36 @@ async def test_a_turn_generated_again_replaces_the_provisional_text(serve):
     first, second = "".join(STREAMED[:4]), "".join(REDONE)
     assert all(first.startswith(t) or second.startswith(t) for t in provisional), provisional
     assert any(first.startswith(t) and not second.startswith(t) for t in provisional)  # the first attempt was shown
-    assert second.startswith(provisional[-1]) and "late piece" not in " ".join(provisional)
+    assert second.startswith(provisional[-1]) and "late" not in " ".join(provisional)
     assert seen[-1][1].startswith(second) and bubbles == 1
+
+
+@needs_chromium
+async def test_the_page_drops_a_superseded_attempts_pieces_even_its_seq_0(serve):
+    """The page's own copy of ``ChatDelta.step`` (the hub in front of it drops these already; a page
+    reading a replay or another hub must not show them either): fed straight to ``showDelta``."""
+    assert CHROMIUM is not None, "CI must have Debian's chromium: .ci/install-tools installs it"
+    from processors.records import new_attempt_id
+
+    older, newer = new_attempt_id(1_700_000_000_000), new_attempt_id(1_700_000_020_000)
+    deltas = [(older, 0, "Old start"), (newer, 0, "Open"), (newer, 1, " Settings"), (older, 1, " old late"),
+              (older, 0, "zombie start"), (newer, 2, " now.")]
+    s = stack_settings(gateway_api_keys={"page-key": "acme"})
+    served = serve(create_app(s))
+    stop, idle = threading.Event(), threading.Thread(target=lambda: None)
+    idle.start()
+    async with chromium_page(served, stop, idle) as cdp:
+        deadline = time.monotonic() + 20
+        while await cdp.js("typeof showDelta") != "function":  # the page's script has run
+            assert time.monotonic() < deadline, "the chat page never loaded"
+            await asyncio.sleep(0.05)
+        shown = []
+        for attempt, seq, text in deltas:
+            shown.append(await cdp.js(
+                f"(() => {{ showDelta({{message_id: 'm1', attempt: '{attempt}', seq: {seq}, text: '{text}'}});"
+                " return document.querySelector('.reply').innerText; })()"
+            ))
+    assert shown == ["Old start", "Open", "Open Settings", "Open Settings", "Open Settings", "Open Settings now."]
 
 
 async def answer_over_time(serve, **pipeline: object) -> tuple[list[tuple[str, str]], int]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from processors.records import ChatDelta
+from processors.records import ChatDelta, new_attempt_id
 
 
 def piece(seq: int, attempt: str) -> ChatDelta:
@@ -27,3 +27,23 @@ def test_pieces_shown_before_attempts_existed_continue() -> None:
     assert piece(4, "a").step("", 3) == "append"
     assert piece(0, "a").step("", 3) == "restart"
     assert piece(2, "").step("", 1) == "append"
+
+
+def test_an_attempt_that_started_before_the_one_shown_is_dropped_even_from_seq_0() -> None:
+    """Attempt ids begin with their start time: a zombie writer (judged dead, alive after all) whose
+    first piece reaches a reader after its successor's must not take the text back."""
+    older, newer = new_attempt_id(1_700_000_000_000), new_attempt_id(1_700_000_020_000)
+    assert older < newer and len(older) == 22
+    assert piece(0, newer).step(older, 3) == "restart"  # the successor replaces the zombie's text
+    assert piece(0, older).step(newer, 1) == "drop"  # the zombie's first piece, late
+    assert piece(4, older).step(newer, 1) == "drop"
+    assert piece(2, newer).step(newer, 1) == "append"
+    # ids without a start time (v2 writers before ordered ids) keep the seq-0 rule
+    assert piece(0, "a1b2c3d4e5f6").step(newer, 1) == "restart"
+    assert piece(0, older).step("a1b2c3d4e5f6", 1) == "restart"
+
+
+def test_attempt_ids_of_one_writer_sort_by_start() -> None:
+    ids = [new_attempt_id() for _ in range(3)]
+    assert all(i[:13].isdigit() and i[13] == "-" for i in ids)
+    assert new_attempt_id(1) < new_attempt_id(2) < new_attempt_id(10**12)
