@@ -10,6 +10,7 @@ partition has no leader yet (a topic just created, a broker just restarted), so 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -137,9 +138,11 @@ def _no_leader_yet(exc: BaseException) -> bool:
 
 
 def watermarks(consumer, partition: TopicPartition, timeout_s: float) -> tuple[int, int]:  # type: ignore[no-untyped-def]
-    """A partition's low and high watermarks, asked again while it has no leader (within ``timeout_s``)."""
+    """A partition's low and high watermarks, asked again while it has no leader (within ``timeout_s``
+    in all: each ask gets only what is left of it)."""
+    deadline = time.monotonic() + timeout_s
     for attempt in Retrying(retry=retry_if_exception(_no_leader_yet), stop=stop_after_delay(timeout_s),
                             wait=wait_random_exponential(multiplier=0.05, max=1.0), reraise=True):
         with attempt:
-            return consumer.get_watermark_offsets(partition, timeout=timeout_s)
+            return consumer.get_watermark_offsets(partition, timeout=max(0.05, deadline - time.monotonic()))
     raise AssertionError("unreachable: tenacity either returns or re-raises")

@@ -7,6 +7,7 @@ asks through the one helper.
 
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -45,6 +46,22 @@ def test_watermarks_are_asked_again_while_a_partition_has_no_leader_yet() -> Non
     with pytest.raises(KafkaException):  # anything else is not waited out
         watermarks(authorization, TopicPartition("t", 0), timeout_s=5)
     assert authorization.calls == 1
+
+
+def test_the_asks_share_one_timeout() -> None:
+    """Each ask waits only for what is left of ``timeout_s``: a broker that takes each ask's whole
+    timeout before saying "no leader" costs the caller ``timeout_s``, not twice it."""
+    timeouts: list[float] = []
+
+    class _SlowLeaderless(_LeaderlessFor):
+        def get_watermark_offsets(self, partition, timeout):
+            timeouts.append(timeout)
+            time.sleep(min(timeout, 0.2))  # the broker answers at the end of the ask's wait
+            return super().get_watermark_offsets(partition, timeout)
+
+    with pytest.raises(KafkaException):
+        watermarks(_SlowLeaderless(10**6), TopicPartition("t", 0), timeout_s=0.5)
+    assert len(timeouts) >= 2 and timeouts[0] == pytest.approx(0.5, abs=0.02) and all(b < a for a, b in zip(timeouts, timeouts[1:]))
 
 
 def test_the_console_positions_itself_on_topics_whose_leaders_are_not_there_yet() -> None:
