@@ -32,6 +32,9 @@ class Permit:
     probe: int = 0
 
 
+_ORDINARY = Permit()  # every call let through a closed circuit: one object, not one per call
+
+
 class CircuitBreaker:
     """Closed -> open after N consecutive failures -> half-open after ``reset_s`` -> closed on success."""
 
@@ -77,7 +80,7 @@ class CircuitBreaker:
         with self._lock:
             self._maybe_half_open()
             if self._state is CircuitState.CLOSED:
-                return Permit()
+                return _ORDINARY
             if self._state is CircuitState.HALF_OPEN and not self._probe_in_flight:
                 self._probe_in_flight = True
                 self._probes += 1
