@@ -203,7 +203,8 @@ class ChatDelta:
         One rule for every reader (the gateway's SSE hub, deliver's drafts; the web page has it in
         JavaScript): a turn generated again after its worker died streams another attempt from seq 0,
         which replaces the text shown so far; a repeat, or a late piece of a superseded attempt, is
-        dropped. Without it the reader showed the first attempt's start with the second one's end.
+        dropped, and so is any piece of an attempt that started before the one shown (``new_attempt_id``).
+        Without it the reader showed the first attempt's start with the second one's end.
         """
         if attempt is None or seq < 0:
             return "append"
