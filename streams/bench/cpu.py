@@ -6,7 +6,9 @@ says whether a change helped is CPU milliseconds per turn, per process and for t
 
 ``/proc/<pid>/stat`` fields 14 and 15 (utime, stime) count every thread of a process (the ONNX
 thread, librdkafka's threads, the JVM's) in clock ticks; ``/proc/stat``'s first line is the whole
-machine, busy = every field but idle and iowait.
+machine, busy = every field but idle, iowait and steal. Steal is time a virtual core was ready to run
+but the hypervisor ran another guest: no work of this machine, so not in "machine"; it is reported on
+its own, because a run with much of it is a noisy run (its latencies stretch, its CPU figures do not).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -30,15 +33,24 @@ def process_cpu_s(pid: int) -> float | None:
     return (utime + stime) / CLOCK_TICKS
 
 
-def machine_cpu_s() -> tuple[float, float]:
-    """(busy, total) CPU seconds of all cores since boot: busy excludes idle and iowait."""
+class MachineCpu(NamedTuple):
+    """CPU seconds of all cores since boot: ``busy`` (this machine's work), ``total`` (every field)
+    and ``steal`` (taken by the hypervisor)."""
+
+    busy: float
+    total: float
+    steal: float
+
+
+def machine_cpu_s() -> MachineCpu:
+    """The all-cores counters of ``/proc/stat``'s first line, in seconds."""
     with open("/proc/stat") as fh:
         first = fh.readline().split()
     assert first[0] == "cpu", "the first line of /proc/stat is the all-cores total"
     values = [int(v) for v in first[1:9]]  # user nice system idle iowait irq softirq steal
-    idle = values[3] + values[4]
+    not_ours = values[3] + values[4] + values[7]
     total = sum(values)
-    return (total - idle) / CLOCK_TICKS, total / CLOCK_TICKS
+    return MachineCpu((total - not_ours) / CLOCK_TICKS, total / CLOCK_TICKS, values[7] / CLOCK_TICKS)
 
 
 @dataclass
@@ -49,11 +61,17 @@ class CpuWindow:
     process_s: dict[str, float]
     machine_busy_s: float
     cores: int = field(default_factory=lambda: os.cpu_count() or 1)
+    steal_s: float = 0.0
 
     @property
     def cores_busy(self) -> float:
         """Average number of cores the whole machine kept busy over the window."""
         return self.machine_busy_s / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def steal_share(self) -> float:
+        """The share of the cores' time over the window that the hypervisor took."""
+        return self.steal_s / (self.elapsed_s * self.cores) if self.elapsed_s > 0 else 0.0
 
     def per_turn_ms(self, turns: int) -> dict[str, float]:
         """CPU ms per turn for each process, plus ``machine``."""
@@ -79,7 +97,7 @@ class CpuMeter:
         self.pids = {name: [p for p in found if p] for name, found in pids.items()}
         self._first: dict[int, float] = {}
         self._last: dict[int, float] = {}
-        self._machine_first = 0.0
+        self._machine_first = MachineCpu(0.0, 0.0, 0.0)
         self._began = 0.0
 
     def start(self) -> "CpuMeter":
@@ -89,7 +107,7 @@ class CpuMeter:
                 used = process_cpu_s(pid)
                 if used is not None:
                     self._first[pid] = self._last[pid] = used
-        self._machine_first = machine_cpu_s()[0]
+        self._machine_first = machine_cpu_s()
         self._began = time.monotonic()
         return self
 
@@ -103,13 +121,14 @@ class CpuMeter:
     def stop(self) -> CpuWindow:
         self.sample()
         elapsed = time.monotonic() - self._began
-        machine_busy = machine_cpu_s()[0] - self._machine_first
+        machine = machine_cpu_s()
         per_name = {
             name: sum(self._last[p] - self._first[p] for p in pids if p in self._first)
             for name, pids in self.pids.items()
             if any(p in self._first for p in pids)
         }
-        return CpuWindow(elapsed, per_name, machine_busy)
+        return CpuWindow(elapsed, per_name, machine.busy - self._machine_first.busy,
+                         steal_s=machine.steal - self._machine_first.steal)
 
 
 def stack_pids(settings) -> dict[str, list[int]]:  # type: ignore[no-untyped-def]

@@ -23,7 +23,8 @@ def cpu_lines(window: CpuWindow, turns: int, label: str = "") -> list[str]:
     return [
         f"CPU ms per turn{label}: {parts}",
         f"  cores busy {window.cores_busy:.2f} of {window.cores} over {window.elapsed_s:.1f} s "
-        f"({', '.join(f'{n} {window.cores_of(n):.2f}' for n, _ in _ordered(per_turn) if n != 'machine')})",
+        f"({', '.join(f'{n} {window.cores_of(n):.2f}' for n, _ in _ordered(per_turn) if n != 'machine')}); "
+        f"host steal {window.steal_share:.1%} of the cores' time",
     ]
 
 
@@ -34,6 +35,7 @@ def cpu_json(window: CpuWindow | None, turns: int) -> dict[str, Any] | None:
         "window_s": round(window.elapsed_s, 3),
         "cores": window.cores,
         "cores_busy": round(window.cores_busy, 3),
+        "steal_share": round(window.steal_share, 4),
         "cpu_ms_per_turn": {name: round(ms, 3) for name, ms in _ordered(window.per_turn_ms(turns))},
         "cpu_s": {name: round(s, 3) for name, s in window.process_s.items()} | {"machine": round(window.machine_busy_s, 3)},
     }

@@ -50,25 +50,28 @@ def test_process_and_machine_counters_only_grow() -> None:
     import os
 
     mine = process_cpu_s(os.getpid())
-    busy_before, total_before = machine_cpu_s()
+    before = machine_cpu_s()
     end = time.process_time() + 0.05
     while time.process_time() < end:
         pass
     assert process_cpu_s(os.getpid()) > mine
-    busy_after, total_after = machine_cpu_s()
-    assert busy_after >= busy_before and total_after > total_before
+    after = machine_cpu_s()
+    assert after.busy >= before.busy and after.total > before.total and after.steal >= before.steal
+    assert after.busy + after.steal <= after.total
     assert process_cpu_s(999_999_999) is None
 
 
 def test_cores_busy_and_the_printed_and_json_figures() -> None:
-    window = CpuWindow(elapsed_s=10.0, process_s={"worker": 8.0, "kafka": 2.0, "bench": 1.0}, machine_busy_s=15.0, cores=2)
+    window = CpuWindow(elapsed_s=10.0, process_s={"worker": 8.0, "kafka": 2.0, "bench": 1.0}, machine_busy_s=15.0, cores=2,
+                       steal_s=1.0)
     assert window.cores_busy == pytest.approx(1.5)
+    assert window.steal_share == pytest.approx(0.05)
     assert window.cores_of("worker") == pytest.approx(0.8)
     text = "\n".join(cpu_lines(window, 1000))
     assert "CPU ms per turn: worker 8.0  kafka 2.0  bench 1.0  machine 15.0" in text
-    assert "cores busy 1.50 of 2" in text
+    assert "cores busy 1.50 of 2" in text and "host steal 5.0% of the cores' time" in text
     figures = cpu_json(window, 1000)
     assert figures is not None
     assert figures["cpu_ms_per_turn"] == {"worker": 8.0, "kafka": 2.0, "bench": 1.0, "machine": 15.0}
-    assert figures["cores_busy"] == 1.5 and figures["cpu_s"]["machine"] == 15.0
+    assert figures["cores_busy"] == 1.5 and figures["cpu_s"]["machine"] == 15.0 and figures["steal_share"] == 0.05
     assert list(figures["cpu_ms_per_turn"])[-1] == "machine"
