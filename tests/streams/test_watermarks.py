@@ -61,7 +61,8 @@ def test_the_asks_share_one_timeout() -> None:
 
     with pytest.raises(KafkaException):
         watermarks(_SlowLeaderless(10**6), TopicPartition("t", 0), timeout_s=0.5)
-    assert len(timeouts) >= 2 and timeouts[0] == pytest.approx(0.5, abs=0.02) and all(b < a for a, b in zip(timeouts, timeouts[1:]))
+    assert len(timeouts) >= 2 and timeouts[0] == pytest.approx(0.5, abs=0.02)
+    assert all(b <= a for a, b in zip(timeouts, timeouts[1:])) and timeouts[-1] < timeouts[0] - 0.15
 
 
 def test_the_console_positions_itself_on_topics_whose_leaders_are_not_there_yet() -> None:
