@@ -208,7 +208,7 @@ class ChatDelta:
         """
         if attempt is None or seq < 0:
             return "append"
-        if self.attempt != attempt and _started_before(self.attempt, attempt):
+        if _started_before(self.attempt, attempt):
             return "drop"  # even its first piece: a zombie writer that shows up after its successor began
         if self.seq == 0 and self.attempt != attempt:
             return "restart"
