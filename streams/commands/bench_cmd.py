@@ -44,7 +44,7 @@ def register(sub) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object instead of text")
     parser.add_argument("--keep-topics", action="store_true",
-                        help="leave the run's bench-<id>.* topics on the broker (deleted by default)")
+                        help="leave the run's namespace: its bench-<id>.* topics and Redis keys (deleted by default)")
     parser.add_argument("--profile", action="store_true",
                         help="sample the worker(s) with py-spy (--gil) and print their Python time by library")
     from streams.commands import bench_kb  # retrieval cost at knowledge-base size (issue 13)
@@ -355,8 +355,10 @@ def _stop_profilers(profilers: list) -> Any:
     return merged
 
 
-def _delete_run_topics(settings: Settings, say: Any) -> None:
-    """The run's namespace goes with it: leftover bench topics pile up in the broker's heap."""
+def _delete_run_namespace(settings: Settings, say: Any) -> None:
+    """The run's namespace goes with it: leftover bench topics pile up in the broker's heap, and each
+    turn's reply marker and claim counter would stay in Redis for a week."""
+    from streams.stages.clients import delete_namespace_keys_now
     from streams.topics import delete_topics
 
     try:
@@ -364,6 +366,11 @@ def _delete_run_topics(settings: Settings, say: Any) -> None:
         say(f"deleted the run's {len(deleted)} topics ({settings.topic_prefix}*); its consumer group goes with their offsets")
     except Exception as exc:  # noqa: BLE001 - the figures are already printed; say what is left behind
         print(f"warning: the run's topics ({settings.topic_prefix}*) were not deleted: {exc}", file=sys.stderr)
+    try:
+        keys = delete_namespace_keys_now(settings)
+        say(f"deleted the run's {keys} Redis keys (sessions, reply markers)")
+    except Exception as exc:  # noqa: BLE001 - as above
+        print(f"warning: the run's Redis keys were not deleted: {exc}", file=sys.stderr)
 
 
 def _stage_group(group: str) -> list[str]:
@@ -409,6 +416,10 @@ def run(args, settings: Settings) -> int:
             rate_limit_per_minute=1e9,
             rate_limit_burst=1_000_000,
         )
+        if settings.embedding_shared_cache_ttl_s > 0:
+            # every run asks its own questions, so their shared vectors serve no later run: let them
+            # go after 10 minutes instead of a day (30,000 of them after an afternoon of benches)
+            overrides["embedding_shared_cache_ttl_s"] = min(settings.embedding_shared_cache_ttl_s, 600.0)
         if args.in_flight:
             overrides["max_in_flight"] = args.in_flight
         if (args.llm_token_ms or args.llm_tokens) and "bench" not in settings.llm_stream_channels:
@@ -423,47 +434,49 @@ def run(args, settings: Settings) -> int:
         else:
             workers = [WorkerProcess(bench_settings) for _ in range(args.workers)]
         try:
-            for worker in workers:
-                worker.start()
-            for worker in workers:
-                worker.wait_started(120)
-            say(f"bench {run_id}: {args.turns} turns over {sessions} sessions, rate {args.rate or 'max'}/s, "
-                f"LLM latency {args.llm_latency_ms:.0f} ms (then {args.llm_token_ms:g} ms x {args.llm_tokens} tokens), "
-                f"worker pids {' '.join(str(w.pid) for w in workers)}")
-            meter = CpuMeter(
-                {"worker": [w.pid for w in workers], **services, "llm": [llm.proc.pid], "bench": [os.getpid()]}
-            )
-            profilers = _start_profilers(workers) if args.profile else []
-            if args.sse:
-                from streams.dev.sse_probe import GatewayProcess
+            try:
+                for worker in workers:
+                    worker.start()
+                for worker in workers:
+                    worker.wait_started(120)
+                say(f"bench {run_id}: {args.turns} turns over {sessions} sessions, rate {args.rate or 'max'}/s, "
+                    f"LLM latency {args.llm_latency_ms:.0f} ms (then {args.llm_token_ms:g} ms x {args.llm_tokens} tokens), "
+                    f"worker pids {' '.join(str(w.pid) for w in workers)}")
+                meter = CpuMeter(
+                    {"worker": [w.pid for w in workers], **services, "llm": [llm.proc.pid], "bench": [os.getpid()]}
+                )
+                profilers = _start_profilers(workers) if args.profile else []
+                if args.sse:
+                    from streams.dev.sse_probe import GatewayProcess
 
-                with GatewayProcess(bench_settings) as gateway:
-                    result = asyncio.run(drive(bench_settings, args.turns, args.rate, sessions, args.timeout, workers,
-                                               meter, gateway.url))
-            else:
-                result = asyncio.run(drive(bench_settings, args.turns, args.rate, sessions, args.timeout, workers, meter))
-            profile = _stop_profilers(profilers) if profilers else None
-            say(report(result, args.llm_latency_ms, bench_settings.max_in_flight * len(workers)))
-            if result.cpu is not None:
-                say("\n".join(cpu_lines(result.cpu, result.turns)))
-            if profile is not None:
-                from streams.bench.profile import profile_lines
+                    with GatewayProcess(bench_settings) as gateway:
+                        result = asyncio.run(drive(bench_settings, args.turns, args.rate, sessions, args.timeout, workers,
+                                                   meter, gateway.url))
+                else:
+                    result = asyncio.run(drive(bench_settings, args.turns, args.rate, sessions, args.timeout, workers, meter))
+                profile = _stop_profilers(profilers) if profilers else None
+                say(report(result, args.llm_latency_ms, bench_settings.max_in_flight * len(workers)))
+                if result.cpu is not None:
+                    say("\n".join(cpu_lines(result.cpu, result.turns)))
+                if profile is not None:
+                    from streams.bench.profile import profile_lines
 
-                say("\n".join(profile_lines(profile)))
+                    say("\n".join(profile_lines(profile)))
+            finally:
+                for worker in workers:
+                    worker.terminate(60)
+            if args.baseline:
+                from streams import tracing
+
+                tracing.setup_tracing(bench_settings, f"{bench_settings.service_name}-baseline")
+                _, requests = bench_requests(args.turns, sessions, tenant=bench_settings.tenant)  # its own texts
+                meter = CpuMeter({**services, "llm": [llm.proc.pid], "bench": [os.getpid()]})
+                baseline = asyncio.run(run_baseline(bench_settings, requests, args.rate, args.timeout, meter))
+                tracing.shutdown_tracing()
+                say(baseline_report(baseline, result))
         finally:
-            for worker in workers:
-                worker.terminate(60)
-            if not args.keep_topics:
-                _delete_run_topics(bench_settings, say)
-        if args.baseline:
-            from streams import tracing
-
-            tracing.setup_tracing(bench_settings, f"{bench_settings.service_name}-baseline")
-            _, requests = bench_requests(args.turns, sessions, tenant=bench_settings.tenant)  # its own texts
-            meter = CpuMeter({**services, "llm": [llm.proc.pid], "bench": [os.getpid()]})
-            baseline = asyncio.run(run_baseline(bench_settings, requests, args.rate, args.timeout, meter))
-            tracing.shutdown_tracing()
-            say(baseline_report(baseline, result))
+            if not args.keep_topics:  # the baseline shares the run's Redis namespace: both are done now
+                _delete_run_namespace(bench_settings, say)
     if args.json:
         figures: dict[str, Any] = {
             "run_id": run_id,

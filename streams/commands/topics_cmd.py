@@ -12,7 +12,8 @@ def register(sub) -> None:
     actions.required = True
     actions.add_parser("create", help="create every topic (idempotent)").set_defaults(handler=create)
     actions.add_parser("check", help="check partitions of every topic").set_defaults(handler=check)
-    delete = actions.add_parser("delete", help="delete a namespace's topics (a replay once evaluated); its consumer group goes with them")
+    delete = actions.add_parser("delete", help="delete a namespace (a replay once evaluated): its topics, its consumer group "
+                                "and its Redis keys (sessions, reply markers)")
     delete.add_argument("--prefix", required=True, help="the namespace's topic prefix, e.g. replay-NAME.")
     delete.set_defaults(handler=delete_namespace)
 
@@ -29,17 +30,24 @@ def create(args, settings: Settings) -> int:
 
 
 def delete_namespace(args, settings: Settings) -> int:
+    from streams.stages.clients import delete_namespace_keys_now
     from streams.topics import delete_topics
 
     prefix = args.prefix
     if not prefix.endswith(".") or prefix == settings.topic_prefix:
         raise CommandError(f"refusing to delete {prefix!r}: give a namespace's prefix ending in '.', "
                            "not the live one (replays are replay-NAME., bench runs bench-ID.)")
+    namespace = settings.derive(topic_prefix=prefix)
     try:
-        deleted = delete_topics(settings.derive(topic_prefix=prefix))
+        deleted = delete_topics(namespace)
     except Exception as exc:
         raise CommandError(f"cannot delete topics on {settings.kafka_bootstrap}: {exc}")
     print(f"deleted {len(deleted)} topics ({prefix}*); the namespace's consumer group goes with their offsets")
+    try:
+        keys = delete_namespace_keys_now(namespace)
+    except Exception as exc:
+        raise CommandError(f"topics deleted, but not the namespace's Redis keys: {exc}. Is Redis up (`chatstream stack status`)?")
+    print(f"deleted {keys} Redis keys of the namespace (sessions, reply markers)")
     return 0
 
 

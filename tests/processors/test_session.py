@@ -479,3 +479,27 @@ async def test_admit_is_reloaded_and_idempotent_after_a_redis_restart(store, red
     assert a2.outcome == again.outcome == "admitted"
     assert [h.text for h in a2.turn.history] == [h.text for h in again.turn.history] == ["before the restart"]
     assert await redis_client.llen(store._session_keys("s1")[0]) == 2
+
+
+async def test_a_throw_away_namespace_is_deleted_key_by_key_and_nothing_else(redis_client):
+    """A bench run's or a replay's keys go with it; another namespace's (even one its prefix matches as a
+    glob pattern) and the live namespace's stay, and the live namespace itself is refused."""
+    from processors.session import delete_namespace_keys, redis_key_prefix
+
+    run = uuid.uuid4().hex[:8]
+    doomed, glob_like, other = f"bench-{run}[x]*.", f"bench-{run}x-anything.", f"bench-{run}y."
+    keys = {prefix: [f"{redis_key_prefix(prefix)}{name}" for name in ("replied:m1", "claimseq:m1", "s:{web:s1}:h")]
+            for prefix in (doomed, glob_like, other)}
+    try:
+        for names in keys.values():
+            for name in names:
+                await redis_client.set(name, "1", ex=600)
+        for i in range(1200):  # more than one SCAN page and one UNLINK chunk
+            await redis_client.set(f"{redis_key_prefix(doomed)}bulk:{i}", "1", ex=600)
+        assert await delete_namespace_keys(redis_client, doomed, chunk=500) == 1203
+        assert not await redis_client.exists(*keys[doomed])
+        assert await redis_client.exists(*keys[glob_like], *keys[other]) == 6
+        with pytest.raises(ValueError, match="live namespace"):
+            await delete_namespace_keys(redis_client, "")
+    finally:
+        await redis_client.delete(*keys[glob_like], *keys[other])

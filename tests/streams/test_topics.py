@@ -61,8 +61,22 @@ def test_a_namespace_is_deleted_with_its_consumer_groups_and_the_live_one_is_ref
     consumer.commit(offsets=[TopicPartition(replay.topics.inbound, 0, 0)], asynchronous=False)
     consumer.close()
 
+    import redis
+
+    from processors.session import redis_key_prefix
+
+    kv = redis.Redis.from_url(live.redis_connection_url)
+    marker = {ns.topic_prefix: f"{redis_key_prefix(ns.topic_prefix)}replied:m1" for ns in (live, replay)}
+    for name in marker.values():
+        kv.set(name, "1", ex=600)
+
     assert main(["topics", "delete", "--prefix", replay.topic_prefix]) == 0
-    assert f"deleted {len(TOPIC_NAMES)} topics ({replay.topic_prefix}*)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"deleted {len(TOPIC_NAMES)} topics ({replay.topic_prefix}*)" in out
+    assert "deleted 1 Redis keys of the namespace" in out, out  # its sessions and reply markers went too
+    assert not kv.exists(marker[replay.topic_prefix]) and kv.exists(marker[live.topic_prefix])
+    kv.delete(marker[live.topic_prefix])
+    kv.close()
     client = admin(live)
     listed = client.list_topics(timeout=10).topics
     assert not [t for t in listed if t.startswith(replay.topic_prefix)]

@@ -41,10 +41,16 @@ def test_bench_prints_every_figure_and_counts_every_reply(capsys) -> None:
     # the run's namespace is deleted with it (leftover bench topics filled the broker's heap)
     run_id = re.search(r"^bench (\w+):", out, re.M).group(1)  # type: ignore[union-attr]
     assert re.search(rf"deleted the run's [1-9]\d* topics \(bench-{run_id}\.\*\)", out), out
+    assert re.search(r"deleted the run's [1-9]\d* Redis keys", out), out
     from streams.config import Settings
     from streams.topics import admin
 
     assert not [t for t in admin(Settings()).list_topics(timeout=10).topics if t.startswith(f"bench-{run_id}.")]
+    import redis
+
+    kv = redis.Redis.from_url(Settings().redis_connection_url)
+    assert not list(kv.scan_iter(match=f"cs:bench-{run_id}.*")), "the run's sessions and reply markers went too"
+    kv.close()
 
 
 def test_worker_stages_names_are_checked_against_the_pipeline_table() -> None:
