@@ -355,24 +355,6 @@ def _stop_profilers(profilers: list) -> Any:
     return merged
 
 
-def _delete_run_namespace(settings: Settings, say: Any) -> None:
-    """The run's namespace goes with it: leftover bench topics pile up in the broker's heap, and each
-    turn's reply marker and claim counter would stay in Redis for a week."""
-    from streams.stages.clients import delete_namespace_keys_now
-    from streams.topics import delete_topics
-
-    try:
-        deleted = delete_topics(settings)
-        say(f"deleted the run's {len(deleted)} topics ({settings.topic_prefix}*); its consumer group goes with their offsets")
-    except Exception as exc:  # noqa: BLE001 - the figures are already printed; say what is left behind
-        print(f"warning: the run's topics ({settings.topic_prefix}*) were not deleted: {exc}", file=sys.stderr)
-    try:
-        keys = delete_namespace_keys_now(settings)
-        say(f"deleted the run's {keys} Redis keys (sessions, reply markers)")
-    except Exception as exc:  # noqa: BLE001 - as above
-        print(f"warning: the run's Redis keys were not deleted: {exc}", file=sys.stderr)
-
-
 def _stage_group(group: str) -> list[str]:
     """``enrich,retrieve`` -> the stage names, checked against the pipeline's table."""
     from streams.pipeline import STAGE_NAMES
@@ -393,6 +375,7 @@ def run(args, settings: Settings) -> int:
 
     from streams.bench.baseline import run_baseline
     from streams.bench.cpu import CpuMeter, stack_pids
+    from streams.commands.run_namespace import delete_run_namespace
     from streams.bench.figures import cpu_lines
     from streams.dev.llm_process import LLMServerProcess
     from streams.dev.worker_process import WorkerProcess
@@ -476,7 +459,7 @@ def run(args, settings: Settings) -> int:
                 say(baseline_report(baseline, result))
         finally:
             if not args.keep_topics:  # the baseline shares the run's Redis namespace: both are done now
-                _delete_run_namespace(bench_settings, say)
+                delete_run_namespace(bench_settings, say)
     if args.json:
         figures: dict[str, Any] = {
             "run_id": run_id,

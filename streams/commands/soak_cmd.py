@@ -35,6 +35,8 @@ def register(sub) -> None:
     parser.add_argument("--fault-every", type=float, default=3.0, help="minutes between faults (0 = none)")
     parser.add_argument("--faults", default="worker,redis,llm,broker",
                         help=f"comma list of {', '.join(FAULTS)}; broker only with kafka_brokers=3")
+    parser.add_argument("--keep-topics", action="store_true",
+                        help="leave the run's namespace: its soak-<id>.* topics and Redis keys (deleted by default)")
     parser.add_argument("--drain", type=float, default=60,
                         help="after the last turn, stop waiting for replies once none came for this many seconds")
     parser.set_defaults(handler=run)
@@ -249,6 +251,7 @@ def drift(minutes: list[Minute]) -> str:
 
 
 def run(args, settings: Settings) -> int:
+    from streams.commands.run_namespace import delete_run_namespace
     from streams.dev.llm_process import LLMServerProcess
     from streams.topics import create_topics
 
@@ -269,6 +272,8 @@ def run(args, settings: Settings) -> int:
             minutes, total, lost, doubled, order = asyncio.run(soak.drive())
         finally:
             soak.worker.terminate(60)
+            if not args.keep_topics:
+                delete_run_namespace(soak_settings, print)
     print(f"turns {total}  lost {lost}  doubled {doubled}  sessions out of order {order}  faults {len(soak.fault_log)}")
     print(drift(minutes))
     return 0 if lost == 0 and doubled == 0 else 1

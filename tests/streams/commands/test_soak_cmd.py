@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from streams.cli import main
@@ -28,4 +30,7 @@ def test_one_minute_with_a_worker_kill_and_an_llm_burst(capsys) -> None:
     assert "fault: worker kill -9" in out and "fault: LLM 503 for 10 s" in out
     assert "  min   1  sent    180" in out
     assert "turns 180  lost 0  doubled 0  sessions out of order 0" in out
+    # the run's namespace goes with it, topics and Redis keys (10 sessions, 180 reply markers and claims)
+    assert re.search(r"deleted the run's [1-9]\d* topics \(soak-\w+\.\*\)", out), out
+    assert re.search(r"deleted the run's [1-9]\d{2,} Redis keys", out), out
     assert code == 0
