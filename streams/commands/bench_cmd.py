@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -375,8 +374,8 @@ def run(args, settings: Settings) -> int:
 
     from streams.bench.baseline import run_baseline
     from streams.bench.cpu import CpuMeter, stack_pids
-    from streams.commands.run_namespace import delete_run_namespace
     from streams.bench.figures import cpu_lines
+    from streams.commands.run_namespace import delete_run_namespace
     from streams.dev.llm_process import LLMServerProcess
     from streams.dev.worker_process import WorkerProcess
     from streams.topics import create_topics
