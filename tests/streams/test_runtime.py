@@ -227,9 +227,12 @@ async def test_records_fetched_before_a_revocation_in_the_same_call_are_not_run_
     consumer.rebalance(set(), {(A, 0)})
     task = asyncio.create_task(runtime.run())
     await until(lambda: len(handler.started) == 1)
+    consumer.open.clear()  # line up: no call starts until the records and the rebalance are both there
+    await asyncio.sleep(0.05)
     consumer.produce(A, 0, b"s", n=2)  # offsets 2, 3: fetched in the call that serves the rebalance
     consumer.rebalance_after_fetch = True
     consumer.rebalance({(A, 0)}, {(A, 0)})
+    consumer.open.set()
     await asyncio.sleep(0.05)
     handler.gate.set()
     await until(lambda: len(handler.done) >= 4)
