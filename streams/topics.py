@@ -96,7 +96,22 @@ def delete_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     names = [name for name in topic_names(settings) if name in existing]
     for future in (client.delete_topics(names, operation_timeout=timeout_s).values() if names else ()):
         future.result()
+    _wait_gone(client, names, timeout_s)
     return names
+
+
+def _wait_gone(client: AdminClient, topics: list[str], timeout_s: float) -> None:
+    """The controller confirms a deletion before every broker's metadata drops the topics; a replay
+    run again at once would find them "existing" and then lose them. Wait (bounded) until unlisted."""
+    deadline = time.monotonic() + timeout_s
+    while topics:
+        listed = client.list_topics(timeout=timeout_s).topics
+        left = [t for t in topics if t in listed]
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"topics deleted but still listed after {timeout_s:.0f} s: {', '.join(left)}")
+        time.sleep(0.1)
 
 
 def _wait_visible(client: AdminClient, topics: list[str], partitions: int, timeout_s: float) -> None:

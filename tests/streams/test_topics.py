@@ -89,3 +89,24 @@ def test_a_namespace_is_deleted_with_its_consumer_groups_and_the_live_one_is_ref
     for refused in ("", "no-dot"):
         assert main(["topics", "delete", "--prefix", refused]) == 2
         assert "refusing to delete" in capsys.readouterr().err
+
+
+def test_a_deletion_returns_only_once_the_broker_no_longer_lists_the_topics() -> None:
+    """The controller confirms before the brokers' metadata catches up; a replay run again at once must
+    not find its old topics "existing" and then lose them."""
+    from types import SimpleNamespace
+
+    from streams.topics import _wait_gone
+
+    class LaggingAdmin:
+        calls = 0
+
+        def list_topics(self, timeout: float) -> SimpleNamespace:
+            self.calls += 1
+            return SimpleNamespace(topics={"ns.chat.inbound": object()} if self.calls < 3 else {})
+
+    client = LaggingAdmin()
+    _wait_gone(client, ["ns.chat.inbound"], timeout_s=5)  # type: ignore[arg-type]
+    assert client.calls == 3
+    with pytest.raises(RuntimeError, match="still listed"):
+        _wait_gone(type("Stuck", (), {"list_topics": lambda self, timeout: SimpleNamespace(topics={"t": 1})})(), ["t"], 0.2)  # type: ignore[arg-type]
