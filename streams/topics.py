@@ -9,7 +9,9 @@ failing later.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -103,28 +105,30 @@ def delete_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
 def _wait_gone(client: AdminClient, topics: list[str], timeout_s: float) -> None:
     """The controller confirms a deletion before every broker's metadata drops the topics; a replay
     run again at once would find them "existing" and then lose them. Wait (bounded) until unlisted."""
-    deadline = time.monotonic() + timeout_s
-    while topics:
-        listed = client.list_topics(timeout=timeout_s).topics
-        left = [t for t in topics if t in listed]
-        if not left:
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"topics deleted but still listed after {timeout_s:.0f} s: {', '.join(left)}")
-        time.sleep(0.1)
+    _wait_for_metadata(client, timeout_s, lambda listed: [t for t in topics if t in listed],
+                       "topics deleted but still listed")
 
 
 def _wait_visible(client: AdminClient, topics: list[str], partitions: int, timeout_s: float) -> None:
     """A just-started broker can confirm a creation before its metadata lists the topic; a worker
     started right after would then refuse to run. Wait (bounded) until every topic is listed."""
+    _wait_for_metadata(
+        client, timeout_s,
+        lambda listed: [t for t in topics if t not in listed or len(listed[t].partitions) != partitions],
+        "topics created but not visible",
+    )
+
+
+def _wait_for_metadata(client: AdminClient, timeout_s: float, unsettled: Callable[[dict[str, Any]], list[str]],
+                       failure: str) -> None:
+    """Ask the broker's metadata again every 100 ms until ``unsettled(listed topics)`` is empty."""
     deadline = time.monotonic() + timeout_s
     while True:
-        listed = client.list_topics(timeout=timeout_s).topics
-        missing = [t for t in topics if t not in listed or len(listed[t].partitions) != partitions]
-        if not missing:
+        left = unsettled(client.list_topics(timeout=timeout_s).topics)
+        if not left:
             return
         if time.monotonic() > deadline:
-            raise RuntimeError(f"topics created but not visible after {timeout_s:.0f} s: {', '.join(missing)}")
+            raise RuntimeError(f"{failure} after {timeout_s:.0f} s: {', '.join(left)}")
         time.sleep(0.1)
 
 
